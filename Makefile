@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make serve` and `make test`. `make setup` is idempotent.
+PY        ?= python3
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test serve bench soak clean check-java
+
+setup: $(STAMP) check-java
+
+$(STAMP): requirements.txt
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "Java >= 17 is required by TorchServe and was not found. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	  if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "Java >= 17 is required by TorchServe, found '$$v'. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless"; exit 1; fi
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+serve: setup
+	$(VPY) client_infer.py
+
+bench: setup
+	$(VPY) bench/run_bench.py
+
+soak: setup
+	$(VPY) bench/soak.py
+
+clean:
+	rm -rf runs model_store/*.mar logs .pytest_cache
