@@ -1,0 +1,96 @@
+"""Training settings: one dataclass, overridden by the platform's ``advance_settings``."""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import asdict, dataclass, fields
+
+from model.frvsr import FRVSRConfig
+from train.data import DEGRADATIONS
+
+
+@dataclass
+class TrainConfig:
+    """Every key of ``advance_settings``; defaults suit a CPU box and a small dataset."""
+
+    # budget
+    max_minutes: float = 60.0  # wall-clock training budget; 0 = no limit (epochs decide)
+    epochs: int = 1000  # upper bound on epochs; whichever of this and max_minutes comes first
+    # optimisation
+    batch_size: int = 4
+    lr: float = 2e-4  # Adam
+    lr_min: float = 1e-5  # cosine decay floor (over the epoch budget or the time budget)
+    flow_loss_weight: float = 0.5  # weight of FNet's warping loss on low-res frames
+    grad_clip: float = 1.0
+    # data
+    crop_size: int = 128  # high-res crop side; multiple of 32 (low-res side multiple of 8)
+    num_frames: int = 7  # frames per training window (recurrence length)
+    crops_per_clip: int = 16  # random windows per clip per epoch
+    val_split: float = 0.2  # fraction held out when the dataset has no sep_testlist.txt
+    degradation: str = "bicubic"  # 'bicubic' (BI, antialiased) or 'blur' (BD, Gaussian sigma 1.5)
+    min_frames: int = 7  # folders with fewer images are skipped
+    val_every: int = 1  # validate every N epochs (and at the end)
+    # model (stored in the checkpoint)
+    channels: int = 32
+    blocks: int = 4
+    fnet_channels: int = 16
+    upsampler: str = "pixelshuffle"
+    # misc
+    seed: int = 0
+    threads: int = 0  # torch threads per process; 0 = cores / processes
+    init_from: str = ""  # start from this FRVSR checkpoint's weights (its architecture wins)
+
+    def __post_init__(self) -> None:
+        if self.degradation not in DEGRADATIONS:
+            raise ValueError(f"degradation must be one of {list(DEGRADATIONS)}, got {self.degradation!r}")
+        if self.crop_size <= 0 or self.crop_size % 32:
+            raise ValueError(f"crop_size must be a positive multiple of 32, got {self.crop_size}")
+        if self.num_frames < 2:
+            raise ValueError(f"num_frames must be >= 2 (the model is recurrent), got {self.num_frames}")
+        if self.batch_size < 1 or self.epochs < 1 or self.crops_per_clip < 1:
+            raise ValueError("batch_size, epochs and crops_per_clip must be >= 1")
+        if not 0 < self.val_split < 1:
+            raise ValueError(f"val_split must be in (0, 1), got {self.val_split}")
+        if self.max_minutes < 0 or self.lr <= 0:
+            raise ValueError("max_minutes must be >= 0 and lr > 0")
+        self.model_config()  # validates the architecture fields
+
+    def model_config(self) -> FRVSRConfig:
+        return FRVSRConfig(channels=self.channels, blocks=self.blocks, fnet_channels=self.fnet_channels, upsampler=self.upsampler)
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "TrainConfig":
+        """Apply ``advance_settings``; unknown keys and wrong types are errors listing what is valid."""
+        valid = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(settings) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown advance_settings key(s) {unknown}; valid keys: {sorted(valid)}")
+        kwargs = {}
+        defaults = asdict(cls())
+        for k, v in settings.items():
+            want = type(defaults[k])
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise ValueError(f"advance_settings[{k!r}] must be {want.__name__}, got {v!r}")
+            kwargs[k] = v
+        return cls(**kwargs)
+
+
+def parse_annotation_data(text: str) -> dict:
+    """The platform's ``--annotation_data``: a Python-literal or JSON dict (parsed safely, never eval)."""
+    text = (text or "").strip() or "{}"
+    try:
+        data = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--annotation_data is neither a Python literal nor JSON: {e}. Example: \"{{'advance_settings': {{'max_minutes': 3}}}}\"") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--annotation_data must be a dict, got {type(data).__name__}")
+    settings = data.get("advance_settings", {}) or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"advance_settings must be a dict, got {type(settings).__name__}")
+    return settings

@@ -1,0 +1,239 @@
+"""Clip datasets: sample discovery (seed and Vimeo-90K layouts), image reading, degradation, crops.
+
+A *sample* is one folder of consecutive frames. High-res frames are read from disk; the low-res input
+is made on the fly by ``degrade`` so training and evaluation see exactly the same degradation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from model.frvsr import SCALE
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
+DEGRADATIONS = ("bicubic", "blur")
+BLUR_SIGMA = 1.5
+
+
+class DataError(ValueError):
+    """Bad dataset: the message names the path and says what to do."""
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def natural_key(name: str) -> list:
+    """Sort key so that 'frame_2' comes before 'frame_10'."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str  # path relative to the dataset root, '/'-separated (e.g. '00001/0001' or 'sample_x')
+    frames: tuple[Path, ...]
+
+
+def _frames_in(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def discover_samples(root: str | Path, min_frames: int = 7) -> list[Sample]:
+    """Every folder under ``root`` (recursively) holding at least ``min_frames`` images is a sample.
+
+    Folders with some images but fewer than ``min_frames`` are skipped with one warning listing them.
+    Raises DataError if ``root`` is missing or holds no usable sample.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"dataset path does not exist: {root}. Pass --dataset_path pointing at a folder of clips.")
+    if not root.is_dir():
+        raise DataError(f"dataset path is not a folder: {root}")
+    samples, short = [], []
+    for folder in sorted([root, *[p for p in root.rglob("*") if p.is_dir()]], key=lambda p: natural_key(str(p))):
+        frames = _frames_in(folder)
+        if not frames:
+            continue
+        rel = folder.relative_to(root).as_posix()
+        if len(frames) >= min_frames:
+            samples.append(Sample(_short_name(rel), tuple(frames)))
+        else:
+            short.append(f"{rel or '.'} ({len(frames)})")
+    if short:
+        log.warning("skipped %d folder(s) with fewer than %d frames: %s", len(short), min_frames, ", ".join(short))
+    if not samples:
+        raise DataError(
+            f"no usable sample under {root}: need folders with at least {min_frames} frames "
+            f"({', '.join(sorted(IMAGE_EXTS))}), e.g. dataset/sample_x/frame_1.png ... or "
+            f"sequences/00001/0001/im1.png ... im7.png"
+        )
+    return samples
+
+
+def _short_name(rel: str) -> str:
+    # Vimeo lists name clips without the 'sequences/' prefix
+    return rel[len("sequences/"):] if rel.startswith("sequences/") else rel
+
+
+def read_list(root: Path, name: str) -> list[str] | None:
+    """Clip names from a Vimeo split file (e.g. sep_testlist.txt) at the dataset root, if present."""
+    path = Path(root) / name
+    if not path.is_file():
+        return None
+    return [line.strip().strip("/") for line in path.read_text().splitlines() if line.strip()]
+
+
+def split_samples(root: str | Path, samples: list[Sample], val_split: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(train, val): Vimeo's sep_testlist.txt / sep_trainlist.txt when present, else a seeded fraction."""
+    by_name = {s.name: s for s in samples}
+    test_list = read_list(Path(root), "sep_testlist.txt")
+    if test_list is not None:
+        val = [by_name[n] for n in test_list if n in by_name]
+        train_list = read_list(Path(root), "sep_trainlist.txt")
+        names = set(train_list) if train_list is not None else set(by_name) - set(test_list)
+        train = [s for s in samples if s.name in names and s.name not in set(test_list)]
+        if val and train:
+            return train, val
+        log.warning("sep_testlist.txt/sep_trainlist.txt do not match the clips found; using a random split")
+    if len(samples) < 2:
+        log.warning("only one sample: validating on the training sample")
+        return list(samples), list(samples)
+    rng = random.Random(seed)
+    shuffled = samples[:]
+    rng.shuffle(shuffled)
+    n_val = min(len(samples) - 1, max(1, round(len(samples) * val_split)))
+    return shuffled[n_val:], shuffled[:n_val]
+
+
+# ----------------------------------------------------------------------------- images
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read any PNG/JPG/BMP as uint8 (h, w, 3) RGB: grayscale, RGBA and 16-bit are converted."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"cannot read image {path}: the file is missing, empty or not a valid image; replace or delete it")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def read_clip(sample: Sample) -> np.ndarray:
+    """All frames of a sample as uint8 (t, h, w, 3); frames of different sizes are an error."""
+    frames = [read_image(p) for p in sample.frames]
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        raise DataError(f"sample {sample.name}: frames have different sizes {sorted(s[:2] for s in sizes)}; all frames of a clip must match")
+    return np.stack(frames)
+
+
+def to_float(clip: np.ndarray) -> torch.Tensor:
+    """uint8 (t, h, w, 3) -> float (t, 3, h, w) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def crop_to_scale(clip: np.ndarray) -> np.ndarray:
+    """Crop (t, h, w, 3) bottom/right so h, w are multiples of 4: ground truth must be exactly 4x the input."""
+    h, w = clip.shape[1:3]
+    return clip[:, : h - h % SCALE, : w - w % SCALE]
+
+
+# ----------------------------------------------------------------------------- degradation
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = int(np.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def degrade(hr: torch.Tensor, kind: str = "bicubic") -> torch.Tensor:
+    """High-res (..., 3, H, W) float in [0, 1], H and W multiples of 4 -> low-res (..., 3, H/4, W/4).
+
+    'bicubic' ("BI"): antialiased bicubic downscaling; 'blur' ("BD"): Gaussian blur sigma 1.5, then
+    every 4th pixel. The output is quantised to 8 bits, like a real low-res video frame.
+    """
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {kind!r}")
+    lead, (c, h, w) = hr.shape[:-3], hr.shape[-3:]
+    if h % SCALE or w % SCALE:
+        raise ValueError(f"high-res size {h}x{w} is not a multiple of {SCALE}; crop it first (crop_to_scale)")
+    x = hr.reshape(-1, c, h, w)  # (N, 3, H, W)
+    if kind == "bicubic":
+        lr = F.interpolate(x, size=(h // SCALE, w // SCALE), mode="bicubic", antialias=True, align_corners=False)
+    else:
+        k = _gaussian_kernel(BLUR_SIGMA).to(x)
+        r = k.numel() // 2
+        x = F.pad(x, (r, r, r, r), mode="reflect")
+        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        lr = x[:, :, ::SCALE, ::SCALE]
+    lr = lr.clamp(0, 1).mul(255).round().div(255)
+    return lr.reshape(*lead, c, h // SCALE, w // SCALE)
+
+
+def bicubic_upscale(lr: torch.Tensor) -> torch.Tensor:
+    """The baseline: (n, 3, h, w) -> (n, 3, 4h, 4w) bicubic, clamped to [0, 1]."""
+    return F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- training set
+
+class TrainClips(Dataset):
+    """Random (num_frames, crop, crop) windows of the training clips with flips and temporal reversal.
+
+    Returns (lr (t, 3, c/4, c/4), hr (t, 3, c, c)) float in [0, 1]. Clips are decoded once and cached
+    as uint8 (the shared sample is ~4 MB per clip).
+    """
+
+    def __init__(self, samples: Sequence[Sample], num_frames: int, crop_size: int, degradation: str, crops_per_clip: int, seed: int):
+        if crop_size % (SCALE * 8):
+            raise ValueError(f"crop_size must be a multiple of {SCALE * 8}, got {crop_size}")
+        self.clips = []
+        for s in samples:
+            clip = read_clip(s)
+            t, h, w = clip.shape[:3]
+            if t < num_frames or h < crop_size or w < crop_size:
+                raise DataError(f"sample {s.name} ({t} frames of {w}x{h}) is smaller than num_frames={num_frames}, crop_size={crop_size}; lower them")
+            self.clips.append(clip)
+        self.num_frames, self.crop, self.degradation = num_frames, crop_size, degradation
+        self.crops_per_clip, self.seed = crops_per_clip, seed
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.crops_per_clip
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clip = self.clips[idx % len(self.clips)]
+        t, h, w = clip.shape[:3]
+        t0 = random.randint(0, t - self.num_frames)
+        y, x = random.randint(0, h - self.crop), random.randint(0, w - self.crop)
+        win = clip[t0 : t0 + self.num_frames, y : y + self.crop, x : x + self.crop]
+        if random.random() < 0.5:
+            win = win[:, :, ::-1]
+        if random.random() < 0.5:
+            win = win[:, ::-1]
+        if random.random() < 0.5:
+            win = win.transpose(0, 2, 1, 3)  # swap axes: motion in a new direction
+        if random.random() < 0.5:
+            win = win[::-1]
+        hr = to_float(win.copy())
+        return degrade(hr, self.degradation), hr

@@ -1,0 +1,60 @@
+"""Evaluate a model (and plain bicubic) on whole clips: the code behind validation and client_test.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from model.frvsr import FRVSR, super_resolve
+from train.data import Sample, bicubic_upscale, crop_to_scale, degrade, read_clip, to_float
+from train.metrics import SampleScore, score_clip
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipResult:
+    name: str
+    frames: int
+    size: tuple[int, int]  # high-res (width, height)
+    model: SampleScore
+    bicubic: SampleScore | None
+    seconds: float  # model inference time for the clip
+
+
+def lowres_frames(hr: torch.Tensor, degradation: str) -> np.ndarray:
+    """(t, 3, H, W) float high-res -> uint8 (t, H/4, W/4, 3) low-res frames, as a decoder would give."""
+    lr = degrade(hr, degradation)
+    return lr.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def evaluate_clips(
+    model: FRVSR,
+    samples: Sequence[Sample],
+    degradation: str = "bicubic",
+    device: str | torch.device = "cpu",
+    with_bicubic: bool = False,
+    with_y: bool = False,
+) -> Iterator[ClipResult]:
+    """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it."""
+    for s in samples:
+        clip = crop_to_scale(read_clip(s))
+        hr = to_float(clip)  # (t, 3, H, W)
+        lr = lowres_frames(hr, degradation)
+        t0 = time.perf_counter()
+        out = np.stack(list(super_resolve(model, lr, device=device)))  # (t, H, W, 3) uint8
+        seconds = time.perf_counter() - t0
+        gt = clip.astype(np.float64) / 255.0
+        model_score = score_clip(s.name, out.astype(np.float64) / 255.0, gt, with_y)
+        bic = None
+        if with_bicubic:
+            up = bicubic_upscale(torch.from_numpy(lr).permute(0, 3, 1, 2).float() / 255.0)
+            up = up.mul(255).round().div(255)  # 8-bit output like the model's
+            bic = score_clip(s.name, up, gt, with_y)
+        log.info("%s: PSNR %.3f dB SSIM %.4f (%.2fs)", s.name, model_score.psnr, model_score.ssim, seconds)
+        yield ClipResult(s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds)

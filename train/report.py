@@ -1,0 +1,81 @@
+"""Offline evaluation report: the xlsx workbook and trial.txt that client_test.py writes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+from openpyxl import Workbook
+from openpyxl.chart import BarChart, Reference
+
+from train.evaluate import ClipResult
+from train.metrics import Aggregate, psnr_from_mse
+from train.results import MODEL_NAME, atomic_write_bytes
+
+PER_SAMPLE_COLUMNS = ["sample", "frames", "size", "MSE", "PSNR", "SSIM", "PSNR_Y", "bicubic PSNR", "bicubic SSIM", "bicubic PSNR_Y", "seconds"]
+
+
+def summarize(results: Sequence[ClipResult]) -> dict[str, dict]:
+    """{'FRVSR_GAN': {...}, 'Bicubic': {...}} with MSE, SSIMs, PSNR, SSIM plus PSNR_Y."""
+    out = {}
+    for key, pick in ((MODEL_NAME, lambda r: r.model), ("Bicubic", lambda r: r.bicubic)):
+        agg = Aggregate()
+        for r in results:
+            agg.add(pick(r))
+        out[key] = {**agg.result(), "PSNR_Y": agg.psnr_y()}
+    return out
+
+
+def _num(v: float) -> float | str:
+    return round(v, 4) if v != float("inf") else "inf"
+
+
+def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, info: dict) -> None:
+    """Per-sample sheet, summary sheet and a per-sample PSNR chart (model vs bicubic); atomic."""
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "per_sample"
+    ws.append(PER_SAMPLE_COLUMNS)
+    for r in results:
+        ws.append([
+            r.name, r.frames, f"{r.size[0]}x{r.size[1]}", round(r.model.mse, 8), _num(r.model.psnr), round(r.model.ssim, 4),
+            _num(psnr_from_mse(r.model.mse_y)), _num(r.bicubic.psnr), round(r.bicubic.ssim, 4), _num(psnr_from_mse(r.bicubic.mse_y)), round(r.seconds, 3),
+        ])
+    for col, width in zip("ABCDEFGHIJK", (18, 8, 10, 12, 10, 10, 10, 13, 13, 15, 9)):
+        ws.column_dimensions[col].width = width
+
+    chart = BarChart()
+    chart.title = "PSNR per sample: model vs bicubic"
+    chart.y_axis.title = "PSNR (dB)"
+    n = len(results)
+    for col in (5, 8):  # PSNR, bicubic PSNR
+        chart.add_data(Reference(ws, min_col=col, min_row=1, max_row=n + 1), titles_from_data=True)
+    chart.set_categories(Reference(ws, min_col=1, min_row=2, max_row=n + 1))
+    chart.width, chart.height = 24, 10
+    ws.add_chart(chart, f"A{n + 4}")
+
+    sm = wb.create_sheet("summary")
+    sm.append(["method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "samples"])
+    for name, s in summary.items():
+        sm.append([name, round(s["MSE"], 8), _num(s["PSNR"]), round(s["SSIM"], 4), round(s["SSIMs"], 4), _num(s["PSNR_Y"]), n])
+    sm.append([])
+    for k, v in info.items():
+        sm.append([k, str(v)])
+    sm.column_dimensions["A"].width = 22
+    buf = io.BytesIO()
+    wb.save(buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def build_test_trial(out_dir: Path, xlsx_name: str, summary: dict, seconds: float) -> dict:
+    """The platform's trial.txt for an evaluation run (field names are a contract)."""
+    keys = ("MSE", "SSIMs", "PSNR", "SSIM")
+    return {
+        "model_path": str(out_dir.resolve()),
+        "predict_result_filename": xlsx_name,
+        "preview_data": {},
+        "test_result": {name: {"test": {k: s[k] for k in keys}} for name, s in summary.items()},
+        "predict_prob": {},
+        "test_consuming": {"test": seconds},
+    }

@@ -1,0 +1,308 @@
+"""FRVSR training: data loading, one optimisation step, validation, checkpoints, the run itself.
+
+Runs as one process or under ``torchrun`` (DistributedDataParallel: gloo on CPU, NCCL on GPU). Only
+rank 0 validates and writes files. Stopping (time budget, epochs, or a stop request such as Ctrl-C)
+is agreed by all ranks at every step, so no process is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from model.frvsr import FRVSR, flow_warp, load_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.data import TrainClips, discover_samples, split_samples
+from train.evaluate import evaluate_clips
+from train.metrics import Aggregate, Exact
+from train.results import MODEL_NAME, atomic_write_json, runs_dir, trial_path
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- processes
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(device: str) -> Dist:
+    """Join the torchrun group if launched by torchrun (WORLD_SIZE > 1), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(d.local_rank)
+    dist.init_process_group(backend)
+    return d
+
+
+def resolve_device(device: str, d: Dist) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N'; a missing GPU is a clear error."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was requested but CUDA is not available on this machine; use --device cpu")
+        return torch.device("cuda", d.local_rank if d.active else (torch.device(device).index or 0))
+    if device != "cpu":
+        raise ValueError(f"--device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- steps
+
+def build_loader(cfg: TrainConfig, dataset: TrainClips, d: Dist) -> DataLoader:
+    sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=cfg.seed) if d.active else None
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(dataset) >= cfg.batch_size * d.world)
+
+
+def frvsr_loss(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """Pixel L2 on the output + FNet's warping L2 on low-res frames. lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w)."""
+    out, flows = model(lr)  # (b, t, 3, 4h, 4w), (b, t, 2, h, w)
+    pixel = F.mse_loss(out, hr)
+    b, t = lr.shape[:2]
+    prev = lr[:, :-1].reshape(-1, *lr.shape[2:])  # (b*(t-1), 3, h, w)
+    warped = flow_warp(prev, flows[:, 1:].reshape(-1, 2, *lr.shape[3:]))
+    flow = F.mse_loss(warped, lr[:, 1:].reshape(-1, *lr.shape[2:]))
+    return pixel + cfg.flow_loss_weight * flow, {"pixel": pixel.item(), "flow": flow.item(), "psnr": -10 * math.log10(max(pixel.item(), 1e-10))}
+
+
+def train_step(model, optimizer, lr, hr, cfg: TrainConfig) -> dict:
+    optimizer.zero_grad(set_to_none=True)
+    loss, stats = frvsr_loss(model, lr, hr, cfg)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    stats["loss"] = loss.item()
+    return stats
+
+
+def evaluate(model: FRVSR, samples, cfg: TrainConfig, device) -> dict[str, float]:
+    """Validation on whole clips through the shared inference path; the platform's {MSE, SSIMs, PSNR, SSIM}."""
+    agg = Aggregate()
+    for r in evaluate_clips(model, samples, cfg.degradation, device):
+        agg.add(r.model)
+    return agg.result()
+
+
+def cosine_lr(cfg: TrainConfig, progress: float) -> float:
+    progress = min(max(progress, 0.0), 1.0)
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = [h["step"] for h in history if "loss" in h]
+    a1.plot(steps, [h["loss"] for h in history if "loss" in h])
+    a1.set(xlabel="step", ylabel="training loss (epoch mean)", yscale="log", title="loss")
+    val = [h for h in history if "val_psnr" in h]
+    a2.plot([h["step"] for h in val], [h["val_psnr"] for h in val], marker="o")
+    a2.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def safe_trial_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    if not cleaned:
+        raise ValueError(f"--trial_name {name!r} has no usable characters; use letters, digits, '-', '_'")
+    return cleaned
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class RunState:
+    best_psnr: float = -math.inf
+    best_eval: dict | None = None
+    step: int = 0
+    epoch: int = 0
+    train_time: float = 0.0
+    valid_time: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def train(
+    dataset_path: str,
+    cfg: TrainConfig,
+    trial_name: str,
+    device: str = "cpu",
+    stop_requested: Callable[[], bool] = lambda: False,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict | None:
+    """Train, keep the best checkpoint, write the model folder and ``runs/metric/trial.txt``.
+
+    Returns the trial dict on rank 0 (None on other ranks). ``stop_requested`` is polled every step
+    (Ctrl-C in the CLI); ``on_step`` receives step stats on rank 0 (the CLI's progress bar).
+    """
+    t_start = time.perf_counter()
+    trial_name = safe_trial_name(trial_name)
+    d = setup_distributed(device)
+    try:
+        dev = resolve_device(device, d)
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // d.world))
+        random.seed(cfg.seed + d.rank)
+        np.random.seed(cfg.seed + d.rank)
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+
+        samples = discover_samples(dataset_path, cfg.min_frames)
+        train_s, val_s = split_samples(dataset_path, samples, cfg.val_split, cfg.seed)
+        log.info("%d samples: %d train, %d validation", len(samples), len(train_s), len(val_s))
+        loader = build_loader(cfg, TrainClips(train_s, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed), d)
+
+        if cfg.init_from:
+            model, _ = load_checkpoint(cfg.init_from)
+            log.info("initialised from %s (%s)", cfg.init_from, model.cfg)
+        else:
+            model = FRVSR(cfg.model_config())
+        model = model.to(dev).train()
+        net = DistributedDataParallel(model) if d.active else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+        out_dir = _shared_out_dir(d)
+        ckpt_path = out_dir / f"{MODEL_NAME}_{trial_name}.pth"
+        if d.main:
+            _attach_log_file(out_dir / "train.log")
+            atomic_write_json(out_dir / "settings.json", {"trial_name": trial_name, "device": device, "world_size": d.world, **asdict(cfg), "model_args": asdict(model.cfg)})
+            log.info("writing to %s; settings %s", out_dir, asdict(cfg))
+
+        st = RunState()
+        budget_s = cfg.max_minutes * 60
+        total_steps = cfg.epochs * max(1, len(loader))
+        stop = False
+        while not stop and st.epoch < cfg.epochs:
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(st.epoch)
+            epoch_losses = []
+            t_epoch = time.perf_counter()
+            for lr_b, hr_b in loader:
+                progress = max(st.step / total_steps, (st.train_time / budget_s) if budget_s else 0.0)
+                for g in optimizer.param_groups:
+                    g["lr"] = cosine_lr(cfg, progress)
+                t0 = time.perf_counter()
+                stats = train_step(net, optimizer, lr_b.to(dev), hr_b.to(dev), cfg)
+                st.train_time += time.perf_counter() - t0
+                st.step += 1
+                epoch_losses.append(stats["loss"])
+                if d.main and on_step:
+                    on_step({**stats, "step": st.step, "epoch": st.epoch, "lr": optimizer.param_groups[0]["lr"]})
+                over_time = budget_s > 0 and time.perf_counter() - t_start >= budget_s
+                stop = _agree(d, over_time or stop_requested())
+                if stop:
+                    break
+            st.epoch += 1
+            if epoch_losses:
+                st.history.append({"epoch": st.epoch, "step": st.step, "loss": float(np.mean(epoch_losses)), "epoch_seconds": time.perf_counter() - t_epoch})
+            if stop or st.epoch >= cfg.epochs or st.epoch % cfg.val_every == 0:
+                _validate(model, val_s, cfg, dev, d, st, ckpt_path)
+                stop = _agree(d, stop or stop_requested())
+
+        if not d.main:
+            return None
+        plot_curves(st.history, out_dir / "training_curves.png")
+        atomic_write_json(out_dir / "history.json", st.history)
+        total = time.perf_counter() - t_start
+        trial = build_trial(trial_name, out_dir, cfg, model, st, total)
+        atomic_write_json(trial_path(), trial)
+        log.info("best validation PSNR %.4f dB; trial written to %s", st.best_psnr, trial_path())
+        return trial
+    finally:
+        if d.active:
+            dist.destroy_process_group()
+
+
+def _validate(model: FRVSR, val_s, cfg: TrainConfig, dev, d: Dist, st: RunState, ckpt_path: Path) -> None:
+    """Rank 0 scores the validation clips and saves the checkpoint if it is the best so far."""
+    if d.main:
+        t0 = time.perf_counter()
+        ev = evaluate(model, val_s, cfg, dev)
+        st.valid_time += time.perf_counter() - t0
+        st.history.append({"epoch": st.epoch, "step": st.step, "val_psnr": ev["PSNR"], "val_ssim": ev["SSIM"]})
+        if ev["PSNR"] > st.best_psnr or st.best_eval is None:
+            st.best_psnr, st.best_eval = ev["PSNR"], ev
+            save_checkpoint(ckpt_path, model, epoch=st.epoch, step=st.step, eval=ev, train_settings=asdict(cfg))
+        log.info("epoch %d step %d: val PSNR %.4f dB SSIM %.4f (best %.4f)", st.epoch, st.step, ev["PSNR"], ev["SSIM"], st.best_psnr)
+    if d.active:
+        dist.barrier()
+
+
+def _agree(d: Dist, flag: bool) -> bool:
+    """True on every rank if any rank wants to stop."""
+    if not d.active:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _shared_out_dir(d: Dist) -> Path:
+    """``runs/models/{uuid4}``; rank 0 picks the uuid and shares it."""
+    name = [uuid.uuid4().hex if d.main else None]
+    if d.active:
+        dist.broadcast_object_list(name, src=0)
+    out = runs_dir() / "models" / str(uuid.UUID(name[0]))
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _attach_log_file(path: Path) -> None:
+    h = logging.FileHandler(path)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(h)
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+def build_trial(trial_name: str, out_dir: Path, cfg: TrainConfig, model: FRVSR, st: RunState, total: float) -> dict:
+    """The platform's trial.txt for a training run (field names are a contract)."""
+    ev = st.best_eval or {}
+    return {
+        "recom_model": MODEL_NAME,
+        "gened_model_name": f"{MODEL_NAME}_{trial_name}",
+        "metric_type": "PSNR",
+        "metric_value": ev.get("PSNR"),
+        "used_models": MODEL_NAME,
+        "model_path": str(out_dir.resolve()),
+        "model_params": Exact({**asdict(cfg), "model_args": asdict(model.cfg)}),
+        "eval_result": {MODEL_NAME: {"eval": {k: ev.get(k) for k in ("MSE", "SSIMs", "PSNR", "SSIM")}}},
+        "predict_prob": {},
+        "train_consuming": {"total": total, "train_time": st.train_time, "valid_time": st.valid_time},
+    }
