@@ -66,8 +66,8 @@ def upscale_flow(flow: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
 
 
 def upsample_image(x: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
-    """Bilinear upsampling used as SRNet's residual base (cheaper than bicubic, same role)."""
-    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    """Bicubic upsampling, SRNet's residual base: the network starts at bicubic quality and learns detail."""
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
@@ -93,7 +93,7 @@ class FRVSRConfig:
     blocks: int = 10  # SRNet residual blocks: depth, cost grows linearly
     fnet_channels: int = 32  # FNet base width (paper: 32-64-128 encoder); flow needs little capacity
     upsampler: str = "pixelshuffle"  # 'pixelshuffle' (conv at low res) or 'deconv' (paper: 2 transposed convs at high res)
-    residual: bool = True  # add a bilinear upsample of the input: SRNet only learns the detail
+    residual: bool = True  # add a bicubic upsample of the input: SRNet only learns the detail
     max_flow: float = 24.0  # FNet's tanh output is scaled to +-max_flow low-res pixels
 
     def __post_init__(self) -> None:
