@@ -1,0 +1,135 @@
+"""TorchServe handler: base64 video in, 4x super-resolved base64 video out (FRVSR).
+
+``initialize`` rebuilds FRVSR from the config stored in the checkpoint (not BaseHandler's "one class
+in the model file" loader); ``preprocess`` validates the body and reads the container header (limits
+are checked before any decoding); ``inference`` streams decode -> model -> encode; ``postprocess``
+returns plain base64 and the per-stage timing in the ``X-FRVSR-Timing`` response header.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+from ts.utils.util import PredictionException
+
+from handler.errors import VideoRequestError
+from handler.limits import HandlerSettings
+from handler.pipeline import Job, Result, open_job, upscale_video
+from model.frvsr import load_checkpoint, super_resolve
+
+log = logging.getLogger(__name__)
+
+TIMING_HEADER = "X-FRVSR-Timing"
+
+
+def pick_device(gpu_id: object) -> torch.device:
+    """TorchServe's ``gpu_id`` -> that CUDA device when CUDA is usable, else the CPU."""
+    if gpu_id is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(gpu_id)}")
+    return torch.device("cpu")
+
+
+def torch_threads(settings: HandlerSettings, yaml_config: dict) -> int:
+    """Intra-op threads per worker: the setting, else the cores this process may use / workers."""
+    if settings.torch_threads > 0:
+        return settings.torch_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = int(yaml_config.get("minWorkers") or 1)
+    return max(1, cores // max(1, workers))
+
+
+class FRVSRHandler(BaseHandler):
+    """One request = one clip; batchSize 1 (a batch is served clip by clip)."""
+
+    def initialize(self, context) -> None:
+        self.context = context
+        self.manifest = context.manifest
+        props = context.system_properties
+        yaml_config = getattr(context, "model_yaml_config", None) or {}
+        self.settings = HandlerSettings.from_dict(yaml_config.get("handler"))
+        self.device = pick_device(props.get("gpu_id"))
+        if self.device.type == "cpu":
+            torch.set_num_threads(torch_threads(self.settings, yaml_config))
+        ckpt = Path(props["model_dir"]) / self.manifest["model"]["serializedFile"]
+        self.model, _ = load_checkpoint(ckpt, self.device)  # rebuilds FRVSR from the stored config, eval mode
+        self._warm_up()
+        self.initialized = True
+        log.info(
+            "FRVSR ready: %s on %s, %d torch threads, limits %s",
+            ckpt.name, self.device, torch.get_num_threads(), self.settings.limits,
+        )
+
+    def _warm_up(self) -> None:
+        """First calls pay for kernel selection and allocation; pay it here, not in the first request."""
+        frames = (np.zeros((32, 32, 3), np.uint8) for _ in range(2))
+        for _ in super_resolve(self.model, frames, device=self.device):
+            pass
+
+    def preprocess(self, data: list) -> list[Job | Exception]:
+        """Parse each request and read its container header; a bad one becomes its error (raised in inference)."""
+        jobs: list[Job | Exception] = []
+        for row in data:
+            try:
+                jobs.append(open_job(row, self.settings))
+            except Exception as e:  # noqa: BLE001 - raised, with its status, in inference
+                jobs.append(e)
+        return jobs
+
+    def inference(self, jobs: list, *args, **kwargs) -> list[Result]:
+        results = []
+        try:
+            for job in jobs:
+                if isinstance(job, Exception):
+                    raise _to_prediction_error(job)
+                try:
+                    with torch.inference_mode():
+                        res = upscale_video(self.model, job.reader, self.settings, job.out_format, self.device)
+                    res.timings.open = job.open_s
+                    self.settings.limits.check_output(4 * ((len(res.video) + 2) // 3))
+                except Exception as e:
+                    raise _to_prediction_error(e) from e
+                results.append(res)
+        finally:
+            for job in jobs:
+                if isinstance(job, Job):
+                    job.reader.close()
+        return results
+
+    def postprocess(self, results: list[Result]) -> list[str]:
+        out = []
+        for idx, res in enumerate(results):
+            t = time.perf_counter()
+            b64 = base64.b64encode(res.video).decode("ascii")
+            res.timings.encode += time.perf_counter() - t  # base64 is part of producing the response
+            timing = res.timings.header()
+            log.info("timing %s: %s %dx%d, %d bytes out; %s", TIMING_HEADER, res.family, res.width, res.height, len(res.video), timing)
+            _set_header(self.context, idx, TIMING_HEADER, timing)
+            _set_header(self.context, idx, "X-FRVSR-Format", res.family)
+            out.append(b64)
+        return out
+
+
+def _to_prediction_error(e: Exception) -> PredictionException:
+    if isinstance(e, PredictionException):
+        return e
+    if isinstance(e, VideoRequestError):
+        log.info("rejected (%d): %s", e.status, e)
+        return PredictionException(str(e), e.status)
+    log.error("super-resolution failed", exc_info=e)
+    return PredictionException(f"internal error while super-resolving ({type(e).__name__}: {e}); see the TorchServe log", 500)
+
+
+def _set_header(context, idx: int, key: str, value: str) -> None:
+    """Response headers exist only under a real TorchServe request (a MockContext has none)."""
+    if getattr(context, "_request_processor", None) is not None or getattr(context, "request_processor", None):
+        try:
+            context.set_response_header(idx, key, value)
+        except (AttributeError, IndexError, TypeError):
+            log.debug("no response header support in this context")
