@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             samples = chosen
         torch.set_num_threads(os.cpu_count() or 1)
         results = []
-        for r in tqdm(evaluate_clips(model, samples, degradation, device, with_bicubic=True, with_y=True), total=len(samples), unit="clip"):
+        for r in tqdm(evaluate_clips(model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True), total=len(samples), unit="clip"):
             results.append(r)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
     m, b = json_safe(summary["FRVSR_GAN"]), json_safe(summary["Bicubic"])
     print(f"{len(results)} clips, {seconds:.1f} s")
-    print(f"{'':10s} {'PSNR':>8s} {'PSNR_Y':>8s} {'SSIM':>7s}")
-    print(f"{'model':10s} {m['PSNR']:8.4f} {m['PSNR_Y']:8.4f} {m['SSIM']:7.4f}")
-    print(f"{'bicubic':10s} {b['PSNR']:8.4f} {b['PSNR_Y']:8.4f} {b['SSIM']:7.4f}")
+    print(f"{'':10s} {'PSNR':>8s} {'PSNR_Y':>8s} {'SSIM':>7s} {'tOF':>7s}")
+    for name, s in (("model", m), ("bicubic", b)):
+        tof = f"{s['tOF']:7.4f}" if s["tOF"] is not None else f"{'n/a':>7s}"  # json_safe turns nan into None
+        print(f"{name:10s} {s['PSNR']:8.4f} {s['PSNR_Y']:8.4f} {s['SSIM']:7.4f} {tof}")
     print(f"report: {out_dir / xlsx_name}")
     return 0
 

@@ -12,7 +12,7 @@ import torch
 
 from model.frvsr import FRVSR, super_resolve
 from train.data import Sample, bicubic_upscale, crop_to_scale, degrade, read_clip, to_float
-from train.metrics import SampleScore, score_clip
+from train.metrics import SampleScore, optical_flows, score_clip
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,13 @@ def evaluate_clips(
     device: str | torch.device = "cpu",
     with_bicubic: bool = False,
     with_y: bool = False,
+    with_temporal: bool = False,
 ) -> Iterator[ClipResult]:
-    """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it."""
+    """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it.
+
+    ``with_temporal`` adds tOF (``train.metrics.tof``) to the model's and bicubic's scores; clips of a
+    single frame have none (nan).
+    """
     for s in samples:
         clip = crop_to_scale(read_clip(s))
         hr = to_float(clip)  # (t, 3, H, W)
@@ -50,11 +55,12 @@ def evaluate_clips(
         out = np.stack(list(super_resolve(model, lr, device=device)))  # (t, H, W, 3) uint8
         seconds = time.perf_counter() - t0
         gt = clip.astype(np.float64) / 255.0
-        model_score = score_clip(s.name, out.astype(np.float64) / 255.0, gt, with_y)
+        gt_flows = optical_flows(gt) if with_temporal and len(clip) > 1 else None  # shared by model and bicubic
+        model_score = score_clip(s.name, out.astype(np.float64) / 255.0, gt, with_y, gt_flows)
         bic = None
         if with_bicubic:
             up = bicubic_upscale(torch.from_numpy(lr).permute(0, 3, 1, 2).float() / 255.0)
             up = up.mul(255).round().div(255)  # 8-bit output like the model's
-            bic = score_clip(s.name, up, gt, with_y)
-        log.info("%s: PSNR %.3f dB SSIM %.4f (%.2fs)", s.name, model_score.psnr, model_score.ssim, seconds)
+            bic = score_clip(s.name, up, gt, with_y, gt_flows)
+        log.info("%s: PSNR %.3f dB SSIM %.4f tOF %.3f (%.2fs)", s.name, model_score.psnr, model_score.ssim, model_score.tof, seconds)
         yield ClipResult(s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds)

@@ -5,6 +5,12 @@ all of its frames' pixels and SSIM = mean over frames of scikit-image's SSIM. Ag
 ``MSE`` = mean of sample MSEs, ``PSNR`` = 10*log10(1/MSE), ``SSIMs`` = sum of sample SSIMs,
 ``SSIM`` = SSIMs / number of samples.
 
+Temporal consistency: ``tof`` (TecoGAN's tOF, Chu et al. 2020), the mean end-point distance in pixels
+between the optical flow of the output and the optical flow of the ground truth, over all consecutive
+frame pairs (lower is better; 0 when the output moves exactly like the ground truth). Flow is OpenCV's
+Farneback flow on 8-bit BT.601 luma with TecoGAN's parameters. A flickering or shimmering output has
+flow that the ground truth does not, so it scores worse even when each frame alone looks right.
+
 Identical images have MSE 0 and infinite PSNR. Python floats keep ``inf``; ``json_safe`` writes it as
 ``PSNR_CAP`` (100 dB, i.e. MSE 1e-10, far beyond any 8-bit result) so result files stay valid JSON.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
@@ -53,23 +60,63 @@ def rgb_to_y(x: np.ndarray) -> np.ndarray:
     return ((16.0 + x @ np.array([65.481, 128.553, 24.966])) / 255.0)[..., None]
 
 
+# cv2.calcOpticalFlowFarneback(pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags): TecoGAN's tOF settings
+FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
+
+
+def _gray_u8(frames: np.ndarray) -> np.ndarray:
+    """float (t, h, w, 3) RGB in [0, 1] -> uint8 (t, h, w) luma (cv2's RGB2GRAY weights)."""
+    u8 = np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in u8])
+
+
+def optical_flows(frames) -> np.ndarray:
+    """Farneback flow between consecutive frames: (t, h, w, 3) in [0, 1] -> float32 (t-1, h, w, 2).
+
+    ``flows[i]`` maps frame i to frame i+1 in pixels (x, y): ``frame_i[p] ~ frame_{i+1}[p + flow[p]]``.
+    """
+    g = _gray_u8(_hwc(frames))
+    if len(g) < 2:
+        raise ValueError(f"optical flow needs at least 2 frames, got {len(g)}")
+    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, *FARNEBACK) for a, b in zip(g[:-1], g[1:])])
+
+
+def tof(pred, target, target_flows: np.ndarray | None = None) -> float:
+    """tOF: mean over frame pairs and pixels of |flow(pred) - flow(target)| (Euclidean, in pixels).
+
+    ``target_flows`` (from ``optical_flows(target)``) may be passed to score several predictions of
+    one clip without recomputing the ground truth's flow.
+    """
+    p = _hwc(pred)
+    if p.shape != _hwc(target).shape:
+        raise ValueError(f"shape mismatch: prediction {p.shape} vs target {_hwc(target).shape}")
+    ft = optical_flows(target) if target_flows is None else target_flows
+    fp = optical_flows(p)
+    if fp.shape != ft.shape:
+        raise ValueError(f"target_flows {ft.shape} do not match the prediction's flows {fp.shape}")
+    return float(np.mean(np.linalg.norm(fp - ft, axis=-1)))
+
+
 @dataclass
 class SampleScore:
     name: str
     mse: float
     ssim: float
     mse_y: float = float("nan")
+    tof: float = float("nan")  # temporal consistency (see ``tof``); nan when not computed
 
     @property
     def psnr(self) -> float:
         return psnr_from_mse(self.mse)
 
 
-def score_clip(name: str, pred, target, with_y: bool = False) -> SampleScore:
-    """Score one clip (all frames)."""
+def score_clip(name: str, pred, target, with_y: bool = False, target_flows: np.ndarray | None = None) -> SampleScore:
+    """Score one clip (all frames); ``target_flows`` (``optical_flows(target)``) also scores tOF."""
     s = SampleScore(name, mse(pred, target), ssim(pred, target))
     if with_y:
         s.mse_y = float(np.mean((rgb_to_y(_hwc(pred)) - rgb_to_y(_hwc(target))) ** 2))
+    if target_flows is not None:
+        s.tof = tof(pred, target, target_flows)
     return s
 
 
@@ -91,6 +138,11 @@ class Aggregate:
 
     def psnr_y(self) -> float:
         return psnr_from_mse(float(np.mean([s.mse_y for s in self.samples])))
+
+    def tof(self) -> float:
+        """Mean tOF over the samples that have one (nan if none)."""
+        v = [s.tof for s in self.samples if not math.isnan(s.tof)]
+        return float(np.mean(v)) if v else float("nan")
 
 
 class Exact(dict):

@@ -13,22 +13,24 @@ from train.evaluate import ClipResult
 from train.metrics import Aggregate, psnr_from_mse
 from train.results import MODEL_NAME, atomic_write_bytes
 
-PER_SAMPLE_COLUMNS = ["sample", "frames", "size", "MSE", "PSNR", "SSIM", "PSNR_Y", "bicubic PSNR", "bicubic SSIM", "bicubic PSNR_Y", "seconds"]
+PER_SAMPLE_COLUMNS = ["sample", "frames", "size", "MSE", "PSNR", "SSIM", "PSNR_Y", "tOF", "bicubic PSNR", "bicubic SSIM", "bicubic PSNR_Y", "bicubic tOF", "seconds"]
+# tOF (train.metrics.tof): temporal consistency, mean flow difference to the ground truth in pixels, lower is better
 
 
 def summarize(results: Sequence[ClipResult]) -> dict[str, dict]:
-    """{'FRVSR_GAN': {...}, 'Bicubic': {...}} with MSE, SSIMs, PSNR, SSIM plus PSNR_Y."""
+    """{'FRVSR_GAN': {...}, 'Bicubic': {...}} with MSE, SSIMs, PSNR, SSIM plus PSNR_Y and tOF."""
     out = {}
     for key, pick in ((MODEL_NAME, lambda r: r.model), ("Bicubic", lambda r: r.bicubic)):
         agg = Aggregate()
         for r in results:
             agg.add(pick(r))
-        out[key] = {**agg.result(), "PSNR_Y": agg.psnr_y()}
+        out[key] = {**agg.result(), "PSNR_Y": agg.psnr_y(), "tOF": agg.tof()}
     return out
 
 
 def _num(v: float) -> float | str:
-    return round(v, 4) if v != float("inf") else "inf"
+    """Rounded; ``inf`` (perfect PSNR) and ``nan`` (not computed) as text, which Excel shows as is."""
+    return "inf" if v == float("inf") else "nan" if v != v else round(v, 4)
 
 
 def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, info: dict) -> None:
@@ -40,25 +42,28 @@ def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, inf
     for r in results:
         ws.append([
             r.name, r.frames, f"{r.size[0]}x{r.size[1]}", round(r.model.mse, 8), _num(r.model.psnr), round(r.model.ssim, 4),
-            _num(psnr_from_mse(r.model.mse_y)), _num(r.bicubic.psnr), round(r.bicubic.ssim, 4), _num(psnr_from_mse(r.bicubic.mse_y)), round(r.seconds, 3),
+            _num(psnr_from_mse(r.model.mse_y)), _num(r.model.tof), _num(r.bicubic.psnr), round(r.bicubic.ssim, 4), _num(psnr_from_mse(r.bicubic.mse_y)),
+            _num(r.bicubic.tof), round(r.seconds, 3),
         ])
-    for col, width in zip("ABCDEFGHIJK", (18, 8, 10, 12, 10, 10, 10, 13, 13, 15, 9)):
+    for col, width in zip("ABCDEFGHIJKLM", (18, 8, 10, 12, 10, 10, 10, 8, 13, 13, 15, 11, 9)):
         ws.column_dimensions[col].width = width
 
     chart = BarChart()
     chart.title = "PSNR per sample: model vs bicubic"
     chart.y_axis.title = "PSNR (dB)"
     n = len(results)
-    for col in (5, 8):  # PSNR, bicubic PSNR
+    for col in (PER_SAMPLE_COLUMNS.index("PSNR") + 1, PER_SAMPLE_COLUMNS.index("bicubic PSNR") + 1):
         chart.add_data(Reference(ws, min_col=col, min_row=1, max_row=n + 1), titles_from_data=True)
     chart.set_categories(Reference(ws, min_col=1, min_row=2, max_row=n + 1))
     chart.width, chart.height = 24, 10
     ws.add_chart(chart, f"A{n + 4}")
 
     sm = wb.create_sheet("summary")
-    sm.append(["method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "samples"])
+    sm.append(["method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "tOF", "samples"])
     for name, s in summary.items():
-        sm.append([name, round(s["MSE"], 8), _num(s["PSNR"]), round(s["SSIM"], 4), round(s["SSIMs"], 4), _num(s["PSNR_Y"]), n])
+        sm.append([name, round(s["MSE"], 8), _num(s["PSNR"]), round(s["SSIM"], 4), round(s["SSIMs"], 4), _num(s["PSNR_Y"]), _num(s["tOF"]), n])
+    sm.append([])
+    sm.append(["tOF", "temporal consistency: mean |flow(output) - flow(ground truth)| in pixels over consecutive frames (Farneback); lower is better, 0 = moves like the ground truth"])
     sm.append([])
     for k, v in info.items():
         sm.append([k, str(v)])
