@@ -3,6 +3,8 @@
     python client_train.py --dataset_path ../shared/data/vimeo90k_sample \
         --annotation_data "{'advance_settings': {'max_minutes': 3}}"
     torchrun --nproc_per_node=2 client_train.py --dataset_path ...   # multi-process (DDP)
+    python client_train.py --dataset_path ... --trial_name gan --annotation_data \
+        "{'advance_settings': {'gan': True, 'init_from': 'runs/models/<uuid>/FRVSR_GAN_default.pth', 'lr': 5e-5}}"
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_step(s: dict) -> None:
         bar.update(1)
-        bar.set_postfix(epoch=s["epoch"], loss=f"{s['loss']:.5f}", psnr=f"{s['psnr']:.2f}", lr=f"{s['lr']:.1e}")
+        extra = {"d_loss": f"{s['d_loss']:.3f}"} if "d_loss" in s else {}  # GAN stage: the discriminator's hinge loss
+        bar.set_postfix(epoch=s["epoch"], loss=f"{s['loss']:.5f}", psnr=f"{s['psnr']:.2f}", lr=f"{s['lr']:.1e}", **extra)
 
     try:
         trial = train(args.dataset_path, cfg, args.trial_name, args.device, lambda: stop["requested"], on_step)

@@ -21,7 +21,7 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 2e-4  # Adam
     lr_min: float = 1e-5  # cosine decay floor (over the epoch budget or the time budget)
-    flow_loss_weight: float = 0.5  # weight of FNet's warping loss on low-res frames
+    flow_loss_weight: float = 0.5  # weight of FNet's warping loss on low-res frames (the "warp" loss, also in the GAN stage)
     grad_clip: float = 1.0
     # data
     crop_size: int = 128  # high-res crop side; multiple of 32 (low-res side multiple of 8)
@@ -40,6 +40,15 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch threads per process; 0 = cores / processes
     init_from: str = ""  # start from this FRVSR checkpoint's weights (its architecture wins)
+    # adversarial stage (FRVSR_GAN, train/gan.py): fine-tune a trained FRVSR (init_from) against a
+    # spatio-temporal discriminator. `lr` is then the generator's learning rate: ~5e-5 suits a fine-tune.
+    gan: bool = False  # turn the adversarial stage on
+    gan_lr_d: float = 1e-4  # discriminator Adam learning rate, constant; faster than G so D's judgement stays current
+    w_adv: float = 3e-3  # hinge adversarial loss; pixel MSE is ~1e-3, so this lets D add detail without ruling
+    w_fm: float = 0.02  # L1 between D's features of output and ground truth: steadier detail than w_adv alone
+    w_pingpong: float = 0.5  # MSE between the forward and backward pass of a ping-pong window: against drift (TecoGAN)
+    d_channels: int = 32  # discriminator base width (32-64-128); more sees finer texture, costs ~quadratically
+    gan_psnr_drop: float = 1.0  # keep the latest validated checkpoint within this many dB of init_from's PSNR
 
     def __post_init__(self) -> None:
         if self.degradation not in DEGRADATIONS:
@@ -54,6 +63,10 @@ class TrainConfig:
             raise ValueError(f"val_split must be in (0, 1), got {self.val_split}")
         if self.max_minutes < 0 or self.lr <= 0:
             raise ValueError("max_minutes must be >= 0 and lr > 0")
+        if self.gan_lr_d <= 0 or self.d_channels < 1 or self.gan_psnr_drop < 0:
+            raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
+        if min(self.w_adv, self.w_fm, self.w_pingpong, self.flow_loss_weight) < 0:
+            raise ValueError("w_adv, w_fm, w_pingpong and flow_loss_weight must be >= 0")
         self.model_config()  # validates the architecture fields
 
     def model_config(self) -> FRVSRConfig:

@@ -1,5 +1,8 @@
 """FRVSR training: data loading, one optimisation step, validation, checkpoints, the run itself.
 
+With ``gan`` on, the same run is FRVSR_GAN's adversarial stage (``gan_step``, parts in train/gan.py):
+the generator's ``.pth`` stays a plain FRVSR checkpoint; the discriminator is saved beside it.
+
 Runs as one process or under ``torchrun`` (DistributedDataParallel: gloo on CPU, NCCL on GPU). Only
 rank 0 validates and writes files. Stopping (time budget, epochs, or a stop request such as Ctrl-C)
 is agreed by all ranks at every step, so no process is left waiting in a collective.
@@ -28,6 +31,11 @@ from model.frvsr import FRVSR, flow_warp, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
 from train.evaluate import evaluate_clips
+from train.gan import (
+    Discriminator, average_gradients, d_hinge_loss, discriminator_input, discriminator_path, feature_matching_loss,
+    g_hinge_loss, load_discriminator, neighbour_flows, pingpong, pingpong_loss, save_discriminator, set_requires_grad,
+    sync_discriminator,
+)
 from train.metrics import Aggregate, Exact
 from train.results import MODEL_NAME, atomic_write_json, runs_dir, trial_path
 
@@ -82,15 +90,23 @@ def build_loader(cfg: TrainConfig, dataset: TrainClips, d: Dist) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(dataset) >= cfg.batch_size * d.world)
 
 
+def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """FNet's warping L2: each low-res frame warped by its flow should match the next. lr (b, t, 3, h, w), flows (b, t, 2, h, w)."""
+    prev = lr[:, :-1].reshape(-1, *lr.shape[2:])  # (b*(t-1), 3, h, w)
+    warped = flow_warp(prev, flows[:, 1:].reshape(-1, 2, *lr.shape[3:]))
+    return F.mse_loss(warped, lr[:, 1:].reshape(-1, *lr.shape[2:]))
+
+
+def _psnr(mse: float) -> float:
+    return -10 * math.log10(max(mse, 1e-10))
+
+
 def frvsr_loss(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     """Pixel L2 on the output + FNet's warping L2 on low-res frames. lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w)."""
     out, flows = model(lr)  # (b, t, 3, 4h, 4w), (b, t, 2, h, w)
     pixel = F.mse_loss(out, hr)
-    b, t = lr.shape[:2]
-    prev = lr[:, :-1].reshape(-1, *lr.shape[2:])  # (b*(t-1), 3, h, w)
-    warped = flow_warp(prev, flows[:, 1:].reshape(-1, 2, *lr.shape[3:]))
-    flow = F.mse_loss(warped, lr[:, 1:].reshape(-1, *lr.shape[2:]))
-    return pixel + cfg.flow_loss_weight * flow, {"pixel": pixel.item(), "flow": flow.item(), "psnr": -10 * math.log10(max(pixel.item(), 1e-10))}
+    flow = warp_loss(lr, flows)
+    return pixel + cfg.flow_loss_weight * flow, {"pixel": pixel.item(), "flow": flow.item(), "psnr": _psnr(pixel.item())}
 
 
 def train_step(model, optimizer, lr, hr, cfg: TrainConfig) -> dict:
@@ -104,12 +120,58 @@ def train_step(model, optimizer, lr, hr, cfg: TrainConfig) -> dict:
     return stats
 
 
-def evaluate(model: FRVSR, samples, cfg: TrainConfig, device) -> dict[str, float]:
-    """Validation on whole clips through the shared inference path; the platform's {MSE, SSIMs, PSNR, SSIM}."""
+def gan_step(net, disc: Discriminator, opt_g, opt_d, lr: torch.Tensor, hr: torch.Tensor, cfg: TrainConfig) -> dict:
+    """One adversarial step on a ping-pong window: the discriminator first, then the generator.
+
+    lr (b, n, 3, h, w), hr (b, n, 3, 4h, 4w). Generator loss = pixel L2 + flow_loss_weight * warp
+    + w_pingpong * ping-pong + w_adv * hinge + w_fm * feature matching, all on x_1..x_n..x_1.
+    """
+    n = lr.shape[1]
+    lr_pp, hr_pp = pingpong(lr), pingpong(hr)  # (b, 2n-1, ...)
+    out, flows = net(lr_pp)  # (b, 2n-1, 3, H, W), (b, 2n-1, 2, h, w)
+    nflows = neighbour_flows(getattr(net, "module", net).fnet, lr_pp)  # (b, 2n-3, 2, 2, h, w), no gradient
+    real = discriminator_input(hr_pp, lr_pp, nflows)  # (b*(2n-3), 12, H, W)
+    fake = discriminator_input(out, lr_pp, nflows)
+
+    # discriminator: real and generated windows in one batch (generated ones detached)
+    set_requires_grad(disc, True)
+    opt_d.zero_grad(set_to_none=True)
+    logits, _ = disc(torch.cat((real, fake.detach())))
+    d_real, d_fake = logits.chunk(2)
+    loss_d = d_hinge_loss(d_real, d_fake)
+    loss_d.backward()
+    average_gradients(disc)
+    opt_d.step()
+
+    # generator, through the frozen (just updated) discriminator
+    set_requires_grad(disc, False)
+    logits, feats = disc(torch.cat((real, fake)))
+    fake_logits = logits.chunk(2)[1]
+    fm = feature_matching_loss([f.chunk(2)[1] for f in feats], [f.chunk(2)[0] for f in feats])
+    adv = g_hinge_loss(fake_logits)
+    pixel = F.mse_loss(out, hr_pp)
+    warp = warp_loss(lr_pp, flows)
+    pp = pingpong_loss(out, n)
+    loss = pixel + cfg.flow_loss_weight * warp + cfg.w_pingpong * pp + cfg.w_adv * adv + cfg.w_fm * fm
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    opt_g.step()
+    set_requires_grad(disc, True)
+    return {
+        "loss": loss.item(), "pixel": pixel.item(), "flow": warp.item(), "psnr": _psnr(pixel.item()), "pingpong": pp.item(),
+        "adv": adv.item(), "fm": fm.item(), "d_loss": loss_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
+    }
+
+
+def evaluate(model: FRVSR, samples, cfg: TrainConfig, device, with_temporal: bool = False) -> dict[str, float]:
+    """Validation on whole clips through the shared inference path; the platform's {MSE, SSIMs, PSNR, SSIM}
+    (plus ``tOF`` with ``with_temporal``)."""
     agg = Aggregate()
-    for r in evaluate_clips(model, samples, cfg.degradation, device):
+    for r in evaluate_clips(model, samples, cfg.degradation, device, with_temporal=with_temporal):
         agg.add(r.model)
-    return agg.result()
+    return {**agg.result(), "tOF": agg.tof()} if with_temporal else agg.result()
 
 
 def cosine_lr(cfg: TrainConfig, progress: float) -> float:
@@ -131,7 +193,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a1.set(xlabel="step", ylabel="training loss (epoch mean)", yscale="log", title="loss")
     val = [h for h in history if "val_psnr" in h]
     a2.plot([h["step"] for h in val], [h["val_psnr"] for h in val], marker="o")
-    a2.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR")
+    a2.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR (step 0: the GAN stage's starting model)" if val and val[0]["step"] == 0 else "validation PSNR")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=80)
@@ -150,8 +212,10 @@ def safe_trial_name(name: str) -> str:
 
 @dataclass
 class RunState:
-    best_psnr: float = -math.inf
+    best_psnr: float = -math.inf  # validation PSNR of the kept checkpoint
     best_eval: dict | None = None
+    ref_psnr: float = -math.inf  # GAN stage: validation PSNR of the starting model (init_from)
+    kept_within: bool = False  # GAN stage: the kept checkpoint is within gan_psnr_drop of ref_psnr
     step: int = 0
     epoch: int = 0
     train_time: float = 0.0
@@ -195,6 +259,9 @@ def train(
         model = model.to(dev).train()
         net = DistributedDataParallel(model) if d.active else model
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        disc = opt_d = None
+        if cfg.gan:
+            disc, opt_d = build_discriminator(cfg, dev)
 
         out_dir = _shared_out_dir(d)
         ckpt_path = out_dir / f"{MODEL_NAME}_{trial_name}.pth"
@@ -204,6 +271,8 @@ def train(
             log.info("writing to %s; settings %s", out_dir, asdict(cfg))
 
         st = RunState()
+        if cfg.gan and cfg.init_from:
+            _reference(model, val_s, cfg, dev, d, st)
         budget_s = cfg.max_minutes * 60
         total_steps = cfg.epochs * max(1, len(loader))
         stop = False
@@ -217,7 +286,10 @@ def train(
                 for g in optimizer.param_groups:
                     g["lr"] = cosine_lr(cfg, progress)
                 t0 = time.perf_counter()
-                stats = train_step(net, optimizer, lr_b.to(dev), hr_b.to(dev), cfg)
+                if disc is not None:
+                    stats = gan_step(net, disc, optimizer, opt_d, lr_b.to(dev), hr_b.to(dev), cfg)
+                else:
+                    stats = train_step(net, optimizer, lr_b.to(dev), hr_b.to(dev), cfg)
                 st.train_time += time.perf_counter() - t0
                 st.step += 1
                 epoch_losses.append(stats["loss"])
@@ -231,7 +303,7 @@ def train(
             if epoch_losses:
                 st.history.append({"epoch": st.epoch, "step": st.step, "loss": float(np.mean(epoch_losses)), "epoch_seconds": time.perf_counter() - t_epoch})
             if stop or st.epoch >= cfg.epochs or st.epoch % cfg.val_every == 0:
-                _validate(model, val_s, cfg, dev, d, st, ckpt_path)
+                _validate(model, val_s, cfg, dev, d, st, ckpt_path, disc)
                 stop = _agree(d, stop or stop_requested())
 
         if not d.main:
@@ -248,17 +320,66 @@ def train(
             dist.destroy_process_group()
 
 
-def _validate(model: FRVSR, val_s, cfg: TrainConfig, dev, d: Dist, st: RunState, ckpt_path: Path) -> None:
-    """Rank 0 scores the validation clips and saves the checkpoint if it is the best so far."""
+def build_discriminator(cfg: TrainConfig, dev) -> tuple[Discriminator, torch.optim.Optimizer]:
+    """The GAN stage's discriminator, resumed from ``discriminator_*.pth`` beside ``init_from`` if there is one."""
+    resume = discriminator_path(cfg.init_from) if cfg.init_from else None
+    if resume is not None and resume.is_file():
+        disc = load_discriminator(resume)
+        log.info("discriminator resumed from %s", resume)
+    else:
+        disc = Discriminator(cfg.d_channels)
+    disc = disc.to(dev).train()
+    sync_discriminator(disc)
+    # beta1 0.5: the usual GAN setting, momentum lags behind a moving target less
+    return disc, torch.optim.Adam(disc.parameters(), lr=cfg.gan_lr_d, betas=(0.5, 0.999))
+
+
+def keep_checkpoint(ev: dict, cfg: TrainConfig, st: RunState) -> bool:
+    """Whether this validation's weights replace the kept checkpoint.
+
+    FRVSR: the best validation PSNR. GAN stage: PSNR falls as the generator trades fidelity for detail,
+    so the best PSNR would just be the starting model; instead the latest checkpoint whose PSNR is within
+    ``gan_psnr_drop`` dB of the starting model's (a guard against a diverging GAN) is kept, and until one
+    qualifies, the best PSNR.
+    """
+    if st.best_eval is None:
+        return True
+    if not cfg.gan:
+        return ev["PSNR"] > st.best_psnr
+    if ev["PSNR"] >= st.ref_psnr - cfg.gan_psnr_drop:
+        return True
+    return not st.kept_within and ev["PSNR"] > st.best_psnr
+
+
+def _reference(model: FRVSR, val_s, cfg: TrainConfig, dev, d: Dist, st: RunState) -> None:
+    """GAN stage: rank 0 scores the starting model once; ``keep_checkpoint`` measures the PSNR drop from it."""
     if d.main:
         t0 = time.perf_counter()
-        ev = evaluate(model, val_s, cfg, dev)
+        ev = evaluate(model, val_s, cfg, dev, with_temporal=True)
         st.valid_time += time.perf_counter() - t0
-        st.history.append({"epoch": st.epoch, "step": st.step, "val_psnr": ev["PSNR"], "val_ssim": ev["SSIM"]})
-        if ev["PSNR"] > st.best_psnr or st.best_eval is None:
+        st.ref_psnr = ev["PSNR"]
+        st.history.append({"epoch": 0, "step": 0, "val_psnr": ev["PSNR"], "val_ssim": ev["SSIM"], "val_tof": ev["tOF"]})
+        log.info("GAN stage starts from val PSNR %.4f dB SSIM %.4f tOF %.4f; keeping checkpoints above %.4f dB", ev["PSNR"], ev["SSIM"], ev["tOF"], st.ref_psnr - cfg.gan_psnr_drop)
+    if d.active:
+        dist.barrier()
+
+
+def _validate(model: FRVSR, val_s, cfg: TrainConfig, dev, d: Dist, st: RunState, ckpt_path: Path, disc: Discriminator | None = None) -> None:
+    """Rank 0 scores the validation clips and saves the checkpoint if ``keep_checkpoint`` says so
+    (with the discriminator beside it in the GAN stage)."""
+    if d.main:
+        t0 = time.perf_counter()
+        ev = evaluate(model, val_s, cfg, dev, with_temporal=cfg.gan)
+        st.valid_time += time.perf_counter() - t0
+        st.history.append({"epoch": st.epoch, "step": st.step, "val_psnr": ev["PSNR"], "val_ssim": ev["SSIM"], **({"val_tof": ev["tOF"]} if cfg.gan else {})})
+        if keep_checkpoint(ev, cfg, st):
             st.best_psnr, st.best_eval = ev["PSNR"], ev
+            st.kept_within = st.kept_within or (cfg.gan and ev["PSNR"] >= st.ref_psnr - cfg.gan_psnr_drop)
             save_checkpoint(ckpt_path, model, epoch=st.epoch, step=st.step, eval=ev, train_settings=asdict(cfg))
-        log.info("epoch %d step %d: val PSNR %.4f dB SSIM %.4f (best %.4f)", st.epoch, st.step, ev["PSNR"], ev["SSIM"], st.best_psnr)
+            if disc is not None:
+                save_discriminator(discriminator_path(ckpt_path), disc, epoch=st.epoch, step=st.step)
+        tof = f" tOF {ev['tOF']:.4f}" if "tOF" in ev else ""
+        log.info("epoch %d step %d: val PSNR %.4f dB SSIM %.4f%s (%s %.4f)", st.epoch, st.step, ev["PSNR"], ev["SSIM"], tof, "kept" if cfg.gan else "best", st.best_psnr)
     if d.active:
         dist.barrier()
 

@@ -1,0 +1,196 @@
+"""FRVSR_GAN's adversarial stage: ping-pong windows, the spatio-temporal discriminator, its inputs, the
+losses, and the discriminator's own checkpoint file. ``train.trainer.gan_step`` puts them together.
+
+The discriminator sees time (in the spirit of TecoGAN, Chu et al. 2020): it judges windows of three
+consecutive high-res frames, with the previous and next frame warped onto the middle one, conditioned
+on the upsampled low-res middle frame. Detail that flickers or crawls does not line up after warping,
+so the discriminator can tell it from real video; the generator learns detail that is stable in time.
+The warping flow comes from the generator's own FNet on the low-res frames, without gradient, and is
+the same for real and generated windows, so it carries no hint of which is which.
+
+Shapes: b = batch, t = frames, (h, w) low-res, (H, W) = (4h, 4w) high-res; images float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+from model.frvsr import FNet, flow_warp, pad_to_multiple, upsample_image, upscale_flow
+from train.results import MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+WINDOW = 3  # frames per discriminator window: previous, middle, next
+D_IN_CHANNELS = 3 * WINDOW + 3  # warped previous, middle, warped next, upsampled low-res middle
+
+
+# ----------------------------------------------------------------------------- ping-pong windows
+
+def pingpong(x: torch.Tensor) -> torch.Tensor:
+    """(b, n, ...) frames x_1..x_n -> (b, 2n-1, ...) x_1..x_n..x_1: forward, then back in time."""
+    return torch.cat((x, x.flip(1)[:, 1:]), dim=1)
+
+
+def pingpong_loss(out: torch.Tensor, n: int) -> torch.Tensor:
+    """MSE between the forward and backward outputs of each frame x_1..x_{n-1} of a ping-pong sequence.
+
+    ``out`` (b, 2n-1, 3, H, W) is the model's output on ``pingpong(x)``. The forward pass saw
+    x_1..x_t before x_t, the backward pass saw x_n..x_t: a model that only accumulates what the
+    current frame supports gives the same frame both ways; one that drifts (artifacts carried and
+    grown by the recurrence) does not.
+    """
+    if out.shape[1] != 2 * n - 1:
+        raise ValueError(f"pingpong_loss: expected {2 * n - 1} frames for n={n}, got {out.shape[1]}")
+    return F.mse_loss(out[:, : n - 1], out[:, n:].flip(1))
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+class Discriminator(nn.Module):
+    """Spatio-temporal patch discriminator with spectral norm on every convolution (stable hinge GAN).
+
+    (N, 12, H, W) windows from ``discriminator_input`` -> logits (N, 1, H/8, W/8) (one per patch) and
+    the list of intermediate features (for feature matching). Any H, W that are multiples of 8.
+    """
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        self.channels = channels
+        c = channels
+
+        def block(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(spectral_norm(nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2 if stride == 1 else 1)), nn.LeakyReLU(0.2, inplace=True))
+
+        self.blocks = nn.ModuleList([
+            block(D_IN_CHANNELS, c, 3, 1),  # full resolution
+            block(c, c, 4, 2),  # /2
+            block(c, 2 * c, 4, 2),  # /4
+            block(2 * c, 4 * c, 4, 2),  # /8
+        ])
+        self.head = spectral_norm(nn.Conv2d(4 * c, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if x.ndim != 4 or x.shape[1] != D_IN_CHANNELS:
+            raise ValueError(f"Discriminator expects (N, {D_IN_CHANNELS}, H, W) windows from discriminator_input, got {tuple(x.shape)}")
+        feats = []
+        h = x * 2 - 1  # [0, 1] -> [-1, 1]
+        for blk in self.blocks:
+            h = blk(h)
+            feats.append(h)
+        return self.head(h), feats
+
+
+def neighbour_flows(fnet: FNet, lr: torch.Tensor) -> torch.Tensor:
+    """Low-res flows that warp each window's previous and next frame onto its middle frame.
+
+    lr (b, t, 3, h, w) -> (b, t-2, 2, 2, h, w): ``[:, i, 0]`` warps frame i onto frame i+1 and
+    ``[:, i, 1]`` warps frame i+2 onto frame i+1 (backward flows, as ``flow_warp`` takes them).
+    No gradient: the flow only aligns the discriminator's input.
+    """
+    b, t, c, h, w = lr.shape
+    if t < WINDOW:
+        raise ValueError(f"need at least {WINDOW} frames for a discriminator window, got {t}")
+    mid = lr[:, 1:-1].reshape(-1, c, h, w)  # (b*(t-2), 3, h, w)
+    others = torch.cat((lr[:, :-2].reshape(-1, c, h, w), lr[:, 2:].reshape(-1, c, h, w)))  # (2*b*(t-2), 3, h, w)
+    with torch.no_grad():
+        flow = fnet(pad_to_multiple(torch.cat((mid, mid))), pad_to_multiple(others))[..., :h, :w]  # (2*b*(t-2), 2, h, w)
+    prev, nxt = flow.chunk(2)
+    return torch.stack((prev, nxt), dim=1).reshape(b, t - 2, 2, 2, h, w)
+
+
+def discriminator_input(hr: torch.Tensor, lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """Every window of three consecutive frames, neighbours warped to the middle, plus the condition.
+
+    hr (b, t, 3, H, W) (ground truth or output), lr (b, t, 3, h, w), flows (b, t-2, 2, 2, h, w) from
+    ``neighbour_flows`` -> (b*(t-2), 12, H, W) = [warped previous, middle, warped next, upsampled lr].
+    """
+    b, t, c, hh, ww = hr.shape
+    h, w = lr.shape[-2:]
+    n = b * (t - 2)
+    mid = hr[:, 1:-1].reshape(n, c, hh, ww)
+    prev = flow_warp(hr[:, :-2].reshape(n, c, hh, ww), upscale_flow(flows[:, :, 0].reshape(n, 2, h, w)))
+    nxt = flow_warp(hr[:, 2:].reshape(n, c, hh, ww), upscale_flow(flows[:, :, 1].reshape(n, 2, h, w)))
+    cond = upsample_image(lr[:, 1:-1].reshape(n, c, h, w))
+    return torch.cat((prev, mid, nxt, cond), dim=1)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def d_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss: push real patches above +1 and generated ones below -1."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def g_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator hinge loss: raise the discriminator's score of generated patches."""
+    return -fake_logits.mean()
+
+
+def feature_matching_loss(fake_feats: list[torch.Tensor], real_feats: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over D's layers of the L1 distance between generated and real features (real detached)."""
+    return torch.stack([F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats)]).mean()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    """Freeze the discriminator while the generator's loss runs through it (no wasted gradients)."""
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def sync_discriminator(disc: nn.Module) -> None:
+    """Under torchrun: start every rank from rank 0's discriminator (weights and spectral-norm vectors).
+
+    The discriminator is not wrapped in DistributedDataParallel (it runs twice per step, once frozen),
+    so ``average_gradients`` keeps the ranks in step instead.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in disc.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def average_gradients(disc: nn.Module) -> None:
+    """Under torchrun: average the discriminator's gradients over ranks (what DDP does for the generator)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        world = dist.get_world_size()
+        for p in disc.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= world
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+def discriminator_path(generator_path: str | Path) -> Path:
+    """``.../FRVSR_GAN_x.pth`` -> ``.../discriminator_x.pth``: saved beside the generator, for resuming."""
+    p = Path(generator_path)
+    prefix = f"{MODEL_NAME}_"
+    return p.with_name(f"discriminator_{p.name[len(prefix):] if p.name.startswith(prefix) else p.name}")
+
+
+def save_discriminator(path: str | Path, disc: Discriminator, **extra) -> None:
+    """Atomically write ``{'d_args': {...}, 'model': state_dict, **extra}`` (never into the generator's .pth)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {k: v.detach().cpu() for k, v in disc.state_dict().items()}
+    torch.save({"d_args": {"channels": disc.channels}, "model": state, **extra}, tmp)
+    tmp.replace(path)
+
+
+def load_discriminator(path: str | Path) -> Discriminator:
+    """Rebuild the discriminator stored by ``save_discriminator``."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        disc = Discriminator(**ckpt["d_args"])
+        disc.load_state_dict(ckpt["model"])
+    except Exception as e:
+        raise ValueError(f"cannot load discriminator checkpoint {path}: {e}") from e
+    return disc
