@@ -1,0 +1,113 @@
+"""Serve a trained FRVSR model: build the .mar, start TorchServe and the /autotable/predict proxy.
+
+    python client_infer.py                                   # the shipped default model, port 8080
+    python client_infer.py --model_path runs/models/<uuid>/ --used_model FRVSR_GAN_trial.pth
+    python client_infer.py --archive_only --model_version 2.0 ...   # only build model_store/<name>_v2.0.mar
+
+Ctrl-C (or SIGTERM) stops the proxy and TorchServe, workers included. Runtime files (config copy, logs,
+key_file.json with the API tokens) go to runs/serve/<stamp>-<pid>/. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL_PATH = "model/pretrained/"
+DEFAULT_USED_MODEL = "FRVSR_GAN_default.pth"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH, help=f"folder holding the checkpoint, or the checkpoint itself (default {DEFAULT_MODEL_PATH})")
+    p.add_argument("--used_model", default=DEFAULT_USED_MODEL, help=f"checkpoint file name inside --model_path; also names the model (default {DEFAULT_USED_MODEL})")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--service_port", type=int, default=8080, help="port of the /autotable/predict proxy (default 8080)")
+    g = p.add_argument_group("TorchServe ports (all on 127.0.0.1; change them to run a second instance)")
+    g.add_argument("--inference_port", type=int, default=8085)
+    g.add_argument("--management_port", type=int, default=8081)
+    g.add_argument("--metrics_port", type=int, default=8082)
+    g = p.add_argument_group("limits per request (defaults: the platform spec)")
+    g.add_argument("--max_pixels", type=int, default=40_000, help="frame area width*height (default 40000 = 200x200)")
+    g.add_argument("--max_seconds", type=float, default=5.0, help="clip duration (default 5)")
+    g.add_argument("--max_frames", type=int, default=300, help="frames per clip (default 300)")
+    g.add_argument("--max_output_mb", type=float, default=192, help="encoded 4x video size (default 192)")
+    g = p.add_argument_group("service")
+    g.add_argument("--host", default="127.0.0.1", help="address the proxy binds (default 127.0.0.1; 0.0.0.0 to accept other machines)")
+    g.add_argument("--workers", type=int, default=1, help="TorchServe workers; each gets cores/workers torch threads (default 1)")
+    g.add_argument("--max_inflight", type=int, default=4, help="videos processed or queued at once; more get 503 (default 4)")
+    g.add_argument("--response_timeout", type=int, default=None, help="seconds per clip before TorchServe gives up (default: measured)")
+    g.add_argument("--startup_timeout", type=float, default=180, help="seconds to wait for the model to be READY (default 180)")
+    g.add_argument("--model_name", default=None, help="TorchServe model name (default: --used_model without extension)")
+    g.add_argument("--model_version", default="1.0", help="model version written into the .mar (default 1.0)")
+    g.add_argument("--model_store", default="model_store", help="where .mar files go (default model_store)")
+    g.add_argument("--run_dir", default=None, help="run folder for config, logs and tokens (default runs/serve/<stamp>-<pid>)")
+    g.add_argument("--x264_preset", default="veryfast", help="H.264 encoder speed preset (default veryfast)")
+    g.add_argument("--archive_only", action="store_true", help="build the .mar into --model_store and exit (e.g. a version to register)")
+    return p.parse_args(argv)
+
+
+def print_banner(info: dict) -> None:
+    p, lim, url = info["ports"], info["limits"], info["url"]
+    print(
+        f"""
+FRVSR 4x video super-resolution is being served.
+  model       {info['model']} v{info['version']} ({info['checkpoint']}) on {info['device']}, {info['workers']} worker(s)
+  endpoint    POST {url}/autotable/predict      health: GET {url}/health
+  TorchServe  inference 127.0.0.1:{p.inference}, management 127.0.0.1:{p.management}, metrics http://127.0.0.1:{p.metrics}/metrics
+  limits      {lim.max_pixels} pixels/frame, {lim.max_seconds:g} s, {lim.max_frames} frames; {info['response_timeout']} s per clip
+  run folder  {info['run_dir']}  (logs/, key_file.json with the management token)
+
+Try it (writes out.<ext> next to your video):
+  python - input.avi <<'EOF'
+import base64, json, sys, requests
+src = sys.argv[1]
+r = requests.post("{url}/autotable/predict", json={{"content": base64.b64encode(open(src, "rb").read()).decode()}})
+body = r.json(); print(r.status_code, body["msg"], body["data"] and body["data"]["elapsed_time"])
+if r.ok: open("out." + src.rsplit(".", 1)[-1], "wb").write(base64.b64decode(body["data"]["content"]))
+EOF
+or with curl:
+  (printf '{{"content": "'; base64 -w0 input.avi; printf '"}}') | curl -s -X POST -H 'Content-Type: application/json' --data-binary @- {url}/autotable/predict > out.json
+
+Ctrl-C stops the proxy and TorchServe.""",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from handler.limits import EncoderSettings, Limits
+    from serving.archive import model_name_from
+    from serving.service import ServeError, ServeOptions, StartupError, archive_only, resolve_checkpoint, run
+    from serving.torchserve import Ports
+
+    try:
+        checkpoint = resolve_checkpoint(args.model_path, args.used_model)
+        name = args.model_name or model_name_from(args.used_model if Path(args.model_path).is_dir() else Path(args.model_path).name)
+        limits = Limits(args.max_pixels, args.max_seconds, args.max_frames, int(args.max_output_mb * 2**20))
+        opts = ServeOptions(
+            checkpoint=checkpoint, model_name=name, version=args.model_version, device=args.device, host=args.host,
+            ports=Ports(args.service_port, args.inference_port, args.management_port, args.metrics_port),
+            workers=max(1, args.workers), limits=limits, encoder=EncoderSettings(x264_preset=args.x264_preset),
+            response_timeout=args.response_timeout, startup_timeout=args.startup_timeout, max_inflight=max(1, args.max_inflight),
+            run_dir=Path(args.run_dir) if args.run_dir else None, model_store=Path(args.model_store).resolve(),
+        )
+        if args.archive_only:
+            mar = archive_only(opts)
+            print(f"built {mar}\nregister it (management token in runs/serve/<run>/key_file.json):\n"
+                  f"  curl -X POST -H \"Authorization: Bearer $MANAGEMENT_KEY\" "
+                  f"\"http://127.0.0.1:{args.management_port}/models?url={mar.name}&initial_workers=1&synchronous=true\"")
+            return 0
+        return run(opts, on_ready=print_banner)
+    except (StartupError, ServeError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

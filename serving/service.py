@@ -1,0 +1,299 @@
+"""What ``client_infer.py`` does, as functions: checks, .mar, TorchServe, proxy, clean shutdown.
+
+``run(opts)`` blocks until Ctrl-C/SIGTERM (or TorchServe dies) and always stops what it started: the
+proxy, the TorchServe JVM and its Python workers (one process group, see serving.torchserve).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+from handler.limits import EncoderSettings, HandlerSettings, Limits
+from serving import archive
+from serving.torchserve import (
+    Ports,
+    RunState,
+    ServeError,
+    TorchServe,
+    check_ports,
+    free_port,
+    java_version,
+    port_is_free,
+    run_overrides,
+    stop_leftovers,
+    write_properties,
+)
+
+log = logging.getLogger(__name__)
+
+ROOT = archive.ROOT
+JAVA_HINT = "install it, e.g. `sudo apt-get install -y openjdk-17-jre-headless` (Debian/Ubuntu), then run again"
+
+
+@dataclass
+class ServeOptions:
+    checkpoint: Path
+    model_name: str
+    version: str = "1.0"
+    device: str = "cpu"
+    host: str = "127.0.0.1"
+    ports: Ports = field(default_factory=Ports)
+    workers: int = 1
+    limits: Limits = field(default_factory=Limits)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    torch_threads: int = 0
+    response_timeout: int | None = None  # None: measured
+    startup_timeout: float = 180.0
+    max_inflight: int = 4
+    run_dir: Path | None = None
+    model_store: Path = ROOT / "model_store"
+    config_template: Path = ROOT / "config.properties"
+
+
+class StartupError(RuntimeError):
+    """A problem the user can fix (missing file, port taken, no Java, no GPU); the message says how."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+def resolve_checkpoint(model_path: str, used_model: str) -> Path:
+    """``--model_path`` (folder or file) + ``--used_model`` (file name) -> an existing checkpoint path."""
+    p = Path(model_path)
+    ckpt = p if p.is_file() else p / used_model
+    if ckpt.is_file():
+        return ckpt
+    found = sorted((ROOT / "runs" / "models").glob("*/*.pth"), key=lambda q: q.stat().st_mtime, reverse=True)[:3]
+    example = (
+        "\n  trained models found:\n" + "\n".join(f"    --model_path {q.parent}/ --used_model {q.name}" for q in found)
+        if found else "\n  e.g. --model_path runs/models/<uuid>/ --used_model FRVSR_GAN_<trial>.pth (written by client_train.py)"
+    )
+    raise StartupError(
+        f"model checkpoint not found: {ckpt}. (The shipped default model lives at model/pretrained/FRVSR_GAN_default.pth "
+        f"once it is published.) Pass --model_path and --used_model to serve another model.{example}"
+    )
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StartupError(f"--device {device} requested, but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise StartupError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+def check_java() -> None:
+    v = java_version()
+    if v is None:
+        raise StartupError(f"TorchServe needs Java >= 17 and `java` was not found; {JAVA_HINT}")
+    if v < 17:
+        raise StartupError(f"TorchServe needs Java >= 17, found Java {v}; {JAVA_HINT}")
+
+
+def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: int) -> float:
+    """Model time for one frame of the largest accepted area (square), after a warm-up frame."""
+    import numpy as np
+    import torch
+
+    from model.frvsr import load_checkpoint, super_resolve
+
+    side = max(8, int(math.sqrt(limits.max_pixels)))
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        model, _ = load_checkpoint(checkpoint, device)
+        frames = [np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8) for i in range(3)]
+        it = super_resolve(model, iter(frames), device=device)
+        next(it)  # warm-up
+        t = time.perf_counter()
+        n = sum(1 for _ in it)
+        return (time.perf_counter() - t) / max(1, n)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def pick_grpc_ports(ports: Ports) -> Ports:
+    """gRPC is unused: keep 7070/7071 when free, otherwise any free ports (never a reason to fail)."""
+    gi = ports.grpc_inference if port_is_free(ports.grpc_inference) else free_port()
+    gm = ports.grpc_management if port_is_free(ports.grpc_management) and ports.grpc_management != gi else free_port()
+    return replace(ports, grpc_inference=gi, grpc_management=gm)
+
+
+def default_run_dir() -> Path:
+    return ROOT / "runs" / "serve" / f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+
+
+def request_limit_bytes(limits: Limits) -> int:
+    """TorchServe's max_request_size and the proxy's body limit: the largest video, base64, + JSON."""
+    return 4 * math.ceil(limits.max_input_bytes() / 3) + 64 * 1024
+
+
+def response_limit_bytes(limits: Limits) -> int:
+    return 4 * math.ceil(limits.max_output_bytes / 3) + 4 * 2**20
+
+
+# ----------------------------------------------------------------------------- build
+
+def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> Path:
+    settings = HandlerSettings(limits=opts.limits, encoder=opts.encoder, torch_threads=opts.torch_threads)
+    model_config = archive.write_model_config(work_dir / "model-config.yaml", settings, opts.workers, response_timeout)
+    return archive.build_mar(opts.checkpoint, opts.model_name, opts.model_store, model_config, work_dir, opts.version)
+
+
+def plan_timeout(opts: ServeOptions) -> int:
+    if opts.response_timeout:
+        return int(opts.response_timeout)
+    threads = opts.torch_threads or max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // opts.workers)
+    spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads)
+    timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits), opts.workers)
+    log.info("model: %.3f s per %d-pixel frame -> responseTimeout %d s", spf, opts.limits.max_pixels, timeout)
+    return timeout
+
+
+# ----------------------------------------------------------------------------- run
+
+def run(opts: ServeOptions, on_ready=None) -> int:
+    """Serve until interrupted. ``on_ready(info: dict)`` is called once everything answers (prints the banner)."""
+    check_device(opts.device)
+    check_java()
+    run_dir = Path(opts.run_dir or default_run_dir()).resolve()
+    runs_root = run_dir.parent
+    for stopped in stop_leftovers(runs_root):
+        log.warning("stopped a TorchServe left over by an earlier run in %s", stopped)
+    check_ports(opts.ports, runs_root)
+    ports = pick_grpc_ports(opts.ports)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    response_timeout = plan_timeout(opts)
+    mar = build_archive(opts, run_dir, response_timeout)
+    overrides = run_overrides(ports, opts.model_store, request_limit_bytes(opts.limits), response_limit_bytes(opts.limits))
+    overrides["number_of_gpu"] = "1" if opts.device.startswith("cuda") else "0"
+    overrides["default_workers_per_model"] = str(opts.workers)
+    config = write_properties(opts.config_template, run_dir / "config.properties", overrides)
+
+    ts = TorchServe(run_dir, config, opts.model_store, ports, env=_worker_env(opts))
+    me = psutil.Process()
+    state = RunState(owner_pid=me.pid, owner_started=me.create_time(), ts_pgid=None, ports=asdict(ports), run_dir=str(run_dir))
+    stop_signals = _SignalGuard()
+    try:
+        ts.start()
+        state.ts_pgid = ts.pgid
+        state.save()
+        ts.wait_up(min(opts.startup_timeout, 120))
+        ts.register(mar.name, opts.workers, opts.startup_timeout)
+        described = ts.wait_ready(opts.model_name, opts.startup_timeout)
+        proxy_timeout = response_timeout * math.ceil(opts.max_inflight / opts.workers) + 30
+        info = {
+            "url": f"http://{_display_host(opts.host)}:{ports.service}",
+            "model": opts.model_name, "version": described.get("modelVersion"), "checkpoint": str(opts.checkpoint),
+            "device": opts.device, "workers": opts.workers, "ports": ports, "run_dir": str(run_dir),
+            "response_timeout": response_timeout, "proxy_timeout": proxy_timeout, "limits": opts.limits, "mar": str(mar),
+        }
+        return asyncio.run(_serve_proxy(opts, ts, ports, proxy_timeout, info, on_ready, stop_signals))
+    except _Interrupted:
+        return 0
+    finally:
+        stop_signals.hold()  # a second Ctrl-C must not cut the clean-up short
+        log.info("stopping TorchServe (process group %s)", ts.pgid)
+        ts.stop()
+        state.ts_pgid = None
+        if run_dir.exists():
+            state.save()
+        stop_signals.restore()
+
+
+def _worker_env(opts: ServeOptions) -> dict:
+    # OpenMP threads that spin while waiting steal the cores the decode/encode threads need
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    if opts.device.startswith("cuda:"):
+        env["CUDA_VISIBLE_DEVICES"] = opts.device.split(":", 1)[1]
+    return env
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+async def _serve_proxy(opts: ServeOptions, ts: TorchServe, ports: Ports, timeout_s: float, info: dict, on_ready, guard: "_SignalGuard") -> int:
+    from proxy.app import ProxyConfig, serve
+
+    cfg = ProxyConfig(
+        model=opts.model_name,
+        inference_url=ts.inference_url,
+        management_url=ts.management_url,
+        key_file=ts.key_file,
+        max_body_bytes=request_limit_bytes(opts.limits),
+        timeout_s=timeout_s,
+        max_inflight=opts.max_inflight,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    guard.to_event(loop, stop)
+    runner = await serve(cfg, opts.host, ports.service)
+    code = 0
+    try:
+        if on_ready:
+            on_ready(info)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+            except asyncio.TimeoutError:
+                pass
+            if ts.proc is not None and ts.proc.poll() is not None:
+                log.error("TorchServe exited unexpectedly (code %s); shutting down.\n%s", ts.proc.returncode, ts.log_tail())
+                code = 1
+                break
+    finally:
+        await runner.cleanup()
+    return code
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _SignalGuard:
+    """SIGINT/SIGTERM during start-up raise _Interrupted (so ``finally`` cleans up); later they set an event."""
+
+    def __init__(self):
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in self._old:
+            signal.signal(s, self._raise)
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise _Interrupted()
+
+    def to_event(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        for s in self._old:
+            loop.add_signal_handler(s, event.set)
+
+    def hold(self) -> None:
+        for s in self._old:
+            signal.signal(s, lambda *_: log.warning("already stopping TorchServe, please wait"))
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------- archive only
+
+def archive_only(opts: ServeOptions) -> Path:
+    """Build ``model_store/<name>[_v<version>].mar`` without serving (to register it as another version)."""
+    work = Path(opts.run_dir or ROOT / "runs" / "archive" / f"{opts.model_name}-{opts.version}-{os.getpid()}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    return build_archive(opts, work, plan_timeout(opts))
+
+
+__all__ = ["ServeOptions", "StartupError", "ServeError", "resolve_checkpoint", "run", "archive_only"]
