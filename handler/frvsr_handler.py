@@ -3,7 +3,8 @@
 ``initialize`` rebuilds FRVSR from the config stored in the checkpoint (not BaseHandler's "one class
 in the model file" loader); ``preprocess`` validates the body and reads the container header (limits
 are checked before any decoding); ``inference`` streams decode -> model -> encode; ``postprocess``
-returns plain base64 and the per-stage timing in the ``X-FRVSR-Timing`` response header.
+returns plain base64, with the per-stage timing (``X-FRVSR-Timing``), the output container
+(``X-FRVSR-Format``) and the serving model and version (``X-FRVSR-Model``) as response headers.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class FRVSRHandler(BaseHandler):
         ckpt = Path(props["model_dir"]) / self.manifest["model"]["serializedFile"]
         self.model, _ = load_checkpoint(ckpt, self.device)  # rebuilds FRVSR from the stored config, eval mode
         self._warm_up()
+        m = self.manifest.get("model", {})
+        self.model_label = f"{m.get('modelName', ckpt.stem)}/{m.get('modelVersion', '?')}"
         self.initialized = True
         log.info(
             "FRVSR ready: %s on %s, %d torch threads, limits %s",
@@ -112,6 +115,7 @@ class FRVSRHandler(BaseHandler):
             log.info("timing %s: %s %dx%d, %d bytes out; %s", TIMING_HEADER, res.family, res.width, res.height, len(res.video), timing)
             _set_header(self.context, idx, TIMING_HEADER, timing)
             _set_header(self.context, idx, "X-FRVSR-Format", res.family)
+            _set_header(self.context, idx, "X-FRVSR-Model", self.model_label)
             out.append(b64)
         return out
 

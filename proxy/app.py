@@ -203,9 +203,7 @@ class Proxy:
                         timing = r.headers.get(TIMING_HEADER, "")
                         elapsed = time.perf_counter() - t0
                         request[TIMING] = timing
-                        hdrs = {TIMING_HEADER: timing} if timing else {}
-                        if fmt := r.headers.get("X-FRVSR-Format"):
-                            hdrs["X-FRVSR-Format"] = fmt
+                        hdrs = {k: v for k, v in r.headers.items() if k.lower().startswith("x-frvsr-")}
                         return success(payload.strip(), elapsed, hdrs)
                     kind, message = _torchserve_message(payload)
                     if kind == "InvalidKeyException" and attempt == 0 and self.cfg.key_file is not None:

@@ -1,0 +1,304 @@
+"""End to end: client_infer.py really starts TorchServe and the proxy (on ports of its own), clients call
+POST /autotable/predict, a second model version is registered through the management API, and the
+shutdown leaves no process behind. TorchServe starts once for the module (tiny model, tiny clips)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from clips import make_video, probe
+from conftest import ROOT
+
+from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint
+from serving.torchserve import TS_MAIN_CLASS, RunState, free_port, group_alive
+
+pytestmark = pytest.mark.skipif(subprocess.run(["java", "-version"], capture_output=True).returncode != 0, reason="TorchServe needs Java")
+
+START_TIMEOUT_S = 240
+
+
+class Service:
+    """One client_infer.py process and what it was started with."""
+
+    def __init__(self, tmp: Path, name: str = "svc"):
+        self.tmp = tmp
+        self.ports = {k: free_port() for k in ("service_port", "inference_port", "management_port", "metrics_port")}
+        self.run_dir = tmp / "runs" / name
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['service_port']}"
+
+    @property
+    def mgmt(self) -> str:
+        return f"http://127.0.0.1:{self.ports['management_port']}"
+
+    def args(self, *extra: str) -> list[str]:
+        args = [sys.executable, str(ROOT / "client_infer.py"), "--model_path", str(self.tmp), "--used_model", "tiny.pth",
+                "--model_store", str(self.tmp / "store"), "--response_timeout", "120", "--run_dir", str(self.run_dir)]
+        for k, v in self.ports.items():
+            args += [f"--{k}", str(v)]
+        return args + list(extra)
+
+    def start(self) -> "Service":
+        self.proc = subprocess.Popen(self.args(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"client_infer.py exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/health", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"service not healthy within {START_TIMEOUT_S} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return "".join(self.output[-60:])
+
+    def keys(self) -> dict:
+        return {k: v["key"] for k, v in json.loads((self.run_dir / "key_file.json").read_text()).items()}
+
+    def management(self, method: str, path: str, **params) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.keys()['management']}"}
+        return requests.request(method, self.mgmt + path, params=params or None, headers=headers, timeout=180)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def ts_processes(run_dir: Path) -> list[psutil.Process]:
+    """TorchServe JVMs and workers started from ``run_dir`` (JVM: config path in its command line)."""
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            cmd = " ".join(p.cmdline())
+            cwd = p.cwd()
+        except psutil.Error:
+            continue
+        if (TS_MAIN_CLASS in cmd and f"{run_dir}/" in cmd) or ("model_service_worker" in cmd and f"{cwd}/".startswith(f"{run_dir}/")):
+            found.append(p)
+    return found
+
+
+@pytest.fixture(scope="module")
+def tmp_models(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("serving")
+    save_checkpoint(tmp / "tiny.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
+    save_checkpoint(tmp / "tiny2.pth", FRVSR(FRVSRConfig(channels=4, blocks=1, fnet_channels=4, residual=False)))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def service(tmp_models):
+    svc = Service(tmp_models).start()
+    yield svc
+    svc.stop()
+
+
+def predict(svc: Service, **kw) -> requests.Response:
+    return requests.post(svc.url + "/autotable/predict", timeout=300, **kw)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+def test_avi_mjpeg_clip_is_upscaled_4x(service):
+    video = make_video("avi_mjpeg", frames=30, width=96, height=64, fps=15)  # 2 s
+    assert video[:4] == b"RIFF" and video[8:12] == b"AVI "
+    r = predict(service, json={"content": b64(video)})
+    assert r.status_code == 200, r.text[:500]
+    body = r.json()
+    assert set(body) == {"code", "data", "msg"} and body["code"] == 200 and body["msg"] == "ok"
+    assert set(body["data"]) == {"content", "elapsed_time"}
+    assert isinstance(body["data"]["elapsed_time"], float) and round(body["data"]["elapsed_time"], 4) == body["data"]["elapsed_time"]
+    out = base64.b64decode(body["data"]["content"], validate=True)
+    assert out[:4] == b"RIFF" and out[8:12] == b"AVI "
+    src, dst = probe(video), probe(out)
+    assert (dst["width"], dst["height"]) == (4 * src["width"], 4 * src["height"]) == (384, 256)
+    assert dst["frames"] == src["frames"] == 30 and dst["fps"] == src["fps"] == 15
+    assert dst["codec"] == "h264"
+    timing = r.headers["X-FRVSR-Timing"]
+    assert "decode=" in timing and "model=" in timing and "encode=" in timing and "frames=30" in timing
+
+
+def test_mp4_audio_track_is_kept(service):
+    video = make_video("mp4_h264", frames=12, width=64, height=48, fps=12, audio=True)
+    r = predict(service, json={"content": b64(video)})
+    assert r.status_code == 200, r.text[:500]
+    src, dst = probe(video), probe(base64.b64decode(r.json()["data"]["content"]))
+    assert "mp4" in dst["format"] and dst["audio"] == ["aac"] and dst["audio_packets"] == src["audio_packets"]
+    assert dst["frames"] == 12 and (dst["width"], dst["height"]) == (256, 192)
+    assert dst["pts"] == src["pts"]  # MP4 keeps the input's clock
+
+
+def test_python_bytes_literal_form_is_accepted(service):
+    video = make_video("avi_mjpeg", frames=4, width=32, height=32)
+    r = predict(service, json={"content": str(base64.b64encode(video))})  # "b'UklGR...'"
+    assert r.status_code == 200, r.text[:500]
+    assert not r.json()["data"]["content"].startswith("b'")
+    assert probe(base64.b64decode(r.json()["data"]["content"]))["frames"] == 4
+
+
+def test_health_reports_proxy_torchserve_and_model(service):
+    r = requests.get(service.url + "/health", timeout=10)
+    d = r.json()["data"]
+    assert r.status_code == 200 and d["proxy"] == "ok" and d["torchserve"] == "Healthy"
+    assert d["model"]["name"] == "tiny" and d["model"]["ready"] and d["model"]["workers"] == ["READY"]
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize(
+    "kw,status,words",
+    [
+        ({"data": b"this is not json", "headers": {"Content-Type": "application/json"}}, 400, "not valid JSON"),
+        ({"json": {"video": "AAAA"}}, 400, 'missing "content"'),
+        ({"json": {"content": ["AAAA"]}}, 400, "must be a base64 string"),
+        ({"json": {"content": "###"}}, 400, "not valid base64"),
+        ({"json": {"content": b64(b"Dear user, this is plain text and not a video. " * 20)}}, 415, "not a video"),
+        ({"json": {"content": b64(make_video("avi_mjpeg", frames=2, width=240, height=200))}}, 422, "max_pixels"),
+        ({"json": {"content": b64(make_video("mkv_ffv1", frames=80, width=16, height=16, fps=10))}}, 422, "max_seconds"),
+    ],
+)
+def test_bad_requests_get_documented_status(service, kw, status, words):
+    r = predict(service, **kw)
+    body = r.json()
+    assert r.status_code == status and body["code"] == status and body["data"] is None
+    assert words in body["msg"], body["msg"]
+
+
+def test_wrong_method_is_405(service):
+    r = requests.get(service.url + "/autotable/predict", timeout=10)
+    assert r.status_code == 405 and r.json()["code"] == 405
+
+
+def test_oversized_content_length_is_refused_before_upload(service):
+    port = service.ports["service_port"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST /autotable/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {2 * 10**9}\r\n\r\n".encode())
+        data = b""
+        while b'"code"' not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"413" and json.loads(body)["code"] == 413
+
+
+# ----------------------------------------------------------------------------- model versions
+
+def test_second_version_registered_and_made_default_is_served(service, tmp_models):
+    video = make_video("avi_mjpeg", frames=3, width=24, height=24)
+    r1 = predict(service, json={"content": b64(video)})
+    assert r1.status_code == 200 and r1.headers["X-FRVSR-Model"] == "tiny/1.0"
+
+    built = subprocess.run(
+        service.args("--archive_only", "--model_name", "tiny", "--model_version", "2.0", "--used_model", "tiny2.pth",
+                     "--run_dir", str(tmp_models / "archive_v2")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (tmp_models / "store" / "tiny_v2.0.mar").is_file()
+
+    assert service.management("POST", "/models", url="tiny_v2.0.mar", initial_workers=1, synchronous="true").status_code == 200
+    versions = service.management("GET", "/models/tiny/all").json()
+    assert sorted(v["modelVersion"] for v in versions) == ["1.0", "2.0"]
+    assert service.management("PUT", "/models/tiny/2.0/set-default").status_code == 200
+    r2 = predict(service, json={"content": b64(video)})
+    assert r2.status_code == 200 and r2.headers["X-FRVSR-Model"] == "tiny/2.0"
+    assert r2.json()["data"]["content"] != r1.json()["data"]["content"]
+
+    # back to 1.0, then unregister 2.0: the route serves 1.0 again
+    assert service.management("PUT", "/models/tiny/1.0/set-default").status_code == 200
+    assert service.management("DELETE", "/models/tiny/2.0").status_code == 200
+    r3 = predict(service, json={"content": b64(video)})
+    assert r3.status_code == 200 and r3.headers["X-FRVSR-Model"] == "tiny/1.0"
+    assert r3.json()["data"]["content"] == r1.json()["data"]["content"]
+
+
+def test_management_requires_the_token(service):
+    r = requests.get(service.mgmt + "/models", timeout=10)
+    assert r.status_code in (400, 401) and "Token" in r.text
+
+
+# ----------------------------------------------------------------------------- start-up checks (no server)
+
+def test_refuses_ports_taken_by_something_else(tmp_models, capsys):
+    import client_infer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        svc = Service(tmp_models, "busy")
+        svc.ports["service_port"] = port
+        code = client_infer.main(svc.args()[2:])
+    err = capsys.readouterr().err
+    assert code == 2 and f"port {port} (service) is in use" in err and "--service_port" in err
+
+
+def test_missing_checkpoint_and_gpu_have_clear_errors(tmp_models, capsys):
+    import torch
+
+    import client_infer
+
+    assert client_infer.main(["--model_path", str(tmp_models), "--used_model", "nope.pth"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        svc = Service(tmp_models, "gpu")
+        assert client_infer.main(svc.args("--device", "cuda")[2:]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- shutdown (last: it stops the service)
+
+def test_crashed_run_leftover_is_cleaned_and_shutdown_leaves_nothing(service, tmp_models):
+    state = RunState.load(service.run_dir)
+    assert state is not None and group_alive(state.ts_pgid)
+    service.stop(signal.SIGKILL)  # a crash: TorchServe keeps running in its own process group
+    assert group_alive(state.ts_pgid) and ts_processes(service.run_dir)
+
+    again = Service(tmp_models, "restart")  # same run root: finds the orphan via state.json and stops it
+    again.ports = service.ports  # and needs the very ports the orphan holds
+    try:
+        again.start()
+        assert not group_alive(state.ts_pgid) and not ts_processes(service.run_dir)
+        assert "left over" in again.log()
+        assert requests.post(again.url + "/autotable/predict", json={"content": b64(make_video(frames=2))}, timeout=120).status_code == 200
+        new_state = RunState.load(again.run_dir)
+    finally:
+        code = again.stop(signal.SIGTERM)
+    assert code == 0
+    assert not group_alive(new_state.ts_pgid)
+    assert not ts_processes(again.run_dir)
+    assert RunState.load(again.run_dir).ts_pgid is None
+    assert not (again.run_dir / "key_file.json").exists()
