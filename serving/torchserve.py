@@ -356,7 +356,14 @@ class TorchServe:
         raise ServeError(f"model {model} did not become READY within {timeout_s:.0f} s (last status: {last}).\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
+        """The worker's last error (the usual reason a start fails), then the end of TorchServe's logs."""
+        time.sleep(1.0)  # log4j writes asynchronously: let the worker's last lines land
         parts = []
+        model_log = self.logs / "model_log.log"
+        if model_log.exists():
+            errors = [ln for ln in model_log.read_text(errors="replace").splitlines() if re.search(r"\b\w*(Error|Exception): ", ln)]
+            if errors:
+                parts.append("worker error: " + errors[-1].split("MODEL_LOG - ", 1)[-1])
         for name in ("model_log.log", "ts_log.log"):
             path = self.logs / name
             if path.exists():

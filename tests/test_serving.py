@@ -279,6 +279,15 @@ def test_missing_checkpoint_and_gpu_have_clear_errors(tmp_models, capsys):
         assert "no CUDA GPU" in capsys.readouterr().err
 
 
+def test_model_that_fails_to_load_is_reported_with_the_worker_error(tmp_models):
+    (tmp_models / "broken.pth").write_bytes(b"this is not a checkpoint")
+    svc = Service(tmp_models, "broken")
+    run = subprocess.run(svc.args("--used_model", "broken.pth", "--startup_timeout", "60"), cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 2
+    assert "worker error: ValueError: cannot load FRVSR checkpoint" in run.stderr and "model_log.log" in run.stderr
+    assert not ts_processes(svc.run_dir)
+
+
 # ----------------------------------------------------------------------------- shutdown (last: it stops the service)
 
 def test_crashed_run_leftover_is_cleaned_and_shutdown_leaves_nothing(service, tmp_models):
