@@ -110,7 +110,9 @@ class FRVSRHandler(BaseHandler):
         for idx, res in enumerate(results):
             t = time.perf_counter()
             b64 = base64.b64encode(res.video).decode("ascii")
-            res.timings.encode += time.perf_counter() - t  # base64 is part of producing the response
+            dt = time.perf_counter() - t  # base64 is part of producing the response
+            res.timings.encode += dt
+            res.timings.total += dt
             timing = res.timings.header()
             log.info("timing %s: %s %dx%d, %d bytes out; %s", TIMING_HEADER, res.family, res.width, res.height, len(res.video), timing)
             _set_header(self.context, idx, TIMING_HEADER, timing)
@@ -132,7 +134,7 @@ def _to_prediction_error(e: Exception) -> PredictionException:
 
 def _set_header(context, idx: int, key: str, value: str) -> None:
     """Response headers exist only under a real TorchServe request (a MockContext has none)."""
-    if getattr(context, "_request_processor", None) is not None or getattr(context, "request_processor", None):
+    if getattr(context, "request_processor", None):
         try:
             context.set_response_header(idx, key, value)
         except (AttributeError, IndexError, TypeError):

@@ -206,15 +206,17 @@ class Proxy:
                         hdrs = {k: v for k, v in r.headers.items() if k.lower().startswith("x-frvsr-")}
                         return success(payload.strip(), elapsed, hdrs)
                     kind, message = _torchserve_message(payload)
-                    if kind == "InvalidKeyException" and attempt == 0 and self.cfg.key_file is not None:
-                        await self.tokens.renew(self.session, key)
-                        continue
+                    if kind == "InvalidKeyException":  # our token, not the client's fault
+                        if attempt == 0 and self.cfg.key_file is not None:
+                            await self.tokens.renew(self.session, key)
+                            continue
+                        break
                     return self._map_error(r.status, kind, message)
         except asyncio.TimeoutError:
             return envelope(504, f"no answer from the model within {self.cfg.timeout_s:.0f} s (the server is overloaded or the clip is too heavy); retry later or send a shorter clip")
         except ClientError as e:
             return envelope(503, f"TorchServe is not reachable at {self.cfg.inference_url} ({type(e).__name__}); it may be down or restarting, retry in a minute")
-        return envelope(503, "TorchServe rejected the inference key even after renewing it; restart client_infer.py")
+        return envelope(503, "TorchServe rejected the proxy's inference key (even after renewing it); the operator should restart client_infer.py")
 
     def _map_error(self, status: int, kind: str, message: str) -> web.Response:
         if status in (400, 415, 422):  # the handler's own client errors, message included

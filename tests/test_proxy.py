@@ -69,7 +69,6 @@ class FakeTorchServe:
     async def token(self, request: web.Request) -> web.Response:
         assert request.headers["Authorization"] == "Bearer api" and request.query["type"] == "inference"
         self.renewals += 1
-        self.reject_keys.discard(f"inf-{self.renewals + 1}")
         self.write_keys(f"inf-{self.renewals + 1}", minutes=60)
         return web.Response(text="")
 
@@ -179,6 +178,9 @@ def test_expired_or_rejected_inference_key_is_renewed(tmp_path):
         fake.reject_keys.add("inf-2")  # TorchServe rotated it behind our back
         status, _, _ = await _post(s, url, json=GOOD)
         assert status == 200 and fake.renewals == 2 and fake.seen_keys[-2:] == ["inf-2", "inf-3"]
+        fake.reject_keys.update({"inf-3", "inf-4"})  # renewal does not help: a server fault, not the client's
+        status, body, _ = await _post(s, url, json=GOOD)
+        assert status == 503 and "inference key" in body["msg"]
 
     run_with_proxy(tmp_path, scenario)
 
