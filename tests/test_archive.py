@@ -1,0 +1,56 @@
+"""The .mar builder: names, model-config.yaml, archive contents (no server)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import yaml
+
+from handler.limits import HandlerSettings, Limits
+from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint
+from serving.archive import build_mar, estimate_response_timeout, mar_file_name, model_name_from, write_model_config
+
+
+@pytest.mark.parametrize(
+    "used,name",
+    [("FRVSR_GAN_default.pth", "FRVSR_GAN_default"), ("runs/models/x/FRVSR_GAN_my trial.pth", "FRVSR_GAN_my_trial"), ("_x.pt", "x"), ("model.v2.pth", "model_v2")],
+)
+def test_model_name_from_used_model(used, name):
+    assert model_name_from(used) == name
+
+
+def test_mar_file_names_per_version():
+    assert mar_file_name("m", "1.0") == "m.mar" and mar_file_name("m", "2.0") == "m_v2.0.mar"
+
+
+def test_response_timeout_covers_the_largest_clip():
+    s = HandlerSettings(limits=Limits(max_frames=300))
+    assert estimate_response_timeout(0.5, s) >= 2 * 0.5 * 300  # twice the model time of the worst clip
+    assert estimate_response_timeout(0.001, s) == 120  # never below two minutes
+
+
+def test_build_mar_packs_handler_model_checkpoint_and_config(tmp_path):
+    ckpt = tmp_path / "tiny.pth"
+    save_checkpoint(ckpt, FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
+    settings = HandlerSettings(limits=Limits(max_frames=42))
+    cfg = write_model_config(tmp_path / "work" / "model-config.yaml", settings, workers=2, response_timeout=321)
+    mar = build_mar(ckpt, "tiny", tmp_path / "store", cfg, tmp_path / "work", version="2.0")
+    assert mar == tmp_path / "store" / "tiny_v2.0.mar"
+    with zipfile.ZipFile(mar) as z:
+        names = set(z.namelist())
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+        packed_cfg = yaml.safe_load(z.read("model-config.yaml"))
+    assert {"frvsr_handler.py", "tiny.pth", "handler/pipeline.py", "handler/video.py", "model/frvsr.py", "model/__init__.py"} <= names
+    assert not any(n.startswith("model/pretrained") or n.endswith((".pyc", ".yaml.tmp")) for n in names)
+    assert manifest["model"]["modelName"] == "tiny" and manifest["model"]["modelVersion"] == "2.0"
+    assert manifest["model"]["serializedFile"] == "tiny.pth" and manifest["model"]["handler"] == "frvsr_handler.py"
+    assert packed_cfg["minWorkers"] == packed_cfg["maxWorkers"] == 2 and packed_cfg["responseTimeout"] == 321
+    assert HandlerSettings.from_dict(packed_cfg["handler"]).limits.max_frames == 42
+    assert not list((tmp_path / "store").glob("*.tmp"))
+
+
+def test_build_mar_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_mar(tmp_path / "nope.pth", "x", tmp_path, tmp_path / "c.yaml", tmp_path)
