@@ -120,6 +120,8 @@ def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: in
         return (time.perf_counter() - t) / max(1, n)
     finally:
         torch.set_num_threads(prev)
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()  # the worker, not this process, needs the GPU memory
 
 
 def pick_grpc_ports(ports: Ports) -> Ports:

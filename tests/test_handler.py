@@ -190,6 +190,12 @@ def test_upscale_video_keeps_container_frames_timestamps_and_audio(tiny_model, k
         assert out["audio_packets"] == src["audio_packets"]
 
 
+def test_audio_that_cannot_go_into_the_requested_container_is_422(tiny_model):
+    data = make_video("avi_mjpeg", frames=4, width=16, height=16, audio=True)  # PCM audio
+    with pytest.raises(Unprocessable, match=r"pcm_s16le.*WEBM.*mkv"):
+        upscale_video(tiny_model, VideoReader(data), _tiny_settings(), "webm")
+
+
 def test_upscale_video_matches_super_resolve(tiny_model):
     """The pipeline is the model's own clip function plus I/O: lossless in -> the same frames as super_resolve."""
     import io
