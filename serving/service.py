@@ -241,7 +241,10 @@ async def _serve_proxy(opts: ServeOptions, ts: TorchServe, ports: Ports, timeout
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     guard.to_event(loop, stop)
-    runner = await serve(cfg, opts.host, ports.service)
+    try:
+        runner = await serve(cfg, opts.host, ports.service)
+    except OSError as e:
+        raise StartupError(f"the proxy cannot listen on {opts.host}:{ports.service} ({e.strerror or e}); choose another --service_port") from None
     code = 0
     try:
         if on_ready:
