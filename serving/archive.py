@@ -44,10 +44,10 @@ def mar_file_name(name: str, version: str) -> str:
     return f"{name}.mar" if version in ("1", "1.0") else f"{name}_v{version}.mar"
 
 
-def estimate_response_timeout(seconds_per_frame: float, settings: HandlerSettings, workers: int = 1) -> int:
-    """Seconds TorchServe may give one clip: twice the model time for the largest accepted clip, + 60 s for
-    decode/encode and slack, with workers sharing the cores (each gets cores/workers threads)."""
-    worst = seconds_per_frame * settings.limits.max_frames * max(1, workers)
+def estimate_response_timeout(seconds_per_frame: float, settings: HandlerSettings) -> int:
+    """Seconds TorchServe may give one clip: twice the model time of the largest accepted clip (timed with
+    the threads one worker gets), + 60 s for decode, encode and slack; never under two minutes."""
+    worst = seconds_per_frame * settings.limits.max_frames
     return int(max(120, math.ceil(2 * worst + 60)))
 
 

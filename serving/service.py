@@ -157,7 +157,7 @@ def plan_timeout(opts: ServeOptions) -> int:
         return int(opts.response_timeout)
     threads = opts.torch_threads or max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // opts.workers)
     spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads)
-    timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits), opts.workers)
+    timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits))
     log.info("model: %.3f s per %d-pixel frame -> responseTimeout %d s", spf, opts.limits.max_pixels, timeout)
     return timeout
 
