@@ -68,10 +68,12 @@ class StartupError(RuntimeError):
 
 def resolve_checkpoint(model_path: str, used_model: str) -> Path:
     """``--model_path`` (folder or file) + ``--used_model`` (file name) -> an existing checkpoint path."""
-    p = Path(model_path)
-    ckpt = p if p.is_file() else p / used_model
-    if ckpt.is_file():
-        return ckpt
+    for base in (Path.cwd(), ROOT):  # relative paths: from here, else from the repository root
+        p = base / model_path
+        ckpt = p if p.is_file() else p / used_model
+        if ckpt.is_file():
+            return ckpt.resolve()
+    ckpt = Path(model_path) / used_model
     found = sorted((ROOT / "runs" / "models").glob("*/*.pth"), key=lambda q: q.stat().st_mtime, reverse=True)[:3]
     example = (
         "\n  trained models found:\n" + "\n".join(f"    --model_path {q.parent}/ --used_model {q.name}" for q in found)
