@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--startup_timeout", type=float, default=180, help="seconds to wait for the model to be READY (default 180)")
     g.add_argument("--model_name", default=None, help="TorchServe model name (default: --used_model without extension)")
     g.add_argument("--model_version", default="1.0", help="model version written into the .mar (default 1.0)")
-    g.add_argument("--model_store", default="model_store", help="where .mar files go (default model_store)")
+    g.add_argument("--model_store", default=None, help="where .mar files go (default model_store/ in the repository)")
     g.add_argument("--run_dir", default=None, help="run folder for config, logs and tokens (default runs/serve/<stamp>-<pid>)")
     g.add_argument("--x264_preset", default="veryfast", help="H.264 encoder speed preset (default veryfast)")
     g.add_argument("--archive_only", action="store_true", help="build the .mar into --model_store and exit (e.g. a version to register)")
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             ports=Ports(args.service_port, args.inference_port, args.management_port, args.metrics_port),
             workers=max(1, args.workers), limits=limits, encoder=EncoderSettings(x264_preset=args.x264_preset),
             response_timeout=args.response_timeout, startup_timeout=args.startup_timeout, max_inflight=max(1, args.max_inflight),
-            run_dir=Path(args.run_dir) if args.run_dir else None, model_store=Path(args.model_store).resolve(),
+            run_dir=Path(args.run_dir) if args.run_dir else None,
+            model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
         )
         if args.archive_only:
             mar = archive_only(opts)
