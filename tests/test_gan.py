@@ -17,7 +17,7 @@ from model.frvsr import FRVSR, FRVSRConfig, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import to_float
 from train.gan import (
-    D_IN_CHANNELS, Discriminator, discriminator_input, discriminator_path, load_discriminator, neighbour_flows, pingpong,
+    D_IN_CHANNELS, DETAIL_GAIN, Discriminator, discriminator_input, discriminator_path, load_discriminator, neighbour_flows, pingpong,
     pingpong_loss, save_discriminator,
 )
 from train.trainer import RunState, build_discriminator, gan_step, keep_checkpoint
@@ -81,9 +81,9 @@ def test_discriminator_shapes_and_spectral_norm():
     disc = Discriminator(8)
     logits, feats = disc(torch.rand(5, D_IN_CHANNELS, 32, 48))
     assert logits.shape == (5, 1, 4, 6)
-    assert [f.shape[1:] for f in feats] == [(8, 32, 48), (8, 16, 24), (16, 8, 12), (32, 4, 6)]
+    assert [f.shape[1:] for f in feats] == [(8, 16, 24), (16, 8, 12), (32, 4, 6)]
     convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(convs) == 5 and all(hasattr(m, "parametrizations") for m in convs)
+    assert len(convs) == 4 and all(hasattr(m, "parametrizations") for m in convs)
     with pytest.raises(ValueError, match="discriminator_input"):
         disc(torch.rand(1, 3, 32, 32))  # a single frame is not a window
 
@@ -101,7 +101,9 @@ def test_discriminator_input_aligns_neighbours_with_the_middle_frame():
     inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
     mid = x[:, 3:6][inner]
     assert torch.allclose(x[:, 0:3][inner], mid, atol=1e-5) and torch.allclose(x[:, 6:9][inner], mid, atol=1e-5)
-    assert not torch.allclose(hr[:, :-2].flatten(0, 1)[inner], mid, atol=1e-2)  # unwarped neighbours differ
+    up = (x[:, 9:] + 1) / 2  # the condition: the upsampled low-res middle frame
+    assert torch.allclose(x[:, 3:6] / DETAIL_GAIN + up, hr[0, 1:-1], atol=1e-5)  # the middle frame, as detail over it
+    assert not torch.allclose(hr[0, :-2][inner], hr[0, 1:-1][inner], atol=1e-2)  # unwarped neighbours differ
     nf = neighbour_flows(FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).fnet, torch.rand(2, 5, 3, 12, 20))  # sides not multiples of 8
     assert nf.shape == (2, 3, 2, 2, 12, 20) and not nf.requires_grad
 

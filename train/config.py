@@ -43,11 +43,11 @@ class TrainConfig:
     # adversarial stage (FRVSR_GAN, train/gan.py): fine-tune a trained FRVSR (init_from) against a
     # spatio-temporal discriminator. `lr` is then the generator's learning rate: ~5e-5 suits a fine-tune.
     gan: bool = False  # turn the adversarial stage on
-    gan_lr_d: float = 1e-4  # discriminator Adam learning rate, constant; faster than G so D's judgement stays current
+    gan_lr_d: float = 4e-4  # discriminator Adam learning rate, constant; faster than G (SAGAN-style) so its judgement keeps up
     w_adv: float = 3e-3  # hinge adversarial loss; pixel MSE is ~1e-3, so this lets D add detail without ruling
     w_fm: float = 0.02  # L1 between D's features of output and ground truth: steadier detail than w_adv alone
     w_pingpong: float = 0.5  # MSE between the forward and backward pass of a ping-pong window: against drift (TecoGAN)
-    d_channels: int = 32  # discriminator base width (32-64-128); more sees finer texture, costs ~quadratically
+    d_channels: int = 32  # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
     gan_psnr_drop: float = 1.0  # keep the latest validated checkpoint within this many dB of init_from's PSNR
 
     def __post_init__(self) -> None:
