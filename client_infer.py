@@ -79,7 +79,7 @@ Ctrl-C stops the proxy and TorchServe.""",
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from handler.limits import EncoderSettings, Limits
+    from handler.settings import EncoderSettings, Limits
     from serving.archive import model_name_from
     from serving.service import ServeError, ServeOptions, StartupError, archive_only, resolve_checkpoint, run
     from serving.torchserve import Ports

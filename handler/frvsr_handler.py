@@ -21,7 +21,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
 from handler.errors import VideoRequestError
-from handler.limits import HandlerSettings
+from handler.settings import HandlerSettings
 from handler.pipeline import Job, Result, open_job, upscale_video
 from model.frvsr import load_checkpoint, super_resolve
 

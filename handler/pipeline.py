@@ -21,7 +21,7 @@ import numpy as np
 
 from model.frvsr import SCALE, super_resolve
 
-from .limits import HandlerSettings
+from .settings import HandlerSettings
 from .payload import parse_body
 from .video import VideoReader, VideoWriter
 

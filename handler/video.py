@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .errors import Unprocessable, UnsupportedMedia
-from .limits import EncoderSettings, Limits
+from .settings import EncoderSettings, Limits
 
 log = logging.getLogger(__name__)
 

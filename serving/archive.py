@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from handler.limits import HandlerSettings
+from handler.settings import HandlerSettings
 
 log = logging.getLogger(__name__)
 

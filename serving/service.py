@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from handler.limits import EncoderSettings, HandlerSettings, Limits
+from handler.settings import EncoderSettings, HandlerSettings, Limits
 from serving import archive
 from serving.torchserve import (
     Ports,

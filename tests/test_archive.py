@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import yaml
 
-from handler.limits import HandlerSettings, Limits
+from handler.settings import HandlerSettings, Limits
 from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint
 from serving.archive import build_mar, estimate_response_timeout, mar_file_name, model_name_from, write_model_config
 

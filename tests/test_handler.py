@@ -15,7 +15,7 @@ from ts.torch_handler.unit_tests.test_utils.mock_context import MockContext
 from ts.utils.util import PredictionException
 
 from handler.errors import BadRequest, LimitExceeded, Unprocessable, UnsupportedMedia
-from handler.limits import HandlerSettings, Limits
+from handler.settings import HandlerSettings, Limits
 from handler.payload import decode_content, parse_body
 from handler.pipeline import open_job, upscale_video
 from handler.video import VideoReader, container_family

@@ -36,7 +36,7 @@ def test_committed_config_properties():
     assert props["model_store"] == "model_store" and props["enable_model_api"] == "true"
     assert props["disable_token_authorization"] == "false"
     assert props["default_workers_per_model"] == "1"
-    assert int(props["max_request_size"]) >= request_limit_bytes(__import__("handler.limits", fromlist=["Limits"]).Limits())
+    assert int(props["max_request_size"]) >= request_limit_bytes(__import__("handler.settings", fromlist=["Limits"]).Limits())
     assert int(props["max_response_size"]) > 6553500
     assert "model_store" in props["allowed_urls"] and "http" not in props["allowed_urls"]
 
