@@ -44,7 +44,7 @@ class TrainConfig:
     # spatio-temporal discriminator. `lr` is then the generator's learning rate: ~5e-5 suits a fine-tune.
     gan: bool = False  # turn the adversarial stage on
     gan_lr_d: float = 4e-4  # discriminator Adam learning rate, constant; faster than G (SAGAN-style) so its judgement keeps up
-    w_adv: float = 3e-3  # hinge adversarial loss; pixel MSE is ~1e-3, so this lets D add detail without ruling
+    w_adv: float = 1e-3  # hinge adversarial loss (SRGAN's weight against pixel MSE); 3e-3 adds detail faster, and artifacts
     w_fm: float = 0.02  # L1 between D's features of output and ground truth: steadier detail than w_adv alone
     w_pingpong: float = 0.5  # MSE between the forward and backward pass of a ping-pong window: against drift (TecoGAN)
     d_channels: int = 32  # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
