@@ -34,7 +34,7 @@ class TrainConfig:
     # model (stored in the checkpoint)
     channels: int = 32
     blocks: int = 4
-    fnet_channels: int = 16
+    fnet_channels: int = 8
     upsampler: str = "pixelshuffle"
     # misc
     seed: int = 0

@@ -1,0 +1,112 @@
+"""Model-level benchmark: ms/frame of each configuration and its PSNR after the same short training.
+
+Both measurements call the product's own code: ``super_resolve`` (the one inference path) for speed,
+``TrainClips`` + ``train_step`` + ``evaluate`` (the training code) for quality.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.frvsr import FRVSR, FRVSRConfig, load_checkpoint, super_resolve
+from train.config import TrainConfig
+from train.data import TrainClips, discover_samples, split_samples
+from train.trainer import evaluate, train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    name: str
+    cfg: FRVSRConfig
+    note: str
+
+
+CANDIDATES = [
+    Candidate("ref-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "reference: the common FRVSR 10-64 (2 transposed convs at high res)"),
+    Candidate("paper-10-128", FRVSRConfig(channels=128, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "the paper's FRVSR 10-128"),
+    Candidate("ps-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32), "10-64 with pixel-shuffle at low res + bilinear residual"),
+    Candidate("ps-6-32-f16", FRVSRConfig(channels=32, blocks=6, fnet_channels=16), "slim SRNet, slim FNet"),
+    Candidate("ps-4-32-f8", FRVSRConfig(channels=32, blocks=4, fnet_channels=8), "default candidate"),
+    Candidate("ps-2-32-f8", FRVSRConfig(channels=32, blocks=2, fnet_channels=8), "real-time candidate"),
+]
+
+
+def frame_ms(cfg_or_model, width: int, height: int, frames: int = 8, repeats: int = 3, channels_last: bool = False) -> float:
+    """Median over ``repeats`` of the per-frame time of ``super_resolve`` on a random ``frames``-frame clip."""
+    model = cfg_or_model if isinstance(cfg_or_model, FRVSR) else FRVSR(cfg_or_model).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    rng = np.random.default_rng(0)
+    clip = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames)]
+    for _ in super_resolve(model, clip[:2]):  # warm-up
+        pass
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in super_resolve(model, clip):
+            pass
+        times.append((time.perf_counter() - t0) / frames * 1000)
+    return statistics.median(times)
+
+
+def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int = 0) -> tuple[float, float]:
+    """Train ``cfg`` for ``steps`` steps (same data, seed and schedule for every candidate); (val PSNR, seconds)."""
+    tc = TrainConfig(batch_size=4, lr=5e-4, crop_size=64, num_frames=5, crops_per_clip=64, seed=seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    samples = discover_samples(dataset)
+    train_s, val_s = split_samples(dataset, samples, tc.val_split, seed)
+    data = TrainClips(train_s, tc.num_frames, tc.crop_size, tc.degradation, tc.crops_per_clip, seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=tc.batch_size, shuffle=True, drop_last=True)
+    model = FRVSR(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    done, t0 = 0, time.perf_counter()
+    while done < steps:
+        for lr_b, hr_b in loader:
+            train_step(model, opt, lr_b, hr_b, tc)
+            done += 1
+            if done >= steps:
+                break
+    seconds = time.perf_counter() - t0
+    return evaluate(model.eval(), val_s, tc, "cpu")["PSNR"], seconds
+
+
+def shipped_default() -> tuple[FRVSR, dict] | None:
+    path = Path(__file__).resolve().parent.parent / "model" / "pretrained" / "FRVSR_GAN_default.pth"
+    return load_checkpoint(path) if path.is_file() else None
+
+
+def run_model_bench(dataset: Path | None, steps: int, sizes=((176, 144), (200, 200))) -> list[dict]:
+    """One row per configuration: ms/frame per size, ratio to the reference, PSNR after ``steps`` steps."""
+    rows = []
+    entries = [(c.name, c.cfg, c.note, None) for c in CANDIDATES]
+    default = shipped_default()
+    if default is not None:
+        entries.append(("shipped default", default[0].cfg, "model/pretrained/FRVSR_GAN_default.pth (its full training)", default))
+    for name, cfg, note, loaded in entries:
+        row = {"name": name, "note": note, "config": asdict(cfg), "params": sum(p.numel() for p in FRVSR(cfg).parameters())}
+        for w, h in sizes:
+            row[f"ms_{w}x{h}"] = frame_ms(loaded[0] if loaded else cfg, w, h)
+            log.info("%s %dx%d: %.1f ms/frame", name, w, h, row[f"ms_{w}x{h}"])
+        if loaded is not None:
+            row["psnr"] = (loaded[1].get("eval") or {}).get("PSNR")
+            row["train_note"] = "full training (checkpoint's own validation PSNR)"
+        elif dataset is not None and steps > 0:
+            row["psnr"], row["train_seconds"] = short_training_psnr(cfg, dataset, steps)
+            log.info("%s: PSNR %.3f dB after %d steps (%.0f s)", name, row["psnr"], steps, row["train_seconds"])
+        rows.append(row)
+    ref = rows[0]
+    for r in rows:
+        for w, h in sizes:
+            r[f"speedup_{w}x{h}"] = ref[f"ms_{w}x{h}"] / r[f"ms_{w}x{h}"]
+    return rows
