@@ -86,8 +86,9 @@ class VideoReader:
     def _read_info(self) -> VideoInfo:
         v = self.video
         cc = v.codec_context
-        if not cc.width or not cc.height:
-            raise Unprocessable(f"cannot read the frame size of the {cc.name} video stream; the file may be truncated")
+        if cc is None or not cc.width or not cc.height:  # no codec context: the stream header is cut off
+            name = cc.name if cc is not None else "unknown"
+            raise Unprocessable(f"cannot read the frame size of the {name} video stream; the file may be truncated")
         fps = v.average_rate or v.guessed_rate or v.base_rate
         fps = Fraction(fps) if fps and fps > 0 else Fraction(25)
         tb = Fraction(v.time_base) if v.time_base else 1 / fps
