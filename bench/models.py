@@ -34,7 +34,7 @@ class Candidate:
 CANDIDATES = [
     Candidate("ref-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "reference: the common FRVSR 10-64 (2 transposed convs at high res)"),
     Candidate("paper-10-128", FRVSRConfig(channels=128, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "the paper's FRVSR 10-128"),
-    Candidate("ps-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32), "10-64 with pixel-shuffle at low res + bilinear residual"),
+    Candidate("ps-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32), "10-64 with pixel-shuffle at low res + bicubic residual"),
     Candidate("ps-6-32-f16", FRVSRConfig(channels=32, blocks=6, fnet_channels=16), "slim SRNet, slim FNet"),
     Candidate("ps-4-32-f8", FRVSRConfig(channels=32, blocks=4, fnet_channels=8), "default candidate"),
     Candidate("ps-2-32-f8", FRVSRConfig(channels=32, blocks=2, fnet_channels=8), "real-time candidate"),

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Demuxers FFmpeg may pick for an upload. A whitelist keeps playlist-style demuxers (HLS, concat) out:
 # they open the URLs or files named inside the upload.
-DEMUXERS = "avi,mov,matroska,flv,mpegts,mpeg,ogg,asf,nut,ivf,h264,hevc,m4v,mjpeg,rawvideo,gif,image2pipe,png_pipe,jpeg_pipe"
+DEMUXERS = "avi,mov,matroska,flv,mpegts,mpeg,ogg,asf,nut,ivf,h264,hevc,m4v,mjpeg,rawvideo,gif"  # no still-image demuxers: a single picture is not a video
 
 # output family -> (FFmpeg muxer, video encoder)
 MUXERS = {"avi": "avi", "mp4": "mp4", "mkv": "matroska", "webm": "webm"}

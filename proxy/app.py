@@ -227,6 +227,9 @@ class Proxy:
             return envelope(503, f"the model has no free worker or its queue is full ({message}); retry in a few seconds")
         if status in (408, 504):
             return envelope(504, f"the model did not answer in time ({message}); send a shorter clip or retry later")
+        if status == 507 and "worker died" in message.lower():
+            # TorchServe answers 507 for any worker death (a crash or kill), not only for memory
+            return envelope(503, f"the model worker stopped during this request and is being restarted ({message}); retry in a few seconds")
         if status == 507:
             return envelope(507, f"the server ran out of memory on this clip ({message}); send a smaller clip")
         if 400 <= status < 500:
