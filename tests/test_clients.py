@@ -114,3 +114,31 @@ def test_torchrun_two_processes(seed_dataset, tmp_path):
     assert settings["world_size"] == 2
     assert len(list((runs / "models").iterdir())) == 1  # only rank 0 wrote
     assert (Path(trial["model_path"]) / "FRVSR_GAN_ddp.pth").is_file()
+
+
+def test_sigkill_mid_run_leaves_no_partial_result(seed_dataset, tmp_path):
+    """A run killed with SIGKILL leaves nothing a later run or the platform could take for a result:
+    trial.txt is absent or a complete JSON document, every .pth present loads; a rerun succeeds."""
+    import signal
+    import time
+
+    from model.frvsr import load_checkpoint
+
+    runs = tmp_path / "runs"
+    env = {**os.environ, "FRVSR_RUNS_DIR": str(runs)}
+    long_run = TINY.replace("'epochs': 2", "'epochs': 1000")
+    p = subprocess.Popen([sys.executable, str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "k", "--annotation_data", long_run],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(runs.glob("models/*/FRVSR_GAN_k.pth")):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    trial = runs / "metric" / "trial.txt"
+    if trial.exists():
+        json.loads(trial.read_text())
+    for ckpt in runs.glob("models/*/*.pth"):
+        load_checkpoint(ckpt)
+    r = run([str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "k", "--annotation_data", TINY], runs)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(trial.read_text())["gened_model_name"] == "FRVSR_GAN_k"
