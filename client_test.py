@@ -77,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
     m, b = json_safe(summary["FRVSR_GAN"]), json_safe(summary["Bicubic"])
     print(f"{len(results)} clips, {seconds:.1f} s")
-    print(f"{'':10s} {'PSNR':>8s} {'PSNR_Y':>8s} {'SSIM':>7s} {'tOF':>7s}")
+    print(f"{'':10s} {'PSNR':>8s} {'PSNR_Y':>8s} {'SSIM':>7s} {'tOF':>7s} {'PSNR clip mean':>15s}")
     for name, s in (("model", m), ("bicubic", b)):
         tof = f"{s['tOF']:7.4f}" if s["tOF"] is not None else f"{'n/a':>7s}"  # json_safe turns nan into None
-        print(f"{name:10s} {s['PSNR']:8.4f} {s['PSNR_Y']:8.4f} {s['SSIM']:7.4f} {tof}")
+        print(f"{name:10s} {s['PSNR']:8.4f} {s['PSNR_Y']:8.4f} {s['SSIM']:7.4f} {tof} {s['PSNR_clip_mean']:15.4f}")
     print(f"report: {out_dir / xlsx_name}")
     return 0
 
