@@ -4,7 +4,8 @@ For each clip of the shared test list: low-res frames (the evaluation degradatio
 (FFV1 in MKV, so the input is exact), the 4x answer (H.264, CRF 18) is decoded, and its PSNR against the
 ground truth is compared with the PSNR of ``super_resolve`` run in this process.
 
-    python bench/route_fidelity.py
+    python bench/route_fidelity.py                          # the default encoder (H.264 4:2:0, CRF 18)
+    python bench/route_fidelity.py --x264_rgb --x264_crf 12  # fidelity mode
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return psnr_from_mse(mse(a.astype(np.float64) / 255, b.astype(np.float64) / 255))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    extra = list(sys.argv[1:] if argv is None else argv)  # extra client_infer.py options, e.g. --x264_rgb --x264_crf 12
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} not found")
         return 0
@@ -67,7 +69,7 @@ def main() -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(ROOT / "client_infer.py"), "--service_port", str(port), "--inference_port", str(free_port()),
-               "--management_port", str(free_port()), "--metrics_port", str(free_port()), "--model_store", f"{tmp}/store", "--run_dir", f"{tmp}/run"]
+               "--management_port", str(free_port()), "--metrics_port", str(free_port()), "--model_store", f"{tmp}/store", "--run_dir", f"{tmp}/run", *extra]
         log = open(f"{tmp}/serve.log", "w")
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -172,8 +172,9 @@ class VideoWriter:
 
     def _add_video(self, info: VideoInfo, width: int, height: int, s: EncoderSettings):
         codec = VIDEO_ENCODER[self.family]
-        stream = self.container.add_stream(codec, rate=info.fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        rgb = codec == "libx264" and s.x264_rgb
+        stream = self.container.add_stream("libx264rgb" if rgb else codec, rate=info.fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24" if rgb else "yuv420p"
         # AVI is constant frame rate: its clock ticks once per frame. The others keep the input's clock.
         self.out_tb = 1 / info.fps if self.family == "avi" else info.time_base
         stream.codec_context.time_base = self.out_tb

@@ -218,6 +218,28 @@ def test_upscale_video_matches_super_resolve(tiny_model):
         assert np.abs(luma(g) - luma(e)).mean() < 2
 
 
+@pytest.mark.parametrize("family", ["mkv", "mp4"])
+def test_fidelity_mode_keeps_rgb_exactly(tiny_model, family):
+    """x264_rgb with CRF 0: RGB H.264, no chroma subsampling, so every pixel equals super_resolve's."""
+    import io
+
+    import av
+
+    from model.frvsr import super_resolve
+
+    data = make_video("avi_raw", frames=3, width=16, height=16)
+    with av.open(io.BytesIO(data)) as c:
+        lr = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    expected = list(super_resolve(tiny_model, lr))
+    out = upscale_video(tiny_model, VideoReader(data), _tiny_settings(x264_crf=0, x264_rgb=True), family)
+    with av.open(io.BytesIO(out.video)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert np.array_equal(g, e)
+
+
 def test_pipeline_streams_with_bounded_buffers(tiny_model, monkeypatch):
     """Never more than the queues' worth of 4x frames exists between the model and the encoder."""
     import handler.pipeline as pl
