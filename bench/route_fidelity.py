@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import base64
 import io
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +24,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from model.frvsr import load_checkpoint, super_resolve  # noqa: E402
-from serving.torchserve import free_port  # noqa: E402
+from serving.measure import running_service  # noqa: E402
 from train.data import crop_to_scale, discover_samples, read_clip, read_list, to_float  # noqa: E402
 from train.evaluate import lowres_frames  # noqa: E402
 from train.metrics import mse, psnr_from_mse  # noqa: E402
@@ -64,40 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {SHARED} not found")
         return 0
     names = set(read_list(SHARED, "sep_testlist.txt"))
-    clips = [crop_to_scale(read_clip(s)) for s in discover_samples(SHARED) if s.name in names]
+    clips = {s.name: crop_to_scale(read_clip(s)) for s in discover_samples(SHARED) if s.name in names}
     model = load_checkpoint(MODEL)[0]
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(ROOT / "client_infer.py"), "--service_port", str(port), "--inference_port", str(free_port()),
-               "--management_port", str(free_port()), "--metrics_port", str(free_port()), "--model_store", f"{tmp}/store", "--run_dir", f"{tmp}/run", *extra]
-        log = open(f"{tmp}/serve.log", "w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if requests.get(url + "/health", timeout=5).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the service did not start: {Path(tmp, 'serve.log').read_text()[-2000:]}")
-                time.sleep(0.5)
-            print("| clip | in-process PSNR | through the route PSNR | difference (dB) |\n|---|---|---|---|")
-            for name, hr in zip(sorted(names), clips):
-                lr = lowres_frames(to_float(hr), "bicubic")
-                local = np.stack(list(super_resolve(model, lr)))
-                r = requests.post(url + "/autotable/predict", json={"content": base64.b64encode(encode_lossless(lr)).decode()}, timeout=600)
-                r.raise_for_status()
-                routed = decode(base64.b64decode(r.json()["data"]["content"]))
-                assert routed.shape == local.shape, (routed.shape, local.shape)
-                a, b = psnr(local, hr), psnr(routed, hr)
-                print(f"| {name} ({lr.shape[2]}x{lr.shape[1]} -> {routed.shape[2]}x{routed.shape[1]}) | {a:.3f} | {b:.3f} | {a - b:.3f} |")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=120)
-            log.close()
+    with tempfile.TemporaryDirectory() as tmp, running_service(MODEL.parent, MODEL.name, Path(tmp), extra) as url:
+        print("| clip | in-process PSNR | through the route PSNR | difference (dB) |\n|---|---|---|---|")
+        for name, hr in sorted(clips.items()):
+            lr = lowres_frames(to_float(hr), "bicubic")
+            local = np.stack(list(super_resolve(model, lr)))
+            r = requests.post(url + "/autotable/predict", json={"content": base64.b64encode(encode_lossless(lr)).decode()}, timeout=600)
+            r.raise_for_status()
+            routed = decode(base64.b64decode(r.json()["data"]["content"]))
+            assert routed.shape == local.shape, (routed.shape, local.shape)
+            a, b = psnr(local, hr), psnr(routed, hr)
+            print(f"| {name} ({lr.shape[2]}x{lr.shape[1]} -> {routed.shape[2]}x{routed.shape[1]}) | {a:.3f} | {b:.3f} | {a - b:.3f} |")
     return 0
 
 

@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as client_infer.py sets f
 
 import argparse
 import base64
+import contextlib
 import io
 import statistics
 import subprocess
@@ -78,15 +79,15 @@ def timing(header: str) -> dict:
     return {k: float(v) for k, v in (p.split("=") for p in header.split(";") if "=" in p)}
 
 
-def measure(name: str, clip: np.ndarray, video: bytes, repeat: int, work: Path, extra: list[str]) -> dict:
-    ckpt = work / f"{name}.pth"
-    save_checkpoint(ckpt, FRVSR(MODELS[name]))
+@contextlib.contextmanager
+def running_service(model_dir: Path, used_model: str, work: Path, extra: list[str], tag: str = "svc"):
+    """Start client_infer.py on free ports for ``model_dir/used_model``; yield the proxy URL once healthy."""
     port = free_port()
-    cmd = [sys.executable, str(ROOT / "client_infer.py"), "--model_path", str(work), "--used_model", ckpt.name,
+    cmd = [sys.executable, str(ROOT / "client_infer.py"), "--model_path", str(model_dir), "--used_model", used_model,
            "--service_port", str(port), "--inference_port", str(free_port()), "--management_port", str(free_port()),
-           "--metrics_port", str(free_port()), "--model_store", str(work / "store"), "--run_dir", str(work / f"run-{name}"),
-           "--response_timeout", "900", *extra]
-    log = open(work / f"client_infer-{name}.log", "w")
+           "--metrics_port", str(free_port()), "--model_store", str(work / "store"), "--run_dir", str(work / f"run-{tag}"), *extra]
+    work.mkdir(parents=True, exist_ok=True)
+    log = open(work / f"client_infer-{tag}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -98,8 +99,20 @@ def measure(name: str, clip: np.ndarray, video: bytes, repeat: int, work: Path, 
             except requests.RequestException:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"service for {name} did not start; see {log.name}")
+                raise SystemExit(f"service {tag} did not start; see {log.name}")
             time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+        log.close()
+
+
+def measure(name: str, clip: np.ndarray, video: bytes, repeat: int, work: Path, extra: list[str]) -> dict:
+    ckpt = work / f"{name}.pth"
+    work.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(ckpt, FRVSR(MODELS[name]))
+    with running_service(work, ckpt.name, work, ["--response_timeout", "900", *extra], tag=name) as url:
         payload = {"content": base64.b64encode(video).decode()}
         runs = []
         for _ in range(repeat):
@@ -110,10 +123,6 @@ def measure(name: str, clip: np.ndarray, video: bytes, repeat: int, work: Path, 
             tm = timing(r.headers["X-FRVSR-Timing"])
             runs.append({"wall": wall, "elapsed": r.json()["data"]["elapsed_time"], **tm, "out_bytes": len(r.json()["data"]["content"]) * 3 // 4})
         return runs
-    finally:
-        proc.terminate()
-        proc.wait(timeout=120)
-        log.close()
 
 
 def main(argv: list[str] | None = None) -> None:
