@@ -306,14 +306,16 @@ def train(
                 _validate(model, val_s, cfg, dev, d, st, ckpt_path, disc)
                 stop = _agree(d, stop or stop_requested())
 
-        if not d.main:
-            return None
-        plot_curves(st.history, out_dir / "training_curves.png")
-        atomic_write_json(out_dir / "history.json", st.history)
-        total = time.perf_counter() - t_start
-        trial = build_trial(trial_name, out_dir, cfg, model, st, total)
-        atomic_write_json(trial_path(), trial)
-        log.info("best validation PSNR %.4f dB; trial written to %s", st.best_psnr, trial_path())
+        trial = None
+        if d.main:
+            plot_curves(st.history, out_dir / "training_curves.png")
+            atomic_write_json(out_dir / "history.json", st.history)
+            total = time.perf_counter() - t_start
+            trial = build_trial(trial_name, out_dir, cfg, model, st, total)
+            atomic_write_json(trial_path(), trial)
+            log.info("best validation PSNR %.4f dB; trial written to %s", st.best_psnr, trial_path())
+        if d.active:
+            dist.barrier()  # ranks tear gloo down together: one leaving while another still talks aborts it
         return trial
     finally:
         if d.active:
