@@ -23,7 +23,7 @@ from ts.utils.util import PredictionException
 from handler.errors import VideoRequestError
 from handler.settings import HandlerSettings
 from handler.pipeline import Job, Result, open_job, upscale_video
-from model.frvsr import load_checkpoint, super_resolve
+from model.frvsr import load_checkpoint, resolve_precision, super_resolve
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ class FRVSRHandler(BaseHandler):
         self.model_label = f"{m.get('modelName', ckpt.stem)}/{m.get('modelVersion', '?')}"
         self.initialized = True
         log.info(
-            "FRVSR ready: %s on %s, %d torch threads, limits %s",
-            ckpt.name, self.device, torch.get_num_threads(), self.settings.limits,
+            "FRVSR ready: %s on %s (%s), %d torch threads, limits %s",
+            ckpt.name, self.device, resolve_precision(self.settings.precision, self.device), torch.get_num_threads(), self.settings.limits,
         )
 
     def _warm_up(self) -> None:
         """First calls pay for kernel selection and allocation; pay it here, not in the first request."""
         frames = (np.zeros((32, 32, 3), np.uint8) for _ in range(2))
-        for _ in super_resolve(self.model, frames, device=self.device):
+        for _ in super_resolve(self.model, frames, device=self.device, precision=self.settings.precision):
             pass
 
     def preprocess(self, data: list) -> list[Job | Exception]:

@@ -191,7 +191,7 @@ def upscale_video(model, reader: VideoReader, settings: HandlerSettings, out_fam
     encoder.start()
     try:
         t = time.perf_counter()
-        for hr in super_resolve(model, low_res(), device=device, cut_threshold=_cut(settings)):
+        for hr in super_resolve(model, low_res(), device=device, cut_threshold=_cut(settings), precision=settings.precision):
             tm.model += time.perf_counter() - t
             _put(hr_q, (hr, pts_q.popleft()), stop)
             if encoder.error is not None:

@@ -92,6 +92,13 @@ class HandlerSettings:
     torch_threads: int = 0  # 0: cores / workers
     queue_frames: int = 8  # frames buffered between decode, model and encode threads
     cut_threshold: float | None = None  # None: the model's default scene-cut threshold
+    precision: str = "auto"  # convolution precision: auto (bf16 where the CPU/GPU runs it natively), fp32, bf16, fp16
+
+    def __post_init__(self) -> None:
+        from model.frvsr import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"handler precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "HandlerSettings":

@@ -52,6 +52,7 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     torch_threads: int = 0
+    precision: str = "auto"  # handler precision (model.frvsr.PRECISIONS)
     response_timeout: int | None = None  # None: measured
     startup_timeout: float = 180.0
     max_inflight: int = 4
@@ -102,7 +103,7 @@ def check_java() -> None:
         raise StartupError(f"TorchServe needs Java >= 17, found Java {v}; {JAVA_HINT}")
 
 
-def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: int) -> float:
+def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: int, precision: str = "auto") -> float:
     """Model time for one frame of the largest accepted area (square), after a warm-up frame."""
     import numpy as np
     import torch
@@ -115,7 +116,7 @@ def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: in
     try:
         model, _ = load_checkpoint(checkpoint, device)
         frames = [np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8) for i in range(3)]
-        it = super_resolve(model, iter(frames), device=device)
+        it = super_resolve(model, iter(frames), device=device, precision=precision)
         next(it)  # warm-up
         t = time.perf_counter()
         n = sum(1 for _ in it)
@@ -149,7 +150,7 @@ def response_limit_bytes(limits: Limits) -> int:
 # ----------------------------------------------------------------------------- build
 
 def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> Path:
-    settings = HandlerSettings(limits=opts.limits, encoder=opts.encoder, torch_threads=opts.torch_threads)
+    settings = HandlerSettings(limits=opts.limits, encoder=opts.encoder, torch_threads=opts.torch_threads, precision=opts.precision)
     model_config = archive.write_model_config(work_dir / "model-config.yaml", settings, opts.workers, response_timeout)
     return archive.build_mar(opts.checkpoint, opts.model_name, opts.model_store, model_config, work_dir, opts.version)
 
@@ -158,7 +159,7 @@ def plan_timeout(opts: ServeOptions) -> int:
     if opts.response_timeout:
         return int(opts.response_timeout)
     threads = opts.torch_threads or max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // opts.workers)
-    spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads)
+    spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads, opts.precision)
     timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits))
     log.info("model: %.3f s per %d-pixel frame -> responseTimeout %d s", spf, opts.limits.max_pixels, timeout)
     return timeout

@@ -96,6 +96,9 @@ def test_handler_settings_round_trip_and_unknown_keys():
     assert HandlerSettings.from_dict(s.to_dict()) == s
     with pytest.raises(ValueError, match="unknown handler settings.*max_frame'.*valid.*max_frames"):
         HandlerSettings.from_dict({"max_frame": 3})
+    assert HandlerSettings.from_dict({"precision": "fp32"}).precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of.*'int8'"):
+        HandlerSettings.from_dict({"precision": "int8"})
 
 
 def test_model_config_template_is_valid():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from model.frvsr import (
-    FRVSR, FRVSRConfig, flow_warp, load_checkpoint, pad_to_multiple, save_checkpoint, space_to_depth, super_resolve,
+    FRVSR, FRVSRConfig, depth_to_space, flow_warp, load_checkpoint, pad_to_multiple, resolve_precision,
+    save_checkpoint, space_to_depth, super_resolve, upsample_image, upsample_image_phases, upscale_flow,
 )
 
 
@@ -35,6 +36,51 @@ def test_space_to_depth_inverts_pixel_shuffle():
     s = space_to_depth(x)
     assert s.shape == (1, 48, 4, 6)
     assert torch.equal(torch.nn.functional.pixel_shuffle(s, 4), x)
+
+
+def test_flow_warp_with_low_res_flow_equals_upscaling_first():
+    x = torch.rand(2, 3, 32, 40)
+    flow = torch.randn(2, 2, 8, 10) * 3  # low-res pixels
+    torch.testing.assert_close(flow_warp(x, flow, flow_scale=4), flow_warp(x, upscale_flow(flow)), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="do not match"):
+        flow_warp(x, flow, flow_scale=2)
+
+
+def test_depth_to_space_is_pixel_shuffle_in_any_layout():
+    y = torch.rand(2, 48, 5, 7)
+    assert torch.equal(depth_to_space(y), torch.nn.functional.pixel_shuffle(y, 4))
+    assert torch.equal(depth_to_space(y.to(memory_format=torch.channels_last)), torch.nn.functional.pixel_shuffle(y, 4))
+    assert torch.equal(space_to_depth(depth_to_space(y)), y)
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (5, 9), (37, 53), (2, 3)])
+def test_bicubic_residual_at_low_res_equals_bicubic_upsampling(h, w):
+    x = torch.rand(2, 3, h, w)
+    torch.testing.assert_close(depth_to_space(upsample_image_phases(x)), upsample_image(x), atol=1e-5, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the residual stays float32 under autocast
+        assert upsample_image_phases(x).dtype == torch.float32
+
+
+def test_precision_names_are_checked():
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int4", "cpu")
+
+
+def test_bf16_moves_the_output_by_at_most_a_few_levels(tiny_cfg):
+    torch.manual_seed(0)
+    model = FRVSR(tiny_cfg).eval()
+    clip = [np.random.default_rng(i).integers(0, 255, (16, 24, 3), dtype=np.uint8) for i in range(4)]
+    full = np.stack(list(super_resolve(model, clip, precision="fp32"))).astype(int)
+    half = np.stack(list(super_resolve(model, clip, precision="bf16"))).astype(int)
+    assert full.shape == half.shape == (4, 64, 96, 3)
+    diff = np.abs(full - half)
+    assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
+    # autocast is entered per step, never left on for the caller between frames
+    it = super_resolve(model, clip, precision="bf16")
+    next(it)
+    assert not torch.is_autocast_enabled("cpu")
 
 
 def test_pad_to_multiple_handles_tiny_and_odd_sides():
@@ -117,11 +163,15 @@ def test_checkpoint_round_trip_rebuilds_the_architecture(tmp_path):
     cfg = FRVSRConfig(channels=12, blocks=2, fnet_channels=4, upsampler="deconv", residual=False)
     model = FRVSR(cfg).eval()
     save_checkpoint(tmp_path / "m.pth", model, epoch=3)
-    loaded, ckpt = load_checkpoint(tmp_path / "m.pth")
+    loaded, ckpt = load_checkpoint(tmp_path / "m.pth", channels_last=False)
     assert loaded.cfg == cfg and ckpt["epoch"] == 3
     x = torch.rand(1, 2, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(x)[0], loaded(x)[0])
+        # the inference layout (NHWC weights) computes the same function, up to float rounding
+        fast, _ = load_checkpoint(tmp_path / "m.pth")
+        assert fast.srnet.head.weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fast(x)[0], model(x)[0], atol=1e-5, rtol=0)
     assert not list(tmp_path.glob("*.tmp"))
 
 

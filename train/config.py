@@ -6,7 +6,7 @@ import ast
 import json
 from dataclasses import asdict, dataclass, fields
 
-from model.frvsr import FRVSRConfig
+from model.frvsr import PRECISIONS, FRVSRConfig
 from train.data import DEGRADATIONS
 
 
@@ -39,6 +39,7 @@ class TrainConfig:
     # misc
     seed: int = 0
     threads: int = 0  # torch threads per process; 0 = cores / processes
+    precision: str = "auto"  # FRVSR steps and validation: auto = bf16 autocast where the CPU/GPU runs it natively (2x faster steps measured on an AMX CPU), else fp32; the GAN stage always steps in fp32
     init_from: str = ""  # start from this FRVSR checkpoint's weights (its architecture wins)
     # adversarial stage (FRVSR_GAN, train/gan.py): fine-tune a trained FRVSR (init_from) against a
     # spatio-temporal discriminator. `lr` is then the generator's learning rate: ~5e-5 suits a fine-tune.
@@ -67,6 +68,8 @@ class TrainConfig:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
         if min(self.w_adv, self.w_fm, self.w_pingpong, self.flow_loss_weight) < 0:
             raise ValueError("w_adv, w_fm, w_pingpong and flow_loss_weight must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         self.model_config()  # validates the architecture fields
 
     def model_config(self) -> FRVSRConfig:

@@ -41,6 +41,7 @@ def evaluate_clips(
     with_bicubic: bool = False,
     with_y: bool = False,
     with_temporal: bool = False,
+    precision: str = "auto",
 ) -> Iterator[ClipResult]:
     """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it.
 
@@ -52,7 +53,7 @@ def evaluate_clips(
         hr = to_float(clip)  # (t, 3, H, W)
         lr = lowres_frames(hr, degradation)
         t0 = time.perf_counter()
-        out = np.stack(list(super_resolve(model, lr, device=device)))  # (t, H, W, 3) uint8
+        out = np.stack(list(super_resolve(model, lr, device=device, precision=precision)))  # (t, H, W, 3) uint8
         seconds = time.perf_counter() - t0
         gt = clip.astype(np.float64) / 255.0
         gt_flows = optical_flows(gt) if with_temporal and len(clip) > 1 else None  # shared by model and bicubic

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model.frvsr import FRVSR, flow_warp, load_checkpoint, save_checkpoint
+from model.frvsr import FRVSR, autocast, flow_warp, load_checkpoint, resolve_precision, save_checkpoint
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
 from train.evaluate import evaluate_clips
@@ -111,7 +111,8 @@ def frvsr_loss(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor, cfg: 
 
 def train_step(model, optimizer, lr, hr, cfg: TrainConfig) -> dict:
     optimizer.zero_grad(set_to_none=True)
-    loss, stats = frvsr_loss(model, lr, hr, cfg)
+    with autocast(resolve_precision(cfg.precision, lr.device), lr.device):  # forward only; backward follows its dtypes
+        loss, stats = frvsr_loss(model, lr, hr, cfg)
     loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -169,7 +170,7 @@ def evaluate(model: FRVSR, samples, cfg: TrainConfig, device, with_temporal: boo
     """Validation on whole clips through the shared inference path; the platform's {MSE, SSIMs, PSNR, SSIM}
     (plus ``tOF`` with ``with_temporal``)."""
     agg = Aggregate()
-    for r in evaluate_clips(model, samples, cfg.degradation, device, with_temporal=with_temporal):
+    for r in evaluate_clips(model, samples, cfg.degradation, device, with_temporal=with_temporal, precision=cfg.precision):
         agg.add(r.model)
     return {**agg.result(), "tOF": agg.tof()} if with_temporal else agg.result()
 
@@ -252,11 +253,12 @@ def train(
         loader = build_loader(cfg, TrainClips(train_s, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed), d)
 
         if cfg.init_from:
-            model, _ = load_checkpoint(cfg.init_from)
+            model, _ = load_checkpoint(cfg.init_from, channels_last=False)
             log.info("initialised from %s (%s)", cfg.init_from, model.cfg)
         else:
             model = FRVSR(cfg.model_config())
-        model = model.to(dev).train()
+        model = model.to(dev, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
+        log.info("precision %s", resolve_precision(cfg.precision, dev) if not cfg.gan else "fp32 (GAN stage)")
         net = DistributedDataParallel(model) if d.active else model
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         disc = opt_d = None
