@@ -29,31 +29,38 @@ class Candidate:
     name: str
     cfg: FRVSRConfig
     note: str
+    serving_path: bool = True  # False: fp32, NCHW weights (how FRVSR is commonly run); True: as served (precision auto, NHWC)
+    train: bool = True  # False: same weights as another row, only the runtime differs: no quality column
 
 
 CANDIDATES = [
-    Candidate("ref-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "reference: the common FRVSR 10-64 (2 transposed convs at high res)"),
-    Candidate("paper-10-128", FRVSRConfig(channels=128, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "the paper's FRVSR 10-128"),
+    Candidate("ref-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "reference: the common FRVSR 10-64 (2 transposed convs at high res), fp32 NCHW", serving_path=False),
+    Candidate("paper-10-128", FRVSRConfig(channels=128, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "the paper's FRVSR 10-128, fp32 NCHW", serving_path=False),
     Candidate("ps-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32), "10-64 with pixel-shuffle at low res + bicubic residual"),
     Candidate("ps-6-32-f16", FRVSRConfig(channels=32, blocks=6, fnet_channels=16), "slim SRNet, slim FNet"),
+    Candidate("ps-4-32-f8 fp32", FRVSRConfig(channels=32, blocks=4, fnet_channels=8), "default architecture, fp32 NCHW (what bf16 + NHWC add)", serving_path=False, train=False),
     Candidate("ps-4-32-f8", FRVSRConfig(channels=32, blocks=4, fnet_channels=8), "default candidate"),
     Candidate("ps-2-32-f8", FRVSRConfig(channels=32, blocks=2, fnet_channels=8), "real-time candidate"),
 ]
 
 
-def frame_ms(cfg_or_model, width: int, height: int, frames: int = 8, repeats: int = 3, channels_last: bool = False) -> float:
-    """Median over ``repeats`` of the per-frame time of ``super_resolve`` on a random ``frames``-frame clip."""
+def frame_ms(cfg_or_model, width: int, height: int, frames: int = 8, repeats: int = 3, serving_path: bool = True) -> float:
+    """Median over ``repeats`` of the per-frame time of ``super_resolve`` on a random ``frames``-frame clip.
+
+    ``serving_path``: NHWC weights and ``precision="auto"``, as ``load_checkpoint`` + the handler run it;
+    otherwise NCHW fp32.
+    """
     model = cfg_or_model if isinstance(cfg_or_model, FRVSR) else FRVSR(cfg_or_model).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last if serving_path else torch.contiguous_format)
+    precision = "auto" if serving_path else "fp32"
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames)]
-    for _ in super_resolve(model, clip[:2]):  # warm-up
+    for _ in super_resolve(model, clip[:2], precision=precision):  # warm-up
         pass
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _ in super_resolve(model, clip):
+        for _ in super_resolve(model, clip, precision=precision):
             pass
         times.append((time.perf_counter() - t0) / frames * 1000)
     return statistics.median(times)
@@ -89,19 +96,21 @@ def shipped_default() -> tuple[FRVSR, dict] | None:
 def run_model_bench(dataset: Path | None, steps: int, sizes=((176, 144), (200, 200))) -> list[dict]:
     """One row per configuration: ms/frame per size, ratio to the reference, PSNR after ``steps`` steps."""
     rows = []
-    entries = [(c.name, c.cfg, c.note, None) for c in CANDIDATES]
+    entries = [(c, None) for c in CANDIDATES]
     default = shipped_default()
     if default is not None:
-        entries.append(("shipped default", default[0].cfg, "model/pretrained/FRVSR_GAN_default.pth (its full training)", default))
-    for name, cfg, note, loaded in entries:
-        row = {"name": name, "note": note, "config": asdict(cfg), "params": sum(p.numel() for p in FRVSR(cfg).parameters())}
+        entries.append((Candidate("shipped default", default[0].cfg, "model/pretrained/FRVSR_GAN_default.pth (its full training)"), default))
+    for c, loaded in entries:
+        name, cfg = c.name, c.cfg
+        row = {"name": name, "note": c.note, "config": asdict(cfg), "params": sum(p.numel() for p in FRVSR(cfg).parameters()),
+               "runtime": "precision auto, NHWC" if c.serving_path else "fp32, NCHW"}
         for w, h in sizes:
-            row[f"ms_{w}x{h}"] = frame_ms(loaded[0] if loaded else cfg, w, h)
+            row[f"ms_{w}x{h}"] = frame_ms(loaded[0] if loaded else cfg, w, h, serving_path=c.serving_path)
             log.info("%s %dx%d: %.1f ms/frame", name, w, h, row[f"ms_{w}x{h}"])
         if loaded is not None:
             row["psnr"] = (loaded[1].get("eval") or {}).get("PSNR")
             row["train_note"] = "full training (checkpoint's own validation PSNR)"
-        elif dataset is not None and steps > 0:
+        elif dataset is not None and steps > 0 and c.train:
             row["psnr"], row["train_seconds"] = short_training_psnr(cfg, dataset, steps)
             log.info("%s: PSNR %.3f dB after %d steps (%.0f s)", name, row["psnr"], steps, row["train_seconds"])
         rows.append(row)

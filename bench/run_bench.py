@@ -106,10 +106,10 @@ def chart(rows: list[dict], path: Path) -> None:
 def markdown(rows: list[dict], e2e: list[dict], steps: int, machine: str) -> str:
     out = [f"Machine: {machine}. torch {torch.__version__}, {torch.get_num_threads()} threads.", "",
            f"### Model speed (ms/frame, median of 3 runs of an 8-frame clip after warm-up) and PSNR after {steps} equal training steps", "",
-           "| config | params | ms/frame 176x144 | x faster | ms/frame 200x200 | x faster | PSNR (dB) | note |", "|---|---|---|---|---|---|---|---|"]
+           "| config | params | runtime | ms/frame 176x144 | x faster | ms/frame 200x200 | x faster | PSNR (dB) | note |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         psnr = f"{r['psnr']:.3f}" if r.get("psnr") is not None else "-"
-        out.append(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['ms_176x144']:.1f} | {r['speedup_176x144']:.1f} | {r['ms_200x200']:.1f} | {r['speedup_200x200']:.1f} | {psnr} | {r['note']} |")
+        out.append(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['runtime']} | {r['ms_176x144']:.1f} | {r['speedup_176x144']:.1f} | {r['ms_200x200']:.1f} | {r['speedup_200x200']:.1f} | {psnr} | {r['note']} |")
     if e2e:
         out += ["", "### End to end: 176x144, 30 fps clip through POST /autotable/predict (shipped architecture)", "",
                 "| clip | wall s | decode s | model s | encode s | transport s | model alone s | not-model share | worker peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     default = shipped_default()
     cfg = default[0].cfg if default else next(c.cfg for c in CANDIDATES if c.name == "ps-4-32-f8")
     e2e = [] if a.skip_e2e else end_to_end(cfg)
-    machine = f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    from model.frvsr import resolve_precision
+
+    machine = (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+               f"precision auto = {resolve_precision('auto', 'cpu')} on this CPU")
     RESULTS.mkdir(parents=True, exist_ok=True)
     md = markdown(rows, e2e, a.steps, machine)
     (RESULTS / "bench.md").write_text(md)

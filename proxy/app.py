@@ -154,6 +154,8 @@ def validate(body: bytes) -> None:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(f'request body is not valid JSON ({e}); send {{"content": "<base64 video>"}} with Content-Type: application/json') from None
+    if not isinstance(doc, dict):  # parse_body would take a JSON string as a document to parse again
+        raise BadRequest(f'request body must be a JSON object like {{"content": "<base64 video>"}}, got {type(doc).__name__}')
     parse_body(doc)
 
 

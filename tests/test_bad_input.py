@@ -120,8 +120,7 @@ def envelope(r: requests.Response, status: int) -> dict:
     [
         ("json_array", [{"content": "AAAA"}], 400, "JSON object"),
         ("json_number", 42, 400, "JSON object"),
-        # a JSON string is valid JSON, yet the message says "not valid JSON" (parse_body re-parses str); 400 anyway
-        ("json_string", "AAAA", 400, "JSON"),
+        ("json_string", "AAAA", 400, "must be a JSON object like"),
         ("empty_content", {"content": ""}, 400, "empty"),
         ("unknown_format", {"content": b64(make_video(frames=2)), "format": "gif"}, 400, "format"),
         pytest.param("png_image", {"content": b64(png())}, 415, "video"),
