@@ -189,6 +189,9 @@ class FNet(nn.Module):
             dec += [_conv(cin, c), act, _conv(c, c), act, nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
             cin = c
         self.body = nn.Sequential(*enc, *dec, _conv(cin, base), act, _conv(base, 2))
+        # a fresh FNet predicts zero flow (the identity warp) instead of random displacements
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.body(torch.cat((cur, prev), dim=1))) * self.max_flow
@@ -221,6 +224,11 @@ class SRNet(nn.Module):
                 nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU(inplace=True),
                 _conv(c, 3),
             )
+        if cfg.residual:
+            # start exactly at the bicubic residual: a fresh model already scores bicubic, and training
+            # only ever adds detail (a random last layer would first have to unlearn its own noise)
+            nn.init.zeros_(self.tail[0 if cfg.upsampler == "pixelshuffle" else -1].weight)
+            nn.init.zeros_(self.tail[0 if cfg.upsampler == "pixelshuffle" else -1].bias)
 
     def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         """``base``: the bicubic residual as low-res phases (``upsample_image_phases``), or None."""

@@ -39,6 +39,25 @@ def write_clip(folder: Path, clip: np.ndarray, pattern: str = "frame_{}.png", st
     return folder
 
 
+def random_frvsr(cfg, seed: int = 0):
+    """An FRVSR whose every layer is random.
+
+    A fresh FRVSR starts at bicubic with zero flow (its last layers are zero-initialised), so its output
+    ignores the previous estimate; tests that probe the recurrence or compare two code paths need one
+    whose every part contributes.
+    """
+    import torch
+
+    from model.frvsr import FRVSR
+
+    torch.manual_seed(seed)
+    model = FRVSR(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.reset_parameters()
+    return model
+
+
 @pytest.fixture
 def tiny_cfg():
     from model.frvsr import FRVSRConfig

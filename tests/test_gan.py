@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, moving_clip
+from conftest import ROOT, moving_clip, random_frvsr
 from model.frvsr import FRVSR, FRVSRConfig, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import to_float
@@ -68,7 +68,7 @@ def test_pingpong_sequence_and_loss():
 def test_pingpong_loss_is_zero_only_for_a_model_that_ignores_the_past(tiny_cfg):
     torch.manual_seed(0)
     lr, _ = _window(t=4)
-    model = FRVSR(tiny_cfg)
+    model = random_frvsr(tiny_cfg)
     out, _ = model(pingpong(lr))
     assert pingpong_loss(out, 4).item() > 1e-8  # the recurrence carries the past: forward != backward
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_discriminator_input_aligns_neighbours_with_the_middle_frame():
 def test_gan_step_trains_both_networks(tiny_cfg):
     torch.manual_seed(0)
     cfg = TrainConfig.from_settings(GAN)
-    model, disc = FRVSR(tiny_cfg), Discriminator(8)
+    model, disc = random_frvsr(tiny_cfg), Discriminator(8)
     opt_g, opt_d = torch.optim.Adam(model.parameters(), lr=1e-3), torch.optim.Adam(disc.parameters(), lr=1e-3)
     g0, d0 = [p.detach().clone() for p in model.parameters()], [p.detach().clone() for p in disc.parameters()]
     stats = gan_step(model, disc, opt_g, opt_d, *_window(), cfg)

@@ -161,9 +161,10 @@ def _tiny_settings(**kw) -> HandlerSettings:
 
 @pytest.fixture(scope="module")
 def tiny_model():
+    from conftest import random_frvsr
     from model.frvsr import FRVSRConfig
 
-    return FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).eval()
+    return random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).eval()
 
 
 @pytest.mark.parametrize(

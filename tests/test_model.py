@@ -1,6 +1,7 @@
 """FRVSR model: warping convention, shapes at odd sizes, recurrence, checkpoint round trip."""
 
 import numpy as np
+from conftest import random_frvsr
 import pytest
 import torch
 
@@ -70,7 +71,7 @@ def test_precision_names_are_checked():
 
 def test_bf16_moves_the_output_by_at_most_a_few_levels(tiny_cfg):
     torch.manual_seed(0)
-    model = FRVSR(tiny_cfg).eval()
+    model = random_frvsr(tiny_cfg).eval()
     clip = [np.random.default_rng(i).integers(0, 255, (16, 24, 3), dtype=np.uint8) for i in range(4)]
     full = np.stack(list(super_resolve(model, clip, precision="fp32"))).astype(int)
     half = np.stack(list(super_resolve(model, clip, precision="bf16"))).astype(int)
@@ -102,7 +103,7 @@ def test_output_is_exactly_4x_for_any_size(h, w, upsampler):
 def test_recurrence_uses_the_previous_estimate(tiny_cfg):
     """Frame 2's output must depend on frame 1 (the warped estimate feeds SRNet)."""
     torch.manual_seed(0)
-    model = FRVSR(tiny_cfg).eval()
+    model = random_frvsr(tiny_cfg).eval()
     a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     c = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
@@ -114,7 +115,7 @@ def test_recurrence_uses_the_previous_estimate(tiny_cfg):
 def test_scene_cut_restarts_the_recurrence(tiny_cfg):
     """Across a cut, the output equals that of a fresh clip starting at the cut."""
     torch.manual_seed(0)
-    model = FRVSR(tiny_cfg).eval()
+    model = random_frvsr(tiny_cfg).eval()
     shot_a = [torch.full((1, 3, 8, 8), 0.1) + 0.01 * torch.rand(1, 3, 8, 8) for _ in range(3)]
     shot_b = [torch.full((1, 3, 8, 8), 0.9) + 0.01 * torch.rand(1, 3, 8, 8) for _ in range(2)]
     with torch.no_grad():
@@ -127,7 +128,7 @@ def test_scene_cut_restarts_the_recurrence(tiny_cfg):
 
 
 def test_no_state_is_kept_between_clips(tiny_cfg):
-    model = FRVSR(tiny_cfg).eval()
+    model = random_frvsr(tiny_cfg).eval()
     clip = [np.random.default_rng(1).integers(0, 255, (12, 10, 3), dtype=np.uint8) for _ in range(3)]
     first = list(super_resolve(model, clip))
     list(super_resolve(model, [np.zeros((20, 20, 3), np.uint8)] * 2))  # another clip, another size
@@ -138,7 +139,7 @@ def test_no_state_is_kept_between_clips(tiny_cfg):
 
 def test_super_resolve_is_lazy(tiny_cfg):
     """A generator in, one frame out per frame in: the clip is never materialised."""
-    model = FRVSR(tiny_cfg).eval()
+    model = random_frvsr(tiny_cfg).eval()
     pulled = []
 
     def frames():
@@ -161,7 +162,7 @@ def test_super_resolve_rejects_bad_frames(tiny_cfg):
 
 def test_checkpoint_round_trip_rebuilds_the_architecture(tmp_path):
     cfg = FRVSRConfig(channels=12, blocks=2, fnet_channels=4, upsampler="deconv", residual=False)
-    model = FRVSR(cfg).eval()
+    model = random_frvsr(cfg).eval()
     save_checkpoint(tmp_path / "m.pth", model, epoch=3)
     loaded, ckpt = load_checkpoint(tmp_path / "m.pth", channels_last=False)
     assert loaded.cfg == cfg and ckpt["epoch"] == 3
@@ -212,3 +213,13 @@ def test_model_trains_on_a_moving_clip(tiny_cfg):
         opt.step()
     assert losses[-1] < losses[0]
     assert model.fnet.body[0].weight.grad.abs().sum() > 0
+
+
+def test_a_fresh_model_starts_at_bicubic_with_zero_flow(tiny_cfg):
+    model = FRVSR(tiny_cfg).eval()
+    lr = torch.rand(1, 4, 3, 16, 24)
+    with torch.no_grad():
+        hr, flows = model(lr)
+    assert torch.equal(flows, torch.zeros_like(flows))
+    bicubic = torch.stack([upsample_image(f) for f in lr.unbind(1)], dim=1)
+    torch.testing.assert_close(hr, bicubic, atol=1e-5, rtol=0)
