@@ -31,6 +31,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from bench.models import CANDIDATES, run_model_bench, shipped_default  # noqa: E402
+from model.frvsr import FRVSR  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SHARED = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
@@ -62,11 +63,10 @@ class PeakRSS:
         self._t.join()
 
 
-def end_to_end(cfg, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
-    """A 176x144 30 fps clip through /autotable/predict on a running service (random weights of ``cfg``)."""
+def end_to_end(model, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
+    """A 176x144 30 fps clip through /autotable/predict on a running service serving ``model``."""
     from serving import measure as m
 
-    m.MODELS["default"] = cfg
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for secs in seconds_list:
@@ -74,8 +74,8 @@ def end_to_end(cfg, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
             video = m.encode(clip, 30, "mp4")
             extra = ["--max_seconds", str(secs + 1), "--max_frames", str(len(clip) + 10)]
             with PeakRSS() as rss:
-                runs = m.measure("default", clip, video, repeat if secs <= 5 else 1, Path(tmp) / f"s{secs}", extra)
-            alone = m.model_only(cfg, clip, len(os.sched_getaffinity(0)))
+                runs = m.measure("default", clip, video, repeat if secs <= 5 else 1, Path(tmp) / f"s{secs}", extra, model=model)
+            alone = m.model_only(model, clip, len(os.sched_getaffinity(0)))
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             rows.append({
                 "seconds": secs, "frames": len(clip), "wall": med["wall"], "decode": med["decode"], "model": med["model"],
@@ -111,7 +111,7 @@ def markdown(rows: list[dict], e2e: list[dict], steps: int, machine: str) -> str
         psnr = f"{r['psnr']:.3f}" if r.get("psnr") is not None else "-"
         out.append(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['runtime']} | {r['ms_176x144']:.1f} | {r['speedup_176x144']:.1f} | {r['ms_200x200']:.1f} | {r['speedup_200x200']:.1f} | {psnr} | {r['note']} |")
     if e2e:
-        out += ["", "### End to end: 176x144, 30 fps clip through POST /autotable/predict (shipped architecture)", "",
+        out += ["", "### End to end: 176x144, 30 fps clip through POST /autotable/predict (the shipped default model)", "",
                 "| clip | wall s | decode s | model s | encode s | transport s | model alone s | not-model share | worker peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
         for e in e2e:
             out.append(f"| {e['seconds']:.0f} s ({e['frames']} frames) | {e['wall']:.2f} | {e['decode']:.2f} | {e['model']:.2f} | {e['encode']:.2f} | {e['transport']:.2f} | {e['model_alone']:.2f} | {e['not_model_share']:.0%} | {e['peak_rss_mb']:.0f} |")
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {SHARED} not found: the quality column is skipped", file=sys.stderr)
     rows = run_model_bench(dataset, a.steps)
     default = shipped_default()
-    cfg = default[0].cfg if default else next(c.cfg for c in CANDIDATES if c.name == "ps-4-32-f8")
-    e2e = [] if a.skip_e2e else end_to_end(cfg)
+    model = default[0] if default else FRVSR(next(c.cfg for c in CANDIDATES if c.name == "ps-4-32-f8"))
+    e2e = [] if a.skip_e2e else end_to_end(model)
     from model.frvsr import resolve_precision
 
     machine = (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "

@@ -65,10 +65,11 @@ def encode(clip: np.ndarray, fps: int, container: str) -> bytes:
     return buf.getvalue()
 
 
-def model_only(cfg: FRVSRConfig, clip: np.ndarray, threads: int) -> float:
+def model_only(cfg: FRVSRConfig | FRVSR, clip: np.ndarray, threads: int) -> float:
     """Seconds for ``super_resolve`` on ``clip`` in this process, laid out and cast as the service runs it."""
     torch.set_num_threads(threads)
-    model = FRVSR(cfg).eval().to(memory_format=torch.channels_last)  # as load_checkpoint lays it out
+    model = cfg if isinstance(cfg, FRVSR) else FRVSR(cfg)
+    model = model.eval().to(memory_format=torch.channels_last)  # as load_checkpoint lays it out
     list(super_resolve(model, clip[:2]))
     t = time.perf_counter()
     for _ in super_resolve(model, clip):
@@ -109,10 +110,11 @@ def running_service(model_dir: Path, used_model: str, work: Path, extra: list[st
         log.close()
 
 
-def measure(name: str, clip: np.ndarray, video: bytes, repeat: int, work: Path, extra: list[str]) -> dict:
+def measure(name: str, clip: np.ndarray, video: bytes, repeat: int, work: Path, extra: list[str], model: FRVSR | None = None) -> dict:
+    """``model``: serve these weights (e.g. a trained checkpoint) instead of a fresh ``MODELS[name]``."""
     ckpt = work / f"{name}.pth"
     work.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt, FRVSR(MODELS[name]))
+    save_checkpoint(ckpt, model if model is not None else FRVSR(MODELS[name]))
     with running_service(work, ckpt.name, work, ["--response_timeout", "900", *extra], tag=name) as url:
         payload = {"content": base64.b64encode(video).decode()}
         runs = []
