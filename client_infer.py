@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--x264_crf", type=int, default=18, help="H.264 constant quality, lower = better and larger (default 18)")
     g.add_argument("--x264_rgb", action="store_true", help="fidelity mode: H.264 in RGB (libx264rgb), no 4:2:0 chroma loss; ~4x larger, not playable in browsers")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="convolution precision; auto = bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, else fp32 (default auto)")
+    g.add_argument("--always_420", action="store_true", help="encode 4:2:0 even for RGB/4:4:4 sources (by default they keep full-resolution colour)")
     g.add_argument("--archive_only", action="store_true", help="build the .mar into --model_store and exit (e.g. a version to register)")
     return p.parse_args(argv)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = ServeOptions(
             checkpoint=checkpoint, model_name=name, version=args.model_version, device=args.device, host=args.host,
             ports=Ports(args.service_port, args.inference_port, args.management_port, args.metrics_port),
-            workers=max(1, args.workers), limits=limits, encoder=EncoderSettings(x264_preset=args.x264_preset, x264_crf=args.x264_crf, x264_rgb=args.x264_rgb),
+            workers=max(1, args.workers), limits=limits, encoder=EncoderSettings(x264_preset=args.x264_preset, x264_crf=args.x264_crf, x264_rgb=args.x264_rgb, keep_full_chroma=not args.always_420),
             precision=args.precision, response_timeout=args.response_timeout, startup_timeout=args.startup_timeout, max_inflight=max(1, args.max_inflight),
             run_dir=Path(args.run_dir) if args.run_dir else None,
             model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,

@@ -45,6 +45,18 @@ class VideoInfo:
     frames: int | None
     seconds: float | None
     audio_codec: str | None
+    pix_fmt: str | None = None  # the decoder's pixel format, e.g. 'yuv420p', 'bgr0'
+
+
+def full_chroma(pix_fmt: str | None) -> bool:
+    """Whether ``pix_fmt`` keeps colour at full resolution (RGB, 4:4:4), i.e. is not subsampled like 4:2:0."""
+    if not pix_fmt:
+        return False
+    try:
+        f = av.VideoFormat(pix_fmt)
+    except (ValueError, av.FFmpegError):
+        return False
+    return len(f.components) >= 3 and f.chroma_width(64) == 64 and f.chroma_height(64) == 64
 
 
 def container_family(format_name: str, head: bytes) -> str:
@@ -109,6 +121,7 @@ class VideoReader:
             frames=v.frames or None,
             seconds=seconds,
             audio_codec=self.audio.codec_context.name if self.audio is not None else None,
+            pix_fmt=cc.pix_fmt,
         )
 
     def frames(self, limits: Limits, on_audio: Callable[[av.Packet], None] | None = None) -> Iterator[tuple[np.ndarray, int]]:
@@ -172,9 +185,12 @@ class VideoWriter:
 
     def _add_video(self, info: VideoInfo, width: int, height: int, s: EncoderSettings):
         codec = VIDEO_ENCODER[self.family]
-        rgb = codec == "libx264" and s.x264_rgb
+        keep = s.keep_full_chroma and full_chroma(info.pix_fmt)  # the sender's colour detail is not thrown away
+        source_rgb = keep and av.VideoFormat(info.pix_fmt).is_rgb
+        rgb = codec == "libx264" and (s.x264_rgb or source_rgb)
         stream = self.container.add_stream("libx264rgb" if rgb else codec, rate=info.fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24" if rgb else "yuv420p"
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "rgb24" if rgb else ("yuv444p" if keep else "yuv420p")
         # AVI is constant frame rate: its clock ticks once per frame. The others keep the input's clock.
         self.out_tb = 1 / info.fps if self.family == "avi" else info.time_base
         stream.codec_context.time_base = self.out_tb

@@ -244,6 +244,50 @@ def test_fidelity_mode_keeps_rgb_exactly(tiny_model, family):
         assert np.array_equal(g, e)
 
 
+@pytest.mark.parametrize(
+    "kind,keep,out_pix_fmt",
+    [
+        ("avi_raw", True, "gbrp"),  # an RGB source comes back as RGB H.264 (decoded as planar RGB)
+        ("avi_raw", False, "yuv420p"),
+        ("mp4_h264", True, "yuv420p"),  # 4:2:0 sources (nearly all) stay 4:2:0: browser-playable
+        ("mkv_ffv1", True, "yuv420p"),
+    ],
+)
+def test_output_keeps_the_sources_colour_resolution(tiny_model, kind, keep, out_pix_fmt):
+    import io
+
+    import av
+
+    data = make_video(kind, frames=3, width=16, height=16)
+    out = upscale_video(tiny_model, VideoReader(data), _tiny_settings(keep_full_chroma=keep), "mkv")
+    with av.open(io.BytesIO(out.video)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == out_pix_fmt
+
+
+def test_a_444_source_stays_444():
+    from handler.video import full_chroma
+
+    assert full_chroma("yuv444p") and full_chroma("bgr0") and full_chroma("gbrp")
+    assert not any(full_chroma(p) for p in ("yuv420p", "yuvj420p", "nv12", "yuv422p", "gray", None, "nonsense"))
+
+
+def test_rgb_source_round_trips_exactly_by_default(tiny_model):
+    """An RGB source at CRF 0 comes back pixel-identical to super_resolve, without any fidelity flag."""
+    import io
+
+    import av
+
+    from model.frvsr import super_resolve
+
+    data = make_video("avi_raw", frames=3, width=16, height=16)
+    with av.open(io.BytesIO(data)) as c:
+        lr = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    out = upscale_video(tiny_model, VideoReader(data), _tiny_settings(x264_crf=0), "mp4")
+    with av.open(io.BytesIO(out.video)) as c:
+        got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert all(np.array_equal(g, e) for g, e in zip(got, super_resolve(tiny_model, lr)))
+
+
 def test_pipeline_streams_with_bounded_buffers(tiny_model, monkeypatch):
     """Never more than the queues' worth of 4x frames exists between the model and the encoder."""
     import handler.pipeline as pl
