@@ -79,6 +79,7 @@ class EncoderSettings:
     x264_preset: str = "veryfast"  # encoder speed; slower presets shrink files ~10% at 2x the CPU
     x264_rgb: bool = False  # fidelity mode: libx264rgb, no YUV 4:2:0 conversion (-0.1 dB vs in-process at CRF 12, instead of -1.8 dB); ~4x larger, plays in FFmpeg/VLC, not in browsers
     keep_full_chroma: bool = True  # a source with full-resolution colour (RGB, 4:4:4) is encoded 4:4:4 (RGB H.264 for RGB sources), not 4:2:0: plays in FFmpeg/VLC, not in browsers; 4:2:0 sources (nearly all) stay 4:2:0
+    x264_crf_full_chroma: int = 12  # H.264 quality for those RGB/4:4:4 sources (lossless, screen or studio footage): route PSNR within 0.1 dB of in-process where CRF 18 loses 0.6 dB on smooth clips
     vp9_crf: int = 20  # VP9 (WebM) constant quality on its 0-63 scale
     vp9_cpu_used: int = 8  # libvpx realtime speed 0-8; 8 keeps VP9 about as fast as x264 veryfast
     threads: int = 0  # encoder threads; 0 lets the codec decide

@@ -197,7 +197,7 @@ class VideoWriter:
         stream.time_base = self.out_tb
         stream.thread_count = s.threads
         if codec == "libx264":
-            stream.options = {"crf": str(s.x264_crf), "preset": s.x264_preset}
+            stream.options = {"crf": str(s.x264_crf_full_chroma if keep else s.x264_crf), "preset": s.x264_preset}
             if self.family == "avi":
                 stream.options = {**stream.options, "bf": "0"}  # B-frames in AVI trip up many players
         else:

@@ -212,7 +212,7 @@ def test_upscale_video_matches_super_resolve(tiny_model):
     with av.open(io.BytesIO(data)) as c:
         lr = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     expected = list(super_resolve(tiny_model, lr))
-    settings = _tiny_settings(x264_crf=0)  # lossless H.264; 4:2:0 keeps luma at full resolution
+    settings = _tiny_settings(x264_crf=0, x264_crf_full_chroma=0)  # lossless H.264; 4:2:0 keeps luma at full resolution
     out = upscale_video(tiny_model, VideoReader(data), settings, "mkv")
     with av.open(io.BytesIO(out.video)) as c:
         got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
@@ -235,7 +235,7 @@ def test_fidelity_mode_keeps_rgb_exactly(tiny_model, family):
     with av.open(io.BytesIO(data)) as c:
         lr = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     expected = list(super_resolve(tiny_model, lr))
-    out = upscale_video(tiny_model, VideoReader(data), _tiny_settings(x264_crf=0, x264_rgb=True), family)
+    out = upscale_video(tiny_model, VideoReader(data), _tiny_settings(x264_crf=0, x264_crf_full_chroma=0, x264_rgb=True), family)
     with av.open(io.BytesIO(out.video)) as c:
         assert c.streams.video[0].codec_context.name == "h264"
         got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
@@ -282,7 +282,7 @@ def test_rgb_source_round_trips_exactly_by_default(tiny_model):
     data = make_video("avi_raw", frames=3, width=16, height=16)
     with av.open(io.BytesIO(data)) as c:
         lr = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    out = upscale_video(tiny_model, VideoReader(data), _tiny_settings(x264_crf=0), "mp4")
+    out = upscale_video(tiny_model, VideoReader(data), _tiny_settings(x264_crf=0, x264_crf_full_chroma=0), "mp4")
     with av.open(io.BytesIO(out.video)) as c:
         got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert all(np.array_equal(g, e) for g, e in zip(got, super_resolve(tiny_model, lr)))
