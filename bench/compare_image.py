@@ -1,6 +1,8 @@
-"""A side-by-side crop (bicubic | model | ground truth) of one test clip frame, for the README.
+"""A side-by-side crop (bicubic | model(s) | ground truth) of one test clip frame, for the README.
 
     python bench/compare_image.py --out docs/images/default_compare.png
+    python bench/compare_image.py --model model/pretrained/FRVSR_GAN_default.pth runs/models/<uuid>/FRVSR_GAN_gan.pth \
+        --box 150,60,112,112 --out docs/images/gan_compare.png
 """
 
 from __future__ import annotations
@@ -27,24 +29,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip", default="00002/0007")
     p.add_argument("--frame", type=int, default=4)
     p.add_argument("--box", default="150,60,128,128", help="x,y,w,h of the high-res crop")
-    p.add_argument("--model", default=str(ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth"))
+    p.add_argument("--model", nargs="+", default=[str(ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth")], help="one or more checkpoints, shown left to right")
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "default_compare.png"))
     a = p.parse_args(argv)
     sample = next(s for s in discover_samples(a.dataset_path) if s.name == a.clip)
     hr = crop_to_scale(read_clip(sample))
     lr = lowres_frames(to_float(hr), "bicubic")
-    model, _ = load_checkpoint(a.model)
-    out = list(super_resolve(model, lr))[a.frame]
+    outs = [list(super_resolve(load_checkpoint(m)[0], lr))[a.frame] for m in a.model]
     bic = bicubic_upscale(torch.from_numpy(lr[a.frame]).permute(2, 0, 1)[None].float() / 255)[0]
     bic = (bic * 255).round().byte().permute(1, 2, 0).numpy()
     x, y, w, h = map(int, a.box.split(","))
-    tiles = [im[y : y + h, x : x + w] for im in (bic, out, hr[a.frame])]
+    tiles = [im[y : y + h, x : x + w] for im in (bic, *outs, hr[a.frame])]
     gap = np.full((h, 4, 3), 255, np.uint8)
-    row = np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
+    row = np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)
     row = cv2.resize(row, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(a.out, cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
-    print(f"wrote {a.out}: bicubic | model | ground truth, clip {a.clip} frame {a.frame}, crop {a.box}")
+    print(f"wrote {a.out}: bicubic | {' | '.join(Path(m).name for m in a.model)} | ground truth, clip {a.clip} frame {a.frame}, crop {a.box}")
     return 0
 
 
