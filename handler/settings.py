@@ -97,10 +97,9 @@ class HandlerSettings:
     precision: str = "auto"  # convolution precision: auto (bf16 where the CPU/GPU runs it natively), fp32, bf16, fp16
 
     def __post_init__(self) -> None:
-        from model.frvsr import PRECISIONS
+        from model.frvsr import check_precision
 
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"handler precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "HandlerSettings":

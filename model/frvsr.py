@@ -172,6 +172,12 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
 
 
+def _zero_init(conv: nn.Module) -> None:
+    """A last layer that outputs zeros until trained (its weights still get gradients)."""
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+
+
 class FNet(nn.Module):
     """Flow between two low-res frames: (n, 3, h, w) x2 -> (n, 2, h, w) in pixels; h, w multiples of 8."""
 
@@ -189,9 +195,7 @@ class FNet(nn.Module):
             dec += [_conv(cin, c), act, _conv(c, c), act, nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
             cin = c
         self.body = nn.Sequential(*enc, *dec, _conv(cin, base), act, _conv(base, 2))
-        # a fresh FNet predicts zero flow (the identity warp) instead of random displacements
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
+        _zero_init(self.body[-1])  # a fresh FNet predicts zero flow (the identity warp), not random displacements
 
     def forward(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.body(torch.cat((cur, prev), dim=1))) * self.max_flow
@@ -227,8 +231,7 @@ class SRNet(nn.Module):
         if cfg.residual:
             # start exactly at the bicubic residual: a fresh model already scores bicubic, and training
             # only ever adds detail (a random last layer would first have to unlearn its own noise)
-            nn.init.zeros_(self.tail[0 if cfg.upsampler == "pixelshuffle" else -1].weight)
-            nn.init.zeros_(self.tail[0 if cfg.upsampler == "pixelshuffle" else -1].bias)
+            _zero_init(self.tail[0] if cfg.upsampler == "pixelshuffle" else self.tail[-1])
 
     def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
         """``base``: the bicubic residual as low-res phases (``upsample_image_phases``), or None."""
@@ -353,15 +356,20 @@ def native_bf16(device: torch.device | str) -> bool:
     return False
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS``, else a ValueError listing them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``auto`` -> ``bf16`` where the hardware runs it natively, else ``fp32``; others are checked and kept.
 
     Convolutions run in the reduced type; the flow, the warp, the bicubic residual and the output stay
     float32 (see ``FRVSR.step``), so bf16 moves the output by well under one 8-bit level.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
+    if check_precision(precision) == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
 

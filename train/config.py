@@ -6,7 +6,7 @@ import ast
 import json
 from dataclasses import asdict, dataclass, fields
 
-from model.frvsr import PRECISIONS, FRVSRConfig
+from model.frvsr import FRVSRConfig, check_precision
 from train.data import DEGRADATIONS
 
 
@@ -68,8 +68,7 @@ class TrainConfig:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
         if min(self.w_adv, self.w_fm, self.w_pingpong, self.flow_loss_weight) < 0:
             raise ValueError("w_adv, w_fm, w_pingpong and flow_loss_weight must be >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         self.model_config()  # validates the architecture fields
 
     def model_config(self) -> FRVSRConfig:
