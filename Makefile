@@ -5,7 +5,7 @@ VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test serve bench soak clean check-java
+.PHONY: setup lint test test-fast serve bench soak clean check-java
 
 setup: $(STAMP) check-java
 
@@ -20,8 +20,15 @@ check-java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	  if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "Java >= 17 is required by TorchServe, found '$$v'. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless"; exit 1; fi
 
-test: setup
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: setup lint
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The edit loop (< 30 s): everything but the tests that start TorchServe or a client_*.py subprocess.
+test-fast: $(STAMP)
+	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 serve: setup
 	$(VPY) client_infer.py

@@ -1,38 +1,28 @@
-"""Shared test fixtures: the project root on sys.path, tiny models and tiny synthetic clips."""
+"""Shared test fixtures and helpers: paths, tiny models, clips written as image folders.
+
+The project root is on ``sys.path`` through the pytest config (``pythonpath``) and ``tests/`` because pytest
+puts a test file's folder there, so tests import ``from conftest import ...`` and ``from clips import ...``.
+``moving_clip`` lives in ``clips`` (with the video encoder) and is re-exported here.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from clips import moving_clip
+
+__all__ = ["ROOT", "SHARED_DATA", "moving_clip", "random_frvsr", "write_clip"]
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
 
 
-def moving_clip(t: int = 7, h: int = 64, w: int = 96, dx: int = 2, dy: int = 1, seed: int = 0) -> np.ndarray:
-    """uint8 (t, h, w, 3): a smooth random texture translating by (dx, dy) pixels per frame."""
-    rng = np.random.default_rng(seed)
-    big_h, big_w = h + abs(dy) * t + 8, w + abs(dx) * t + 8
-    base = rng.random((big_h // 4 + 1, big_w // 4 + 1, 3))
-    import cv2
-
-    tex = cv2.resize(base, (big_w, big_h), interpolation=cv2.INTER_CUBIC)
-    tex = (np.clip(tex, 0, 1) * 255).astype(np.uint8)
-    frames = []
-    for i in range(t):
-        y0 = 4 + (dy * i if dy >= 0 else abs(dy) * (t - i))
-        x0 = 4 + (dx * i if dx >= 0 else abs(dx) * (t - i))
-        frames.append(tex[y0 : y0 + h, x0 : x0 + w])
-    return np.stack(frames)
-
-
 def write_clip(folder: Path, clip: np.ndarray, pattern: str = "frame_{}.png", start: int = 1) -> Path:
-    import cv2
-
+    """``clip`` (uint8 (t, h, w, 3) RGB) as numbered images in ``folder``; returns ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(clip):
         cv2.imwrite(str(folder / pattern.format(i + start)), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
@@ -63,6 +53,14 @@ def tiny_cfg():
     from model.frvsr import FRVSRConfig
 
     return FRVSRConfig(channels=8, blocks=1, fnet_channels=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A tiny FRVSR in eval mode with every layer random (see ``random_frvsr``); tests must not train it."""
+    from model.frvsr import FRVSRConfig
+
+    return random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).eval()
 
 
 @pytest.fixture
