@@ -22,6 +22,7 @@ def run(args, runs_dir, cwd=None, timeout=300):
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_train_then_test_end_to_end(seed_dataset, tmp_path):
     runs = tmp_path / "runs"
     r = run([str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "e2e", "--annotation_data", TINY], runs, cwd=tmp_path)
@@ -74,6 +75,7 @@ def test_runs_dir_is_under_the_project_root_not_the_cwd(monkeypatch, tmp_path):
     assert runs_dir() == ROOT / "runs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--dataset_path", "/does/not/exist"], "does not exist"),
     (["--dataset_path", "{data}", "--annotation_data", "{'advance_settings': {'bogus': 1}}"], "valid keys"),
@@ -92,6 +94,7 @@ def test_train_bad_input_exits_with_a_clear_message(args, message, seed_dataset,
     assert not (tmp_path / "runs" / "metric" / "trial.txt").exists()
 
 
+@pytest.mark.slow
 def test_test_with_missing_or_broken_model_names_the_path(seed_dataset, tmp_path):
     r = run([str(ROOT / "client_test.py"), "--dataset_path", str(seed_dataset), "--model_path", str(tmp_path), "--used_model", "missing.pth"], tmp_path / "runs")
     assert r.returncode == 2 and "missing.pth" in r.stderr
@@ -100,6 +103,7 @@ def test_test_with_missing_or_broken_model_names_the_path(seed_dataset, tmp_path
     assert r.returncode == 2 and "broken.pth" in r.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(seed_dataset, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     runs = tmp_path / "runs"
@@ -116,6 +120,7 @@ def test_torchrun_two_processes(seed_dataset, tmp_path):
     assert (Path(trial["model_path"]) / "FRVSR_GAN_ddp.pth").is_file()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_no_partial_result(seed_dataset, tmp_path):
     """A run killed with SIGKILL leaves nothing a later run or the platform could take for a result:
     trial.txt is absent or a complete JSON document, every .pth present loads; a rerun succeeds."""

@@ -152,6 +152,7 @@ def _run(args, runs, cwd):
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_path, tiny_cfg):
     init = tmp_path / "frvsr" / "FRVSR_GAN_base.pth"
     torch.manual_seed(0)
@@ -187,6 +188,7 @@ def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_p
     assert len(summary) == 2 and all(r[6] >= 0 for r in summary)
 
 
+@pytest.mark.slow
 def test_gan_under_torchrun_two_processes(seed_dataset, tmp_path, tiny_cfg):
     init = tmp_path / "FRVSR_GAN_base.pth"
     save_checkpoint(init, FRVSR(tiny_cfg))
