@@ -44,7 +44,7 @@ def moving_clip(
         y0 = 4 + (dy * i if dy >= 0 else abs(dy) * (t - i))
         x0 = 4 + (dx * i if dx >= 0 else abs(dx) * (t - i))
         frames.append(tex[y0 : y0 + h, x0 : x0 + w])
-    return np.stack(frames)
+    return np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8)
 
 
 def encode_video(
@@ -81,6 +81,7 @@ def encode_video(
             audio_codec = "pcm_s16le" if muxer == "avi" else ("libopus" if muxer == "webm" else "aac")
             a = c.add_stream(audio_codec, rate=AUDIO_RATE)
             a.layout = "mono"
+        c.start_encoding()  # writes the header even when no frame follows
         for i, f in enumerate(clip):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format=src_format)
             frame.pts, frame.time_base = i, Fraction(1, fps)
