@@ -3,6 +3,7 @@
     python client_train.py --dataset_path ../shared/data/vimeo90k_sample \
         --annotation_data "{'advance_settings': {'max_minutes': 3}}"
     torchrun --nproc_per_node=2 client_train.py --dataset_path ...   # multi-process (DDP)
+    python client_train.py --dataset_path ... --annotation_data "{'advance_settings': {'resume': 'runs/models/<uuid>'}}"  # continue a run
     python client_train.py --dataset_path ... --trial_name gan --annotation_data \
         "{'advance_settings': {'gan': True, 'init_from': 'runs/models/<uuid>/FRVSR_GAN_default.pth', 'lr': 5e-5}}"
 """
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from train.trainer import train
 
     try:
-        cfg = TrainConfig.from_settings(parse_annotation_data(args.annotation_data))
+        settings = parse_annotation_data(args.annotation_data)
+        cfg = TrainConfig.from_settings(settings)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(epoch=s["epoch"], loss=f"{s['loss']:.5f}", psnr=f"{s['psnr']:.2f}", lr=f"{s['lr']:.1e}", **extra)
 
     try:
-        trial = train(args.dataset_path, cfg, args.trial_name, args.device, lambda: stop["requested"], on_step)
+        trial = train(args.dataset_path, cfg, args.trial_name, args.device, lambda: stop["requested"], on_step, given=set(settings))
     except (DataError, ValueError, FileNotFoundError) as e:
         bar.close()
         print(f"error: {e}", file=sys.stderr)

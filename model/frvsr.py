@@ -1,5 +1,6 @@
-"""FRVSR (Sajjadi et al., CVPR 2018) for 4x video super-resolution: helpers, FNet, SRNet, the model,
-checkpoint I/O and the one function that super-resolves a clip.
+"""FRVSR (Sajjadi et al., CVPR 2018) for 4x video super-resolution, the network alone: helpers, the
+configuration, FNet, SRNet, and the model (checkpoints: ``model.checkpoint``; running it on a clip:
+``model.inference``).
 
 Conventions used throughout:
 - images are float tensors in [0, 1], RGB, NCHW;
@@ -9,14 +10,11 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Iterable, Iterator
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,11 +23,6 @@ log = logging.getLogger(__name__)
 
 SCALE = 4  # the product is 4x; FNet pools three times, so low-res sides are padded to multiples of 8
 PAD_MULTIPLE = 8
-
-# Scene-cut detection: mean absolute low-res frame difference (RGB in [0, 1]) above which the
-# recurrence restarts from a blank estimate. Consecutive frames of one shot rarely exceed ~0.08 even
-# with fast motion; a cut between unrelated shots is typically 0.15-0.4.
-DEFAULT_CUT_THRESHOLD = 0.12
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -142,28 +135,35 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tens
 
 @dataclass
 class FRVSRConfig:
-    """Architecture hyper-parameters; stored in every checkpoint so loaders rebuild it exactly."""
+    """Architecture hyper-parameters, the single source of their defaults (the shipped default model's);
+    stored in every checkpoint so loaders rebuild it exactly."""
 
-    channels: int = 64  # SRNet width: the main cost knob (time grows ~quadratically)
-    blocks: int = 10  # SRNet residual blocks: depth, cost grows linearly
-    fnet_channels: int = 32  # FNet base width (paper: 32-64-128 encoder); flow needs little capacity
+    channels: int = 48  # SRNet width: the main cost knob (time grows ~quadratically)
+    blocks: int = 8  # SRNet residual blocks: depth, cost grows linearly
+    fnet_channels: int = 12  # FNet base width (paper: 32-64-128 encoder); flow needs little capacity
     upsampler: str = "pixelshuffle"  # 'pixelshuffle' (conv at low res) or 'deconv' (paper: 2 transposed convs at high res)
     residual: bool = True  # add a bicubic upsample of the input: SRNet only learns the detail
     max_flow: float = 24.0  # FNet's tanh output is scaled to +-max_flow low-res pixels
+    hidden: int = 32  # channels of a low-res feature state carried along the recurrence (warped like the estimate); 0 = plain FRVSR
 
     def __post_init__(self) -> None:
         if self.upsampler not in ("pixelshuffle", "deconv"):
             raise ValueError(f"upsampler must be 'pixelshuffle' or 'deconv', got {self.upsampler!r}")
-        if self.channels < 1 or self.blocks < 0 or self.fnet_channels < 1:
-            raise ValueError(f"channels, fnet_channels must be >= 1 and blocks >= 0, got {self}")
+        if self.channels < 1 or self.blocks < 0 or self.fnet_channels < 1 or self.hidden < 0:
+            raise ValueError(f"channels, fnet_channels must be >= 1, blocks and hidden >= 0, got {self}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "FRVSRConfig":
+        """From a checkpoint's ``model_args``; a field the checkpoint predates takes the value that
+        reproduces the network it was written with (``ADDED_LATER``), not today's default."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model settings {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**d)
+        return cls(**{**ADDED_LATER, **d})
+
+
+ADDED_LATER = {"hidden": 0}  # fields added after checkpoints were shipped, with their behaviour before
 
 
 # ----------------------------------------------------------------------------- networks
@@ -181,7 +181,7 @@ def _zero_init(conv: nn.Module) -> None:
 class FNet(nn.Module):
     """Flow between two low-res frames: (n, 3, h, w) x2 -> (n, 2, h, w) in pixels; h, w multiples of 8."""
 
-    def __init__(self, base: int = 32, max_flow: float = 24.0):
+    def __init__(self, base: int, max_flow: float):
         super().__init__()
         self.max_flow = max_flow
         act = nn.LeakyReLU(0.2, inplace=True)
@@ -211,38 +211,44 @@ class ResBlock(nn.Module):
 
 
 class SRNet(nn.Module):
-    """(n, 3 + 3*16, h, w) = [lr, space_to_depth(warped estimate)] -> (n, 3, 4h, 4w)."""
+    """(n, 3 + 3*16 + hidden, h, w) = [lr, space_to_depth(warped estimate), warped state] -> (n, 3, 4h, 4w)
+    and the next state (n, hidden, h, w) (None when ``cfg.hidden`` is 0)."""
 
     def __init__(self, cfg: FRVSRConfig):
         super().__init__()
         c = cfg.channels
-        self.head = _conv(3 + 3 * SCALE * SCALE, c)
+        self.head = _conv(3 + 3 * SCALE * SCALE + cfg.hidden, c)
         self.body = nn.Sequential(*[ResBlock(c) for _ in range(cfg.blocks)])
-        if cfg.upsampler == "pixelshuffle":
-            # all convolutions at low resolution; one shuffle to 4x at the end
-            self.tail = nn.Sequential(_conv(c, 3 * SCALE * SCALE), nn.PixelShuffle(SCALE))
+        self.state = _conv(c, cfg.hidden) if cfg.hidden else None
+        self.pixelshuffle = cfg.upsampler == "pixelshuffle"
+        if self.pixelshuffle:
+            # all convolutions at low resolution: the 16 sub-pixel phases of each colour, shuffled to 4x
+            self.upsample = _conv(c, 3 * SCALE * SCALE)
+            last = self.upsample
         else:
             # the paper's upsampler: two stride-2 transposed convolutions, then a conv at 4x
-            self.tail = nn.Sequential(
+            self.upsample = nn.Sequential(
                 nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU(inplace=True),
                 nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU(inplace=True),
                 _conv(c, 3),
             )
+            last = self.upsample[-1]
         if cfg.residual:
             # start exactly at the bicubic residual: a fresh model already scores bicubic, and training
             # only ever adds detail (a random last layer would first have to unlearn its own noise)
-            _zero_init(self.tail[0] if cfg.upsampler == "pixelshuffle" else self.tail[-1])
+            _zero_init(last)
 
-    def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``base``: the bicubic residual as low-res phases (``upsample_image_phases``), or None."""
         feat = self.body(F.relu(self.head(x)))  # (n, c, h, w)
-        if isinstance(self.tail[-1], nn.PixelShuffle):
-            y = self.tail[0](feat)  # (n, 48, h, w): the 16 sub-pixel phases of each colour
+        state = F.relu(self.state(feat)) if self.state is not None else None  # (n, hidden, h, w)
+        if self.pixelshuffle:
+            y = self.upsample(feat)  # (n, 48, h, w): the 16 sub-pixel phases of each colour
             if base is not None:
                 y = y + base  # the residual added at low resolution: 16x fewer pixels than adding at 4x
-            return depth_to_space(y)  # (n, 3, 4h, 4w); what tail[1] (nn.PixelShuffle) does, faster
-        hr = self.tail(feat)
-        return hr if base is None else hr + depth_to_space(base)
+            return depth_to_space(y), state  # (n, 3, 4h, 4w)
+        hr = self.upsample(feat)
+        return (hr if base is None else hr + depth_to_space(base)), state
 
 
 class FRVSR(nn.Module):
@@ -254,20 +260,27 @@ class FRVSR(nn.Module):
         self.fnet = FNet(self.cfg.fnet_channels, self.cfg.max_flow)
         self.srnet = SRNet(self.cfg)
 
-    def step(self, lr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, lr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One recurrence step on padded frames.
 
         Args:
             lr, lr_prev: (n, 3, h, w), h and w multiples of 8.
             hr_prev: (n, 3, 4h, 4w), the previous output (zeros at a clip start or scene cut).
+            state_prev: (n, hidden, h, w), the previous feature state (zeros at a start or cut), or
+                None when ``cfg.hidden`` is 0.
         Returns:
-            hr (n, 3, 4h, 4w) and the low-res flow (n, 2, h, w) used to warp.
+            hr (n, 3, 4h, 4w), the low-res flow (n, 2, h, w) used to warp, and the next state.
         """
         flow = self.fnet(lr, lr_prev).float()  # (n, 2, h, w); float32 even under autocast: it steers the warp
         warped = flow_warp(hr_prev, flow, flow_scale=SCALE)  # (n, 3, 4h, 4w), flow upscaled inside
+        inputs = [lr, space_to_depth(warped)]  # (n, 3, h, w), (n, 48, h, w)
+        if self.cfg.hidden:
+            inputs.append(flow_warp(state_prev, flow))  # (n, hidden, h, w): the state follows the same motion
         base = upsample_image_phases(lr) if self.cfg.residual else None  # (n, 48, h, w)
-        hr = self.srnet(torch.cat((lr, space_to_depth(warped)), dim=1), base)  # (n, 3, 4h, 4w)
-        return hr.float(), flow
+        hr, state = self.srnet(torch.cat(inputs, dim=1), base)  # (n, 3, 4h, 4w), (n, hidden, h, w) | None
+        return hr.float(), flow, state
 
     def iterate(self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The recurrence over a clip: yields ``(hr, flow)`` per input frame, in order.
@@ -280,20 +293,23 @@ class FRVSR(nn.Module):
             hr: (n, 3, 4h, 4w) cropped to exactly 4x the input; flow: (n, 2, h, w) low-res flow
             (zeros for the first frame).
         """
-        lr_prev = hr_prev = None
+        lr_prev = hr_prev = state = None  # the recurrent state lives here, never on the module
         for lr in frames:
             h, w = lr.shape[-2:]
-            lr_p = pad_to_multiple(lr)
+            lr_p = pad_to_multiple(lr)  # (n, 3, h8, w8)
             if hr_prev is None:
-                lr_prev, hr_prev = lr_p, lr_p.new_zeros(lr_p.shape[0], 3, lr_p.shape[2] * SCALE, lr_p.shape[3] * SCALE)
+                n, _, hp, wp = lr_p.shape
+                lr_prev, hr_prev = lr_p, lr_p.new_zeros(n, 3, hp * SCALE, wp * SCALE)
+                state = lr_p.new_zeros(n, self.cfg.hidden, hp, wp) if self.cfg.hidden else None
             elif cut_threshold is not None:
                 diff = (lr_p - lr_prev).abs().mean(dim=(1, 2, 3))  # (n,)
                 cut = diff > cut_threshold
                 if bool(cut.any()):
                     keep = (~cut).to(hr_prev.dtype).view(-1, 1, 1, 1)
                     hr_prev = hr_prev * keep
+                    state = state * keep.to(state.dtype) if state is not None else None
                     lr_prev = torch.where(cut.view(-1, 1, 1, 1), lr_p, lr_prev)
-            hr, flow = self.step(lr_p, lr_prev, hr_prev)
+            hr, flow, state = self.step(lr_p, lr_prev, hr_prev, state)
             lr_prev, hr_prev = lr_p, hr
             yield hr[..., : h * SCALE, : w * SCALE], flow[..., :h, :w]
 
@@ -301,148 +317,3 @@ class FRVSR(nn.Module):
         """Training entry: (b, t, 3, h, w) -> hr (b, t, 3, 4h, 4w) and flows (b, t, 2, h, w)."""
         outs = list(self.iterate(lr.unbind(dim=1)))
         return torch.stack([o[0] for o in outs], dim=1), torch.stack([o[1] for o in outs], dim=1)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: str | Path, model: FRVSR, **extra) -> None:
-    """Atomically write ``{'model_args': cfg dict, 'model': state_dict, **extra}``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
-    torch.save({"model_args": asdict(_unwrap(model).cfg), "model": state, **extra}, tmp)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", channels_last: bool = True) -> tuple[FRVSR, dict]:
-    """Rebuild the exact architecture stored in ``path``; returns (model in eval mode, checkpoint dict).
-
-    ``channels_last`` lays the weights out NHWC, which oneDNN (CPU) and cuDNN (GPU) convolve faster
-    (measured: 1.2-1.3x per frame on CPU); training from a checkpoint passes False and stays NCHW.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = FRVSR(FRVSRConfig.from_dict(ckpt["model_args"]))
-        model.load_state_dict(ckpt["model"])
-    except Exception as e:  # a wrong or damaged file: say which one
-        raise ValueError(f"cannot load FRVSR checkpoint {path}: {e}") from e
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval(), ckpt
-
-
-def _unwrap(model: nn.Module) -> FRVSR:
-    return model.module if hasattr(model, "module") else model
-
-
-# ----------------------------------------------------------------------------- clip inference
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` runs bfloat16 convolutions natively (CPU: AVX512-BF16 or AMX; CUDA: Ampere+)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-        return any(bool(c()) for c in checks if c is not None)
-    return False
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of ``PRECISIONS``, else a ValueError listing them."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` -> ``bf16`` where the hardware runs it natively, else ``fp32``; others are checked and kept.
-
-    Convolutions run in the reduced type; the flow, the warp, the bicubic residual and the output stay
-    float32 (see ``FRVSR.step``), so bf16 moves the output by well under one 8-bit level.
-    """
-    if check_precision(precision) == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
-
-
-def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
-    """The autocast context for a resolved precision (a no-op for fp32)."""
-    device = torch.device(device)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (h, w, 3) RGB -> float (1, 3, h, w) in [0, 1] on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(frame)).to(device)
-    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (1, 3, h, w) in [0, 1] -> uint8 (h, w, 3) RGB (rounded, clamped)."""
-    return x[0].clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def super_resolve(
-    model: FRVSR,
-    frames: Iterable[np.ndarray],
-    device: torch.device | str | None = None,
-    cut_threshold: float | None = DEFAULT_CUT_THRESHOLD,
-    precision: str = "auto",
-) -> Iterator[np.ndarray]:
-    """Super-resolve a clip frame by frame, streaming: uint8 (h, w, 3) RGB in -> uint8 (4h, 4w, 3) out.
-
-    The one inference path: training validation, client_test.py and the TorchServe handler call it.
-    Frames are consumed lazily, so a decoder generator can feed it and an encoder can drain it
-    without the clip ever being held in memory. ``precision``: see ``resolve_precision``.
-    """
-    model = _unwrap(model)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    amp = autocast(resolve_precision(precision, device), device)
-    size = None
-
-    def tensors() -> Iterator[torch.Tensor]:
-        nonlocal size
-        for i, f in enumerate(frames):
-            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-                raise ValueError(f"frame {i}: expected uint8 (h, w, 3) RGB, got {f.dtype} {f.shape}")
-            if size is None:
-                size = f.shape
-            elif f.shape != size:
-                raise ValueError(f"frame {i} has size {f.shape[:2]}, the clip started at {size[:2]}")
-            yield to_tensor(f, device)
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for hr, _ in _under(amp, model.iterate(tensors(), cut_threshold=cut_threshold)):
-                yield to_uint8(hr)
-    finally:
-        model.train(was_training)
-
-
-def _under(ctx: contextlib.AbstractContextManager, it: Iterator) -> Iterator:
-    """Run each step of ``it`` inside ``ctx`` without holding ``ctx`` open while the consumer runs.
-
-    Autocast state is thread-local and global to the thread: entered around a ``yield`` it would leak
-    into the caller's code (another model, an encoder) between frames.
-    """
-    while True:
-        with ctx:
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-        yield item

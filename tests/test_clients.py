@@ -127,7 +127,7 @@ def test_sigkill_mid_run_leaves_no_partial_result(seed_dataset, tmp_path):
     import signal
     import time
 
-    from model.frvsr import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     runs = tmp_path / "runs"
     env = {**os.environ, "FRVSR_RUNS_DIR": str(runs)}

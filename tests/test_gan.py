@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import ROOT, moving_clip, random_frvsr
-from model.frvsr import FRVSR, FRVSRConfig, load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.frvsr import FRVSR, FRVSRConfig
 from train.config import TrainConfig
 from train.data import to_float
 from train.gan import (

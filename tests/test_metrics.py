@@ -40,8 +40,8 @@ def test_identical_frames_give_infinite_psnr_written_as_the_cap():
 def test_aggregate_follows_the_platform_definition():
     a, b = score_clip("a", *_clips(0)), score_clip("b", *_clips(1))
     r = Aggregate([a, b]).result()
-    assert r["MSE"] == pytest.approx((a.mse + b.mse) / 2)
-    assert r["PSNR"] == pytest.approx(10 * math.log10(1 / r["MSE"]))
+    assert r["MSE"] == pytest.approx((a.mse + b.mse) / 2 * 255**2)  # reported on the 8-bit scale
+    assert r["PSNR"] == pytest.approx(10 * math.log10(255**2 / r["MSE"]))
     assert r["SSIMs"] == pytest.approx(a.ssim + b.ssim)
     assert r["SSIM"] == pytest.approx((a.ssim + b.ssim) / 2)
     with pytest.raises(ValueError):

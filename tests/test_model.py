@@ -5,10 +5,9 @@ from conftest import random_frvsr
 import pytest
 import torch
 
-from model.frvsr import (
-    FRVSR, FRVSRConfig, depth_to_space, flow_warp, load_checkpoint, pad_to_multiple, resolve_precision,
-    save_checkpoint, space_to_depth, super_resolve, upsample_image, upsample_image_phases, upscale_flow,
-)
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.frvsr import FRVSR, FRVSRConfig, depth_to_space, flow_warp, pad_to_multiple, space_to_depth, upsample_image, upsample_image_phases, upscale_flow
+from model.inference import resolve_precision, super_resolve
 
 
 def test_flow_warp_zero_flow_is_identity():

@@ -22,7 +22,7 @@ def _needs(path: Path, what: str):
 @pytest.fixture(scope="module")
 def default_model():
     _needs(PRETRAINED, "the shipped default checkpoint")
-    from model.frvsr import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     return load_checkpoint(PRETRAINED)[0]
 
@@ -63,7 +63,7 @@ def looping_clip(hr: np.ndarray, n: int = 300, size: tuple[int, int] = (192, 320
 
 def test_no_drift_over_a_300_frame_clip(default_model):
     """PSNR over the last 30 frames stays within 0.5 dB of the first 30 (after the 1st-frame warm-up)."""
-    from model.frvsr import super_resolve
+    from model.inference import super_resolve
 
     hr = looping_clip(_test_clips()[0])
     out = np.stack(list(super_resolve(default_model, _lowres(hr))))
@@ -73,7 +73,7 @@ def test_no_drift_over_a_300_frame_clip(default_model):
 
 def test_scene_cut_restarts_the_recurrence_on_real_clips(default_model):
     """Two unrelated clips joined: after the cut the output equals a fresh run on the second clip."""
-    from model.frvsr import super_resolve
+    from model.inference import super_resolve
 
     clips = _test_clips()
     a, b = clips[0], clips[-1]
@@ -89,7 +89,7 @@ def test_scene_cut_restarts_the_recurrence_on_real_clips(default_model):
 
 def test_no_false_cut_inside_real_clips(default_model):
     """Consecutive frames of one shot never trigger a restart (the output equals the uncut run)."""
-    from model.frvsr import super_resolve
+    from model.inference import super_resolve
 
     for hr in _test_clips():
         lr = _lowres(hr)

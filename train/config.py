@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
-from model.frvsr import FRVSRConfig, check_precision
+from model.frvsr import FRVSRConfig
+from model.inference import check_precision
 from train.data import DEGRADATIONS
 
 
@@ -24,18 +25,19 @@ class TrainConfig:
     flow_loss_weight: float = 0.5  # weight of FNet's warping loss on low-res frames (the "warp" loss, also in the GAN stage)
     grad_clip: float = 1.0
     # data
+    extra_datasets: list = field(default_factory=list)  # more dataset folders, each split by its own sep_*list.txt (or val_split)
     crop_size: int = 128  # high-res crop side; multiple of 32 (low-res side multiple of 8)
-    num_frames: int = 7  # frames per training window (recurrence length)
+    num_frames: int = 10  # frames per training window (recurrence length); shorter clips fill it ping-pong
     crops_per_clip: int = 16  # random windows per clip per epoch
     val_split: float = 0.2  # fraction held out when the dataset has no sep_testlist.txt
-    degradation: str = "bicubic"  # 'bicubic' (BI, antialiased) or 'blur' (BD, Gaussian sigma 1.5)
+    degradation: str = "realistic"  # 'bicubic' (BI), 'blur' (BD, Gaussian sigma 1.5) or 'realistic' (train/degradations.py)
     min_frames: int = 7  # folders with fewer images are skipped
     val_every: int = 1  # validate every N epochs (and at the end)
-    # model (stored in the checkpoint)
-    channels: int = 32
-    blocks: int = 4
-    fnet_channels: int = 8
-    upsampler: str = "pixelshuffle"
+    workers: int = 1  # DataLoader worker processes (the degradation, H.264 included, runs there); 0 = in the training process
+    resume: str = ""  # continue the run in this runs/models/<uuid> folder (its settings win; see train/trainer.py)
+    # model: FRVSRConfig's fields (channels, blocks, fnet_channels, upsampler, residual, max_flow, hidden)
+    # are set by their own names in advance_settings; their defaults are FRVSRConfig's
+    model: FRVSRConfig = field(default_factory=FRVSRConfig)
     # misc
     seed: int = 0
     threads: int = 0  # torch threads per process; 0 = cores / processes
@@ -68,29 +70,42 @@ class TrainConfig:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
         if min(self.w_adv, self.w_fm, self.w_pingpong, self.flow_loss_weight) < 0:
             raise ValueError("w_adv, w_fm, w_pingpong and flow_loss_weight must be >= 0")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not all(isinstance(p, str) and p for p in self.extra_datasets):
+            raise ValueError(f"extra_datasets must be a list of folder paths, got {self.extra_datasets!r}")
         check_precision(self.precision)
-        self.model_config()  # validates the architecture fields
 
     def model_config(self) -> FRVSRConfig:
-        return FRVSRConfig(channels=self.channels, blocks=self.blocks, fnet_channels=self.fnet_channels, upsampler=self.upsampler)
+        return self.model
 
     @classmethod
     def from_settings(cls, settings: dict) -> "TrainConfig":
-        """Apply ``advance_settings``; unknown keys and wrong types are errors listing what is valid."""
-        valid = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(settings) - set(valid))
+        """Apply ``advance_settings``; unknown keys and wrong types are errors listing what is valid.
+
+        Architecture keys (``FRVSRConfig``'s fields) go to ``model``; everything else to this class."""
+        train_defaults = {k: v for k, v in asdict(cls()).items() if k != "model"}
+        arch_defaults = asdict(FRVSRConfig())
+        unknown = sorted(set(settings) - set(train_defaults) - set(arch_defaults))
         if unknown:
-            raise ValueError(f"unknown advance_settings key(s) {unknown}; valid keys: {sorted(valid)}")
-        kwargs = {}
-        defaults = asdict(cls())
+            raise ValueError(f"unknown advance_settings key(s) {unknown}; valid keys: {sorted([*train_defaults, *arch_defaults])}")
+        kwargs, arch = {}, {}
         for k, v in settings.items():
-            want = type(defaults[k])
+            default = train_defaults[k] if k in train_defaults else arch_defaults[k]
+            want = type(default)
             if want is float and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
+            if want is list and isinstance(v, tuple):
+                v = list(v)
             if not isinstance(v, want) or (want is int and isinstance(v, bool)):
                 raise ValueError(f"advance_settings[{k!r}] must be {want.__name__}, got {v!r}")
-            kwargs[k] = v
-        return cls(**kwargs)
+            (kwargs if k in train_defaults else arch)[k] = v
+        return cls(**kwargs, model=FRVSRConfig(**arch))
+
+    def settings(self) -> dict:
+        """The flat ``advance_settings`` form of this config (what ``from_settings`` takes back)."""
+        flat = asdict(self)
+        return {**{k: v for k, v in flat.items() if k != "model"}, **flat["model"]}
 
 
 def parse_annotation_data(text: str) -> dict:

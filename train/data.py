@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from model.frvsr import SCALE
+from train.degradations import DEGRADATIONS, degrade  # noqa: F401  (re-exported: the data API)
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
-DEGRADATIONS = ("bicubic", "blur")
-BLUR_SIGMA = 1.5
 
 
 class DataError(ValueError):
@@ -157,39 +156,7 @@ def crop_to_scale(clip: np.ndarray) -> np.ndarray:
     return clip[:, : h - h % SCALE, : w - w % SCALE]
 
 
-# ----------------------------------------------------------------------------- degradation
-
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = int(np.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    return k / k.sum()
-
-
-def degrade(hr: torch.Tensor, kind: str = "bicubic") -> torch.Tensor:
-    """High-res (..., 3, H, W) float in [0, 1], H and W multiples of 4 -> low-res (..., 3, H/4, W/4).
-
-    'bicubic' ("BI"): antialiased bicubic downscaling; 'blur' ("BD"): Gaussian blur sigma 1.5, then
-    every 4th pixel. The output is quantised to 8 bits, like a real low-res video frame.
-    """
-    if kind not in DEGRADATIONS:
-        raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {kind!r}")
-    lead, (c, h, w) = hr.shape[:-3], hr.shape[-3:]
-    if h % SCALE or w % SCALE:
-        raise ValueError(f"high-res size {h}x{w} is not a multiple of {SCALE}; crop it first (crop_to_scale)")
-    x = hr.reshape(-1, c, h, w)  # (N, 3, H, W)
-    if kind == "bicubic":
-        lr = F.interpolate(x, size=(h // SCALE, w // SCALE), mode="bicubic", antialias=True, align_corners=False)
-    else:
-        k = _gaussian_kernel(BLUR_SIGMA).to(x)
-        r = k.numel() // 2
-        x = F.pad(x, (r, r, r, r), mode="reflect")
-        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        lr = x[:, :, ::SCALE, ::SCALE]
-    lr = lr.clamp(0, 1).mul(255).round().div(255)
-    return lr.reshape(*lead, c, h // SCALE, w // SCALE)
-
+# ----------------------------------------------------------------------------- baseline
 
 def bicubic_upscale(lr: torch.Tensor) -> torch.Tensor:
     """The baseline: (n, 3, h, w) -> (n, 3, 4h, 4w) bicubic, clamped to [0, 1]."""
@@ -202,7 +169,8 @@ class TrainClips(Dataset):
     """Random (num_frames, crop, crop) windows of the training clips with flips and temporal reversal.
 
     Returns (lr (t, 3, c/4, c/4), hr (t, 3, c, c)) float in [0, 1]. Clips are decoded once and cached
-    as uint8 (the shared sample is ~4 MB per clip).
+    as uint8. A clip shorter than ``num_frames`` is played forward then backward (ping-pong) to fill the
+    window, so 7-frame Vimeo clips train beside 10-40-frame real clips with longer windows.
     """
 
     def __init__(self, samples: Sequence[Sample], num_frames: int, crop_size: int, degradation: str, crops_per_clip: int, seed: int):
@@ -212,8 +180,8 @@ class TrainClips(Dataset):
         for s in samples:
             clip = read_clip(s)
             t, h, w = clip.shape[:3]
-            if t < num_frames or h < crop_size or w < crop_size:
-                raise DataError(f"sample {s.name} ({t} frames of {w}x{h}) is smaller than num_frames={num_frames}, crop_size={crop_size}; lower them")
+            if t < 2 or h < crop_size or w < crop_size:
+                raise DataError(f"sample {s.name} ({t} frames of {w}x{h}) is smaller than 2 frames of crop_size={crop_size}; lower crop_size")
             self.clips.append(clip)
         self.num_frames, self.crop, self.degradation = num_frames, crop_size, degradation
         self.crops_per_clip, self.seed = crops_per_clip, seed
@@ -224,9 +192,11 @@ class TrainClips(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         clip = self.clips[idx % len(self.clips)]
         t, h, w = clip.shape[:3]
-        t0 = random.randint(0, t - self.num_frames)
+        # a long clip: any window inside it; a short one: a window anywhere on its ping-pong loop
+        start = random.randint(0, t - self.num_frames) if t >= self.num_frames else random.randrange(2 * (t - 1))
+        times = pingpong_indices(t, self.num_frames, start)
         y, x = random.randint(0, h - self.crop), random.randint(0, w - self.crop)
-        win = clip[t0 : t0 + self.num_frames, y : y + self.crop, x : x + self.crop]
+        win = clip[times, y : y + self.crop, x : x + self.crop]
         if random.random() < 0.5:
             win = win[:, :, ::-1]
         if random.random() < 0.5:
@@ -237,3 +207,13 @@ class TrainClips(Dataset):
             win = win[::-1]
         hr = to_float(win.copy())
         return degrade(hr, self.degradation), hr
+
+
+def pingpong_indices(frames: int, length: int, start: int = 0) -> list[int]:
+    """``length`` frame indices from ``start``, bouncing off both ends of a ``frames``-frame clip
+    (0, 1, ..., n-1, n-2, ..., 0, 1, ...): consecutive indices always differ by exactly one."""
+    if frames < 2:
+        raise ValueError("a ping-pong window needs a clip of at least 2 frames")
+    period = 2 * (frames - 1)
+    phases = [(start + i) % period for i in range(length)]
+    return [p if p < frames else period - p for p in phases]

@@ -10,8 +10,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from model.frvsr import FRVSR, super_resolve
+from model.frvsr import FRVSR
+from model.inference import super_resolve
 from train.data import Sample, bicubic_upscale, crop_to_scale, degrade, read_clip, to_float
+from train.degradations import clip_rng, h264_roundtrip
 from train.metrics import SampleScore, optical_flows, score_clip
 
 log = logging.getLogger(__name__)
@@ -27,10 +29,15 @@ class ClipResult:
     seconds: float  # model inference time for the clip
 
 
-def lowres_frames(hr: torch.Tensor, degradation: str) -> np.ndarray:
-    """(t, 3, H, W) float high-res -> uint8 (t, H/4, W/4, 3) low-res frames, as a decoder would give."""
-    lr = degrade(hr, degradation)
-    return lr.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def lowres_frames(hr: torch.Tensor, degradation: str, name: str = "", crf: int | None = None) -> np.ndarray:
+    """(t, 3, H, W) float high-res -> uint8 (t, H/4, W/4, 3) low-res frames, as a decoder would give.
+
+    Deterministic: ``realistic`` draws the clip's recipe from its ``name``. ``crf``: then H.264-encode
+    and decode the low-res clip at this CRF (libx264 yuv420p, one thread), as a user's upload would be.
+    """
+    lr = degrade(hr, degradation, rng=clip_rng(name))
+    frames = lr.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return h264_roundtrip(frames, crf) if crf is not None else frames
 
 
 def evaluate_clips(
@@ -42,16 +49,19 @@ def evaluate_clips(
     with_y: bool = False,
     with_temporal: bool = False,
     precision: str = "auto",
+    crf: int | None = None,
 ) -> Iterator[ClipResult]:
     """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it.
 
+    The model and bicubic see the same low-res frames (``lowres_frames``: ``degradation``, then H.264
+    at ``crf`` when given).
     ``with_temporal`` adds tOF (``train.metrics.tof``) to the model's and bicubic's scores; clips of a
     single frame have none (nan).
     """
     for s in samples:
         clip = crop_to_scale(read_clip(s))
         hr = to_float(clip)  # (t, 3, H, W)
-        lr = lowres_frames(hr, degradation)
+        lr = lowres_frames(hr, degradation, s.name, crf)
         t0 = time.perf_counter()
         out = np.stack(list(super_resolve(model, lr, device=device, precision=precision)))  # (t, H, W, 3) uint8
         seconds = time.perf_counter() - t0

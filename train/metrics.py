@@ -5,6 +5,10 @@ all of its frames' pixels and SSIM = mean over frames of scikit-image's SSIM. Ag
 ``MSE`` = mean of sample MSEs, ``PSNR`` = 10*log10(1/MSE), ``SSIMs`` = sum of sample SSIMs,
 ``SSIM`` = SSIMs / number of samples.
 
+Reported MSE (``Aggregate.result``, the xlsx, trial.txt) is on the 8-bit scale, 0 to 255^2, as MATLAB's
+``immse`` and OpenCV give for 8-bit images: four decimals of it keep the precision that four decimals of
+a [0, 1] MSE lose. PSNR is the same number either way: 10*log10(255^2 / MSE_8bit) = 10*log10(1 / MSE).
+
 Temporal consistency: ``tof`` (TecoGAN's tOF, Chu et al. 2020), the mean end-point distance in pixels
 between the optical flow of the output and the optical flow of the ground truth, over all consecutive
 frame pairs (lower is better; 0 when the output moves exactly like the ground truth). Flow is OpenCV's
@@ -26,6 +30,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 PSNR_CAP = 100.0
+MSE_SCALE = 255.0**2  # [0, 1] MSE -> 8-bit MSE, the scale results are reported on
 
 
 def _hwc(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -130,11 +135,12 @@ class Aggregate:
         self.samples.append(s)
 
     def result(self) -> dict[str, float]:
+        """{MSE (8-bit scale), SSIMs, PSNR, SSIM}; PSNR is of the mean [0, 1] MSE."""
         if not self.samples:
             raise ValueError("no sample was scored")
         m = float(np.mean([s.mse for s in self.samples]))
         ssims = float(np.sum([s.ssim for s in self.samples]))
-        return {"MSE": m, "SSIMs": ssims, "PSNR": psnr_from_mse(m), "SSIM": ssims / len(self.samples)}
+        return {"MSE": m * MSE_SCALE, "SSIMs": ssims, "PSNR": psnr_from_mse(m), "SSIM": ssims / len(self.samples)}
 
     def psnr_y(self) -> float:
         return psnr_from_mse(float(np.mean([s.mse_y for s in self.samples])))

@@ -10,7 +10,7 @@ from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference
 
 from train.evaluate import ClipResult
-from train.metrics import Aggregate, psnr_from_mse
+from train.metrics import MSE_SCALE, PSNR_CAP, Aggregate, psnr_from_mse
 from train.results import MODEL_NAME, atomic_write_bytes
 
 PER_SAMPLE_COLUMNS = ["sample", "frames", "size", "MSE", "PSNR", "SSIM", "PSNR_Y", "tOF", "bicubic PSNR", "bicubic SSIM", "bicubic PSNR_Y", "bicubic tOF", "seconds"]
@@ -25,7 +25,7 @@ def summarize(results: Sequence[ClipResult]) -> dict[str, dict]:
         for r in results:
             agg.add(pick(r))
         # PSNR_clip_mean: mean of per-clip PSNRs (papers' convention); PSNR (the platform's) is of the mean MSE
-        clip_mean = sum(min(pick(r).psnr, 100.0) for r in results) / len(results)
+        clip_mean = sum(min(pick(r).psnr, PSNR_CAP) for r in results) / len(results)
         out[key] = {**agg.result(), "PSNR_Y": agg.psnr_y(), "tOF": agg.tof(), "PSNR_clip_mean": clip_mean}
     return out
 
@@ -35,21 +35,14 @@ def _num(v: float) -> float | str:
     return "inf" if v == float("inf") else "nan" if v != v else round(v, 4)
 
 
-def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, info: dict) -> None:
-    """Per-sample sheet, summary sheet and a per-sample PSNR chart (model vs bicubic); atomic."""
+def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, info: dict, compressed: dict[str, tuple[Sequence[ClipResult], dict]] | None = None) -> None:
+    """Per-sample sheet, summary sheet and a per-sample PSNR chart (model vs bicubic) for the clean input;
+    one more sheet per entry of ``compressed`` ({sheet name: (results, summary)}, e.g. H.264 CRF 23 input),
+    holding its per-sample rows and its summary; atomic."""
     wb = Workbook()
     ws = wb.active
     ws.title = "per_sample"
-    ws.append(PER_SAMPLE_COLUMNS)
-    for r in results:
-        ws.append([
-            r.name, r.frames, f"{r.size[0]}x{r.size[1]}", round(r.model.mse, 8), _num(r.model.psnr), round(r.model.ssim, 4),
-            _num(psnr_from_mse(r.model.mse_y)), _num(r.model.tof), _num(r.bicubic.psnr), round(r.bicubic.ssim, 4), _num(psnr_from_mse(r.bicubic.mse_y)),
-            _num(r.bicubic.tof), round(r.seconds, 3),
-        ])
-    for col, width in zip("ABCDEFGHIJKLM", (18, 8, 10, 12, 10, 10, 10, 8, 13, 13, 15, 11, 9)):
-        ws.column_dimensions[col].width = width
-
+    _per_sample_rows(ws, results)
     chart = BarChart()
     chart.title = "PSNR per sample: model vs bicubic"
     chart.y_axis.title = "PSNR (dB)"
@@ -61,28 +54,54 @@ def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, inf
     ws.add_chart(chart, f"A{n + 4}")
 
     sm = wb.create_sheet("summary")
-    sm.append(["method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "tOF", "samples", "PSNR_clip_mean"])
-    for name, s in summary.items():
-        sm.append([name, round(s["MSE"], 8), _num(s["PSNR"]), round(s["SSIM"], 4), round(s["SSIMs"], 4), _num(s["PSNR_Y"]), _num(s["tOF"]), n, _num(s["PSNR_clip_mean"])])
+    _summary_rows(sm, summary, n)
     sm.append([])
+    sm.append(["MSE", "on the 8-bit scale (0-255^2, as MATLAB's immse and OpenCV give for 8-bit images); PSNR = 10*log10(255^2 / MSE)"])
     sm.append(["tOF", "temporal consistency: mean |flow(output) - flow(ground truth)| in pixels over consecutive frames (Farneback); lower is better, 0 = moves like the ground truth"])
     sm.append([])
     for k, v in info.items():
         sm.append([k, str(v)])
     sm.column_dimensions["A"].width = 22
+    for name, (res, summ) in (compressed or {}).items():
+        cs = wb.create_sheet(name)
+        _per_sample_rows(cs, res)
+        cs.append([])
+        _summary_rows(cs, summ, len(res))
     buf = io.BytesIO()
     wb.save(buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def build_test_trial(out_dir: Path, xlsx_name: str, summary: dict, seconds: float) -> dict:
-    """The platform's trial.txt for an evaluation run (field names are a contract)."""
+def _per_sample_rows(ws, results: Sequence[ClipResult]) -> None:
+    ws.append(PER_SAMPLE_COLUMNS)
+    for r in results:
+        ws.append([
+            r.name, r.frames, f"{r.size[0]}x{r.size[1]}", round(r.model.mse * MSE_SCALE, 4), _num(r.model.psnr), round(r.model.ssim, 4),
+            _num(psnr_from_mse(r.model.mse_y)), _num(r.model.tof), _num(r.bicubic.psnr), round(r.bicubic.ssim, 4), _num(psnr_from_mse(r.bicubic.mse_y)),
+            _num(r.bicubic.tof), round(r.seconds, 3),
+        ])
+    for col, width in zip("ABCDEFGHIJKLM", (18, 8, 10, 12, 10, 10, 10, 8, 13, 13, 15, 11, 9)):
+        ws.column_dimensions[col].width = width
+
+
+def _summary_rows(ws, summary: dict, n: int) -> None:
+    ws.append(["method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "tOF", "samples", "PSNR_clip_mean"])
+    for name, s in summary.items():
+        ws.append([name, round(s["MSE"], 4), _num(s["PSNR"]), round(s["SSIM"], 4), round(s["SSIMs"], 4), _num(s["PSNR_Y"]), _num(s["tOF"]), n, _num(s["PSNR_clip_mean"])])
+
+
+def build_test_trial(out_dir: Path, xlsx_name: str, summary: dict, seconds: float, compressed: dict[str, dict] | None = None) -> dict:
+    """The platform's trial.txt for an evaluation run (field names are a contract).
+
+    ``test`` under each method is the clean input; each entry of ``compressed`` ({key: summary}, keys such
+    as ``test_h264_crf23``) adds the same four metrics beside it for that compressed input."""
     keys = ("MSE", "SSIMs", "PSNR", "SSIM")
+    conditions = {"test": summary, **(compressed or {})}
     return {
         "model_path": str(out_dir.resolve()),
         "predict_result_filename": xlsx_name,
         "preview_data": {},
-        "test_result": {name: {"test": {k: s[k] for k in keys}} for name, s in summary.items()},
+        "test_result": {name: {cond: {k: summ[name][k] for k in keys} for cond, summ in conditions.items()} for name in summary},
         "predict_prob": {},
         "test_consuming": {"test": seconds},
     }

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model.frvsr import FRVSR, autocast, flow_warp, load_checkpoint, resolve_precision, save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.frvsr import FRVSR, FRVSRConfig, flow_warp
+from model.inference import autocast, resolve_precision
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
 from train.evaluate import evaluate_clips
@@ -36,7 +38,7 @@ from train.gan import (
     g_hinge_loss, load_discriminator, neighbour_flows, pingpong, pingpong_loss, save_discriminator, set_requires_grad,
     sync_discriminator,
 )
-from train.metrics import Aggregate, Exact
+from train.metrics import Aggregate, Exact, psnr_from_mse
 from train.results import MODEL_NAME, atomic_write_json, runs_dir, trial_path
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,10 @@ def resolve_device(device: str, d: Dist) -> torch.device:
 
 def build_loader(cfg: TrainConfig, dataset: TrainClips, d: Dist) -> DataLoader:
     sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=cfg.seed) if d.active else None
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(dataset) >= cfg.batch_size * d.world)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(dataset) >= cfg.batch_size * d.world,
+        num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+    )
 
 
 def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
@@ -97,16 +102,12 @@ def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(warped, lr[:, 1:].reshape(-1, *lr.shape[2:]))
 
 
-def _psnr(mse: float) -> float:
-    return -10 * math.log10(max(mse, 1e-10))
-
-
 def frvsr_loss(model: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
     """Pixel L2 on the output + FNet's warping L2 on low-res frames. lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w)."""
     out, flows = model(lr)  # (b, t, 3, 4h, 4w), (b, t, 2, h, w)
     pixel = F.mse_loss(out, hr)
     flow = warp_loss(lr, flows)
-    return pixel + cfg.flow_loss_weight * flow, {"pixel": pixel.item(), "flow": flow.item(), "psnr": _psnr(pixel.item())}
+    return pixel + cfg.flow_loss_weight * flow, {"pixel": pixel.item(), "flow": flow.item(), "psnr": psnr_from_mse(pixel.item())}
 
 
 def train_step(model, optimizer, lr, hr, cfg: TrainConfig) -> dict:
@@ -161,7 +162,7 @@ def gan_step(net, disc: Discriminator, opt_g, opt_d, lr: torch.Tensor, hr: torch
     opt_g.step()
     set_requires_grad(disc, True)
     return {
-        "loss": loss.item(), "pixel": pixel.item(), "flow": warp.item(), "psnr": _psnr(pixel.item()), "pingpong": pp.item(),
+        "loss": loss.item(), "pixel": pixel.item(), "flow": warp.item(), "psnr": psnr_from_mse(pixel.item()), "pingpong": pp.item(),
         "adv": adv.item(), "fm": fm.item(), "d_loss": loss_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
     }
 
@@ -211,6 +212,11 @@ def safe_trial_name(name: str) -> str:
 
 # ----------------------------------------------------------------------------- the run
 
+LOG_EVERY = 50  # steps between progress lines in train.log
+RESUME_FILE = "resume.pt"  # beside the kept checkpoint: everything needed to continue the run
+RESUMABLE_OVERRIDES = ("max_minutes", "epochs", "threads", "workers", "val_every")  # may change on resume
+
+
 @dataclass
 class RunState:
     best_psnr: float = -math.inf  # validation PSNR of the kept checkpoint
@@ -221,7 +227,54 @@ class RunState:
     epoch: int = 0
     train_time: float = 0.0
     valid_time: float = 0.0
+    elapsed: float = 0.0  # wall seconds of the earlier sessions of a resumed run (the budget counts them)
+    sessions: int = 1
     history: list = field(default_factory=list)
+
+
+def load_splits(dataset_path: str, cfg: TrainConfig) -> tuple[list, list]:
+    """Train and validation samples of ``dataset_path`` and every ``extra_datasets`` folder, each split
+    by its own ``sep_trainlist.txt``/``sep_testlist.txt`` (or ``val_split``)."""
+    train_s, val_s = [], []
+    for root in [dataset_path, *cfg.extra_datasets]:
+        t, v = split_samples(root, discover_samples(root, cfg.min_frames), cfg.val_split, cfg.seed)
+        log.info("%s: %d train, %d validation samples", root, len(t), len(v))
+        train_s += t
+        val_s += v
+    return train_s, val_s
+
+
+def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dict]:
+    """The config to continue ``cfg.resume`` with: the run's own settings, changed only by the
+    ``RESUMABLE_OVERRIDES`` among ``given`` (the keys the user set); and the saved resume state."""
+    folder = Path(cfg.resume)
+    path = folder / RESUME_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: {path} does not exist. Pass the runs/models/<uuid> folder of a run that validated at least once")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    changed = sorted(k for k in given - {"resume"} if k not in RESUMABLE_OVERRIDES and cfg.settings()[k] != saved["settings"].get(k))
+    if changed:
+        raise ValueError(f"cannot change {changed} when resuming (the run continues with its own settings); only {list(RESUMABLE_OVERRIDES)} may change")
+    settings = {**saved["settings"], **{k: cfg.settings()[k] for k in given if k in RESUMABLE_OVERRIDES}, "resume": cfg.resume}
+    return TrainConfig.from_settings(settings), saved
+
+
+def save_resume(folder: Path, trial_name: str, cfg: TrainConfig, model, optimizer, st: RunState, now_elapsed: float, disc=None, opt_d=None) -> None:
+    """Atomically write everything ``resume`` needs: weights, optimiser, run state and RNG states."""
+    state = {
+        "trial_name": trial_name, "settings": {**cfg.settings(), "resume": ""},
+        "model_args": asdict(getattr(model, "module", model).cfg), "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+        "run_state": {**asdict(st), "elapsed": now_elapsed},
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        **({"disc": _cpu_state(disc), "opt_d": opt_d.state_dict()} if disc is not None else {}),
+    }
+    tmp = folder / f".{RESUME_FILE}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / RESUME_FILE)
+
+
+def _cpu_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in getattr(module, "module", module).state_dict().items()}
 
 
 def train(
@@ -231,13 +284,20 @@ def train(
     device: str = "cpu",
     stop_requested: Callable[[], bool] = lambda: False,
     on_step: Callable[[dict], None] | None = None,
+    given: set[str] | None = None,
 ) -> dict | None:
     """Train, keep the best checkpoint, write the model folder and ``runs/metric/trial.txt``.
 
     Returns the trial dict on rank 0 (None on other ranks). ``stop_requested`` is polled every step
-    (Ctrl-C in the CLI); ``on_step`` receives step stats on rank 0 (the CLI's progress bar).
+    (Ctrl-C in the CLI); ``on_step`` receives step stats on rank 0 (the CLI's progress bar). With
+    ``cfg.resume`` the run continues in its own folder from its last validation: ``given`` names the
+    settings the user set (only ``RESUMABLE_OVERRIDES`` may differ from the run's own).
     """
     t_start = time.perf_counter()
+    saved = None
+    if cfg.resume:
+        cfg, saved = resume_settings(cfg, given or set())
+        trial_name = saved["trial_name"]
     trial_name = safe_trial_name(trial_name)
     d = setup_distributed(device)
     try:
@@ -247,38 +307,51 @@ def train(
         np.random.seed(cfg.seed + d.rank)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
-        samples = discover_samples(dataset_path, cfg.min_frames)
-        train_s, val_s = split_samples(dataset_path, samples, cfg.val_split, cfg.seed)
-        log.info("%d samples: %d train, %d validation", len(samples), len(train_s), len(val_s))
+        train_s, val_s = load_splits(dataset_path, cfg)
         loader = build_loader(cfg, TrainClips(train_s, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed), d)
 
-        if cfg.init_from:
+        if saved is not None:
+            model = FRVSR(FRVSRConfig.from_dict(saved["model_args"]))  # weights follow in _restore
+        elif cfg.init_from:
             model, _ = load_checkpoint(cfg.init_from, channels_last=False)
             log.info("initialised from %s (%s)", cfg.init_from, model.cfg)
         else:
             model = FRVSR(cfg.model_config())
-        model = model.to(dev, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
-        log.info("precision %s", resolve_precision(cfg.precision, dev) if not cfg.gan else "fp32 (GAN stage)")
-        net = DistributedDataParallel(model) if d.active else model
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         disc = opt_d = None
         if cfg.gan:
             disc, opt_d = build_discriminator(cfg, dev)
+        st = RunState()
+        if saved is not None:
+            st = _restore(saved, model, optimizer, disc, opt_d, d)
+        model = model.to(dev, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
+        _optimizer_to(optimizer, dev)
+        log.info("precision %s", resolve_precision(cfg.precision, dev) if not cfg.gan else "fp32 (GAN stage)")
+        net = DistributedDataParallel(model) if d.active else model
 
-        out_dir = _shared_out_dir(d)
+        out_dir = Path(cfg.resume).resolve() if cfg.resume else _shared_out_dir(d)
         ckpt_path = out_dir / f"{MODEL_NAME}_{trial_name}.pth"
         if d.main:
             _attach_log_file(out_dir / "train.log")
-            atomic_write_json(out_dir / "settings.json", {"trial_name": trial_name, "device": device, "world_size": d.world, **asdict(cfg), "model_args": asdict(model.cfg)})
-            log.info("writing to %s; settings %s", out_dir, asdict(cfg))
+            if saved is None:
+                atomic_write_json(out_dir / "settings.json", {"trial_name": trial_name, "device": device, "world_size": d.world, **cfg.settings(), "model_args": asdict(model.cfg)})
+            log.info("%s %s; settings %s", "resuming at step %d in" % st.step if saved else "writing to", out_dir, cfg.settings())
 
-        st = RunState()
-        if cfg.gan and cfg.init_from:
+        if cfg.gan and cfg.init_from and saved is None:
             _reference(model, val_s, cfg, dev, d, st)
         budget_s = cfg.max_minutes * 60
         total_steps = cfg.epochs * max(1, len(loader))
-        stop = False
-        while not stop and st.epoch < cfg.epochs:
+
+        def elapsed() -> float:
+            return st.elapsed + time.perf_counter() - t_start
+
+        def checkpoint() -> None:
+            _validate(model, val_s, cfg, dev, d, st, ckpt_path, disc)
+            if d.main:
+                save_resume(out_dir, trial_name, cfg, model, optimizer, st, elapsed(), disc, opt_d)
+
+        stop = st.step >= total_steps or (budget_s > 0 and elapsed() >= budget_s)
+        while not stop:
             if isinstance(loader.sampler, DistributedSampler):
                 loader.sampler.set_epoch(st.epoch)
             epoch_losses = []
@@ -297,23 +370,25 @@ def train(
                 epoch_losses.append(stats["loss"])
                 if d.main and on_step:
                     on_step({**stats, "step": st.step, "epoch": st.epoch, "lr": optimizer.param_groups[0]["lr"]})
-                over_time = budget_s > 0 and time.perf_counter() - t_start >= budget_s
-                stop = _agree(d, over_time or stop_requested())
+                if d.main and st.step % LOG_EVERY == 0:  # a line in train.log for runs without a terminal
+                    log.info("step %d epoch %d: loss %.5f psnr %.2f lr %.2e, %.2f s/step (training), %.1f min elapsed", st.step, st.epoch, stats["loss"], stats["psnr"],
+                             optimizer.param_groups[0]["lr"], st.train_time / st.step, elapsed() / 60)
+                over = st.step >= total_steps or (budget_s > 0 and elapsed() >= budget_s)
+                stop = _agree(d, over or stop_requested())
                 if stop:
                     break
             st.epoch += 1
             if epoch_losses:
                 st.history.append({"epoch": st.epoch, "step": st.step, "loss": float(np.mean(epoch_losses)), "epoch_seconds": time.perf_counter() - t_epoch})
-            if stop or st.epoch >= cfg.epochs or st.epoch % cfg.val_every == 0:
-                _validate(model, val_s, cfg, dev, d, st, ckpt_path, disc)
+            if stop or st.epoch % cfg.val_every == 0:
+                checkpoint()
                 stop = _agree(d, stop or stop_requested())
 
         trial = None
         if d.main:
             plot_curves(st.history, out_dir / "training_curves.png")
             atomic_write_json(out_dir / "history.json", st.history)
-            total = time.perf_counter() - t_start
-            trial = build_trial(trial_name, out_dir, cfg, model, st, total)
+            trial = build_trial(trial_name, out_dir, cfg, model, st, elapsed())
             atomic_write_json(trial_path(), trial)
             log.info("best validation PSNR %.4f dB; trial written to %s", st.best_psnr, trial_path())
         if d.active:
@@ -322,6 +397,29 @@ def train(
     finally:
         if d.active:
             dist.destroy_process_group()
+
+
+def _restore(saved: dict, model, optimizer, disc, opt_d, d: Dist) -> RunState:
+    """Put a resumed run back where it stopped: weights, optimiser, run state, RNG streams."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if disc is not None and "disc" in saved:
+        disc.load_state_dict(saved["disc"])
+        opt_d.load_state_dict(saved["opt_d"])
+    st = RunState(**saved["run_state"])
+    st.sessions += 1
+    if d.rank == 0:  # other ranks keep their own seeded streams
+        random.setstate(saved["rng"]["python"])
+        np.random.set_state(saved["rng"]["numpy"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    return st
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, dev: torch.device) -> None:
+    for state in optimizer.state.values():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                state[k] = v.to(dev)
 
 
 def build_discriminator(cfg: TrainConfig, dev) -> tuple[Discriminator, torch.optim.Optimizer]:
@@ -379,7 +477,7 @@ def _validate(model: FRVSR, val_s, cfg: TrainConfig, dev, d: Dist, st: RunState,
         if keep_checkpoint(ev, cfg, st):
             st.best_psnr, st.best_eval = ev["PSNR"], ev
             st.kept_within = st.kept_within or (cfg.gan and ev["PSNR"] >= st.ref_psnr - cfg.gan_psnr_drop)
-            save_checkpoint(ckpt_path, model, epoch=st.epoch, step=st.step, eval=ev, train_settings=asdict(cfg))
+            save_checkpoint(ckpt_path, model, epoch=st.epoch, step=st.step, eval=ev, train_settings=cfg.settings())
             if disc is not None:
                 save_discriminator(discriminator_path(ckpt_path), disc, epoch=st.epoch, step=st.step)
         tof = f" tOF {ev['tOF']:.4f}" if "tOF" in ev else ""
@@ -426,7 +524,7 @@ def build_trial(trial_name: str, out_dir: Path, cfg: TrainConfig, model: FRVSR, 
         "metric_value": ev.get("PSNR"),
         "used_models": MODEL_NAME,
         "model_path": str(out_dir.resolve()),
-        "model_params": Exact({**asdict(cfg), "model_args": asdict(model.cfg)}),
+        "model_params": Exact({**cfg.settings(), "model_args": asdict(model.cfg)}),
         "eval_result": {MODEL_NAME: {"eval": {k: ev.get(k) for k in ("MSE", "SSIMs", "PSNR", "SSIM")}}},
         "predict_prob": {},
         "train_consuming": {"total": total, "train_time": st.train_time, "valid_time": st.valid_time},

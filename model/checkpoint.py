@@ -1,0 +1,82 @@
+"""Checkpoint files: ``{'arch', 'model_args', 'model', ...}``, and the table that rebuilds a model from one.
+
+``ARCHS`` maps an architecture name to its (config dataclass, model class). A checkpoint stores its
+``arch`` and its config as ``model_args`` (nanoGPT style), so every loader rebuilds the exact network.
+Checkpoints written before the key existed are FRVSR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from model.frvsr import FRVSR, FRVSRConfig
+
+# one line per architecture: name -> (config class with a from_dict, nn.Module class taking the config)
+ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
+    "frvsr": (FRVSRConfig, FRVSR),
+}
+DEFAULT_ARCH = "frvsr"  # what a checkpoint without an ``arch`` key holds
+
+
+def arch_of(model: nn.Module) -> str:
+    """The ``ARCHS`` name of a model (or of a DDP-wrapped one)."""
+    cls = type(unwrap(model))
+    for name, (_, model_cls) in ARCHS.items():
+        if model_cls is cls:
+            return name
+    raise ValueError(f"{cls.__name__} is not in model.checkpoint.ARCHS; add a line for it")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
+    """Atomically write ``{'arch': name, 'model_args': cfg dict, 'model': state_dict, **extra}``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    net = unwrap(model)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    torch.save({"arch": arch_of(net), "model_args": asdict(net.cfg), "model": state, **extra}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", channels_last: bool = True) -> tuple[nn.Module, dict]:
+    """Rebuild the exact architecture stored in ``path``; returns (model in eval mode, checkpoint dict).
+
+    ``channels_last`` lays the weights out NHWC, which oneDNN (CPU) and cuDNN (GPU) convolve faster
+    (measured: 1.2-1.3x per frame on CPU); training from a checkpoint passes False and stays NCHW.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        arch = ckpt.get("arch", DEFAULT_ARCH)
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}; this version knows {sorted(ARCHS)}")
+        cfg_cls, model_cls = ARCHS[arch]
+        model = model_cls(cfg_cls.from_dict(ckpt["model_args"]))
+        model.load_state_dict(_legacy_keys(ckpt["model"]) if arch == "frvsr" else ckpt["model"])
+    except Exception as e:  # a wrong or damaged file: say which one
+        raise ValueError(f"cannot load model checkpoint {path}: {e}") from e
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval(), ckpt
+
+
+def _legacy_keys(state: dict) -> dict:
+    """FRVSR checkpoints written before SRNet's upsampler had its own name kept it in ``srnet.tail``
+    (pixel shuffle: ``tail.0`` was the conv; deconv: ``tail.N`` the same layers)."""
+    if not any(k.startswith("srnet.tail.") for k in state):
+        return state
+    pixelshuffle = "srnet.tail.4.weight" not in state  # the deconv tail's last conv was tail.4
+    old = "srnet.tail.0." if pixelshuffle else "srnet.tail."
+    return {("srnet.upsample." + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model

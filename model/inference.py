@@ -1,0 +1,124 @@
+"""Running a model on a clip: precision policy and hardware probing, frame conversion, and
+``super_resolve``, the one inference path (training validation, client_test.py, the handler, bench).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from model.checkpoint import unwrap
+
+# Scene-cut detection: mean absolute low-res frame difference (RGB in [0, 1]) above which the
+# recurrence restarts from a blank estimate. Consecutive frames of one shot rarely exceed ~0.08 even
+# with fast motion; a cut between unrelated shots is typically 0.15-0.4.
+DEFAULT_CUT_THRESHOLD = 0.12
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively (CPU: AVX512-BF16 or AMX; CUDA: Ampere+)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        return any(bool(c()) for c in checks if c is not None)
+    return False
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS``, else a ValueError listing them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` -> ``bf16`` where the hardware runs it natively, else ``fp32``; others are checked and kept.
+
+    Convolutions run in the reduced type; the flow, the warp, the bicubic residual and the output stay
+    float32 (see ``FRVSR.step``), so bf16 moves the output by well under one 8-bit level.
+    """
+    if check_precision(precision) == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The autocast context for a resolved precision (a no-op for fp32)."""
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (h, w, 3) RGB -> float (1, 3, h, w) in [0, 1] on ``device``."""
+    t = torch.from_numpy(np.ascontiguousarray(frame)).to(device)
+    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (1, 3, h, w) in [0, 1] -> uint8 (h, w, 3) RGB (rounded, clamped)."""
+    return x[0].clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def super_resolve(
+    model: nn.Module,
+    frames: Iterable[np.ndarray],
+    device: torch.device | str | None = None,
+    cut_threshold: float | None = DEFAULT_CUT_THRESHOLD,
+    precision: str = "auto",
+) -> Iterator[np.ndarray]:
+    """Super-resolve a clip frame by frame, streaming: uint8 (h, w, 3) RGB in -> uint8 (4h, 4w, 3) out.
+
+    The one inference path: training validation, client_test.py and the TorchServe handler call it.
+    Frames are consumed lazily, so a decoder generator can feed it and an encoder can drain it
+    without the clip ever being held in memory. ``precision``: see ``resolve_precision``.
+    """
+    model = unwrap(model)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    amp = autocast(resolve_precision(precision, device), device)
+    size = None
+
+    def tensors() -> Iterator[torch.Tensor]:
+        nonlocal size
+        for i, f in enumerate(frames):
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise ValueError(f"frame {i}: expected uint8 (h, w, 3) RGB, got {f.dtype} {f.shape}")
+            if size is None:
+                size = f.shape
+            elif f.shape != size:
+                raise ValueError(f"frame {i} has size {f.shape[:2]}, the clip started at {size[:2]}")
+            yield to_tensor(f, device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for hr, _ in _under(amp, model.iterate(tensors(), cut_threshold=cut_threshold)):
+                yield to_uint8(hr)
+    finally:
+        model.train(was_training)
+
+
+def _under(ctx: contextlib.AbstractContextManager, it: Iterator) -> Iterator:
+    """Run each step of ``it`` inside ``ctx`` without holding ``ctx`` open while the consumer runs.
+
+    Autocast state is thread-local and global to the thread: entered around a ``yield`` it would leak
+    into the caller's code (another model, an encoder) between frames.
+    """
+    while True:
+        with ctx:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+        yield item
