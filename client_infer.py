@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("service")
     g.add_argument("--host", default="127.0.0.1", help="address the proxy binds (default 127.0.0.1; 0.0.0.0 to accept other machines)")
     g.add_argument("--workers", type=int, default=1, help="TorchServe workers; each gets cores/workers torch threads (default 1)")
-    g.add_argument("--max_inflight", type=int, default=4, help="videos processed or queued at once; more get 503 (default 4)")
+    g.add_argument("--max_inflight", type=int, default=0, help="requests the proxy hands to TorchServe at once; the rest wait in the proxy's queue (default 0 = workers + 1)")
+    g.add_argument("--max_queued", type=int, default=32, help="requests that may wait in the proxy's queue, in arrival order; more get 503 with Retry-After (default 32)")
+    g.add_argument("--max_queued_mb", type=float, default=512, help="MiB of request bodies that may wait in the queue (default 512)")
     g.add_argument("--response_timeout", type=int, default=None, help="seconds per clip before TorchServe gives up (default: measured)")
     g.add_argument("--startup_timeout", type=float, default=180, help="seconds to wait for the model to be READY (default 180)")
     g.add_argument("--model_name", default=None, help="TorchServe model name (default: --used_model without extension)")
@@ -59,7 +61,9 @@ def print_banner(info: dict) -> None:
         f"""
 FRVSR 4x video super-resolution is being served.
   model       {info['model']} v{info['version']} ({info['checkpoint']}) on {info['device']}, {info['workers']} worker(s)
+  web page    {url}/   (pick a video, compare before and after)
   endpoint    POST {url}/autotable/predict      health: GET {url}/health
+  queue       {info['queue'][0]} at a time to TorchServe, then up to {info['queue'][1]} waiting ({info['queue'][2] / 2**20:.0f} MiB of uploads) in arrival order
   TorchServe  inference 127.0.0.1:{p.inference}, management 127.0.0.1:{p.management}, metrics http://127.0.0.1:{p.metrics}/metrics
   limits      {lim.max_pixels} pixels/frame, {lim.max_seconds:g} s, {lim.max_frames} frames; {info['response_timeout']} s per clip
   run folder  {info['run_dir']}  (logs/, key_file.json with the management token)
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=checkpoint, model_name=name, version=args.model_version, device=args.device, host=args.host,
             ports=Ports(args.service_port, args.inference_port, args.management_port, args.metrics_port),
             workers=max(1, args.workers), limits=limits, encoder=EncoderSettings(x264_preset=args.x264_preset, x264_crf=args.x264_crf, x264_rgb=args.x264_rgb, keep_full_chroma=not args.always_420),
-            precision=args.precision, response_timeout=args.response_timeout, startup_timeout=args.startup_timeout, max_inflight=max(1, args.max_inflight),
+            precision=args.precision, response_timeout=args.response_timeout, startup_timeout=args.startup_timeout,
+            max_inflight=max(0, args.max_inflight), max_queued=max(0, args.max_queued), max_queued_bytes=int(args.max_queued_mb * 2**20),
             run_dir=Path(args.run_dir) if args.run_dir else None,
             model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
         )

@@ -1,7 +1,7 @@
 """A side-by-side crop (bicubic | model(s) | ground truth) of one test clip frame, for the README.
 
-    python bench/compare_image.py --out docs/images/default_compare.png
-    python bench/compare_image.py --model model/pretrained/FRVSR_GAN_default.pth runs/models/<uuid>/FRVSR_GAN_gan.pth \
+    python -m bench.compare_image --out docs/images/default_compare.png
+    python -m bench.compare_image --model model/pretrained/FRVSR_GAN_default.pth runs/models/<uuid>/FRVSR_GAN_gan.pth \
         --box 150,60,112,112 --out docs/images/gan_compare.png
 """
 
@@ -11,16 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.inference import super_resolve
+from train.data import bicubic_upscale, crop_to_scale, discover_samples, read_clip, to_float
+from train.evaluate import lowres_frames
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from model.frvsr import load_checkpoint, super_resolve  # noqa: E402
-from train.data import bicubic_upscale, crop_to_scale, discover_samples, read_clip, to_float  # noqa: E402
-from train.evaluate import lowres_frames  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

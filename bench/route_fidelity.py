@@ -4,52 +4,32 @@ For each clip of the shared test list: low-res frames (the evaluation degradatio
 (FFV1 in MKV, so the input is exact), the 4x answer (H.264, CRF 18) is decoded, and its PSNR against the
 ground truth is compared with the PSNR of ``super_resolve`` run in this process.
 
-    python bench/route_fidelity.py                          # the default encoder (H.264 4:2:0, CRF 18)
-    python bench/route_fidelity.py --x264_rgb --x264_crf 12  # fidelity mode
+    python -m bench.route_fidelity                          # the default encoder settings
+    python -m bench.route_fidelity --always_420             # any client_infer.py options
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import requests
+
+from model.checkpoint import load_checkpoint
+from model.inference import super_resolve
+from serving.contract import PREDICT_PATH
+from serving.launcher import ServiceProcess
+from tests.clips import decode_frames, encode_video
+from train.data import crop_to_scale, discover_samples, read_clip, read_list, to_float
+from train.evaluate import lowres_frames
+from train.metrics import mse, psnr_from_mse
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-
-from model.frvsr import load_checkpoint, super_resolve  # noqa: E402
-from serving.measure import running_service  # noqa: E402
-from train.data import crop_to_scale, discover_samples, read_clip, read_list, to_float  # noqa: E402
-from train.evaluate import lowres_frames  # noqa: E402
-from train.metrics import mse, psnr_from_mse  # noqa: E402
-
 SHARED = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
 MODEL = ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth"
-
-
-def encode_lossless(frames: np.ndarray, fps: int = 30) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska") as c:
-        s = c.add_stream("ffv1", rate=fps)
-        s.height, s.width = frames.shape[1:3]
-        s.pix_fmt = "bgr0"
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            c.mux(s.encode(vf))
-        c.mux(s.encode(None))
-    return buf.getvalue()
-
-
-def decode(data: bytes) -> np.ndarray:
-    with av.open(io.BytesIO(data)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     names = set(read_list(SHARED, "sep_testlist.txt"))
     clips = {s.name: crop_to_scale(read_clip(s)) for s in discover_samples(SHARED) if s.name in names}
     model = load_checkpoint(MODEL)[0]
-    with tempfile.TemporaryDirectory() as tmp, running_service(MODEL.parent, MODEL.name, Path(tmp), extra) as url:
+    with tempfile.TemporaryDirectory() as tmp, ServiceProcess(MODEL.parent, MODEL.name, Path(tmp), extra=extra).start() as svc:
         print("| clip | in-process PSNR | through the route PSNR | difference (dB) |\n|---|---|---|---|")
         for name, hr in sorted(clips.items()):
             lr = lowres_frames(to_float(hr), "bicubic")
             local = np.stack(list(super_resolve(model, lr)))
-            r = requests.post(url + "/autotable/predict", json={"content": base64.b64encode(encode_lossless(lr)).decode()}, timeout=600)
+            lossless = encode_video(lr, "mkv_ffv1_rgb", 30)
+            r = requests.post(svc.url + PREDICT_PATH, json={"content": base64.b64encode(lossless).decode()}, timeout=600)
             r.raise_for_status()
-            routed = decode(base64.b64decode(r.json()["data"]["content"]))
+            routed = np.stack(decode_frames(base64.b64decode(r.json()["data"]["content"])))
             assert routed.shape == local.shape, (routed.shape, local.shape)
             a, b = psnr(local, hr), psnr(routed, hr)
             print(f"| {name} ({lr.shape[2]}x{lr.shape[1]} -> {routed.shape[2]}x{routed.shape[1]}) | {a:.3f} | {b:.3f} | {a - b:.3f} |")

@@ -1,8 +1,10 @@
-"""Soak test of the real service: client_infer.py (tiny model, free ports) under concurrency, a killed
-worker, TorchServe stopped under a running proxy, and 50 sequential requests (worker memory, temp files).
+"""Soak test of the real service: client_infer.py (tiny model, free ports) under parallel load, a burst past
+the queue's bound, a killed worker, TorchServe stopped under a running proxy, and 50 sequential requests
+(worker memory, temp files).
 
 Prints a markdown table (case | requests | passed | p50 s | p95 s) and writes it to bench/results/soak.md.
-Every loop is bounded in count and time; everything it starts is stopped on exit. Run: `make soak`.
+Every loop is bounded in count and time; everything it starts is stopped on exit; all traffic stays on
+127.0.0.1. Run from the repository root: `make soak` (= python -m bench.soak).
 """
 
 from __future__ import annotations
@@ -24,17 +26,16 @@ from pathlib import Path
 import psutil
 import requests
 
+from model.checkpoint import save_checkpoint
+from model.frvsr import FRVSR, FRVSRConfig
+from serving.contract import HEALTH_PATH, PREDICT_PATH
+from serving.launcher import ServiceProcess, wait_healthy
+from serving.torchserve import free_port, group_members
+from tests.clips import make_video
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from clips import make_video  # noqa: E402  (tests/clips.py: tiny in-memory videos)
-
-from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint  # noqa: E402
-from serving.torchserve import TS_MAIN_CLASS, RunState, free_port, group_members  # noqa: E402
-
 START_TIMEOUT_S = 240
-REQUEST_TIMEOUT_S = 180
+REQUEST_TIMEOUT_S = 300
 
 
 @dataclass
@@ -54,6 +55,11 @@ class Case:
         if note and len(self.notes) < 6:
             self.notes.append(note)
 
+    def fail(self, note: str) -> None:
+        """The case fails as a whole (a check beyond the single requests)."""
+        self.passed = min(self.passed, self.requests - 1)
+        self.notes.append("FAILED: " + note)
+
     def row(self) -> str:
         s = sorted(self.seconds)
         p50 = statistics.median(s) if s else float("nan")
@@ -61,83 +67,17 @@ class Case:
         return f"| {self.name} | {self.requests} | {self.passed} | {p50:.2f} | {p95:.2f} |"
 
 
-# ----------------------------------------------------------------------------- the service
-
-class Service:
-    """client_infer.py on free ports with a tiny model; its output is kept for the report."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.ports = {k: free_port() for k in ("service_port", "inference_port", "management_port", "metrics_port")}
-        self.run_dir = work / "run"
-        self.output: list[str] = []
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['service_port']}"
-
-    def start(self) -> None:
-        save_checkpoint(self.work / "tiny.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
-        args = [sys.executable, str(ROOT / "client_infer.py"), "--model_path", str(self.work), "--used_model", "tiny.pth",
-                "--model_store", str(self.work / "store"), "--run_dir", str(self.run_dir), "--response_timeout", "120"]
-        for k, v in self.ports.items():
-            args += [f"--{k}", str(v)]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True).start()
-        if not wait_healthy(self.url, START_TIMEOUT_S, self.proc):
-            raise SystemExit("service did not become healthy:\n" + "".join(self.output[-40:]))
-
-    def pgid(self) -> int | None:
-        state = RunState.load(self.run_dir)
-        return state.ts_pgid if state else None
-
-    def processes(self, worker: bool) -> list[psutil.Process]:
-        pgid = self.pgid()
-        found = []
-        for p in group_members(pgid) if pgid else []:
-            try:
-                cmd = " ".join(p.cmdline())
-            except psutil.Error:
-                continue
-            if ("model_service_worker" in cmd) if worker else (TS_MAIN_CLASS in cmd):
-                found.append(p)
-        return found
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        try:
-            if requests.get(url + "/health", timeout=5).status_code == 200:
-                return True
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    return False
-
-
-def post(url: str, video: bytes) -> tuple[requests.Response | None, float]:
+def post(url: str, payload: dict) -> tuple[requests.Response | None, float]:
     t0 = time.perf_counter()
     try:
-        r = requests.post(url + "/autotable/predict", json={"content": base64.b64encode(video).decode()}, timeout=REQUEST_TIMEOUT_S)
+        r = requests.post(url + PREDICT_PATH, json=payload, timeout=REQUEST_TIMEOUT_S)
     except requests.RequestException:
         r = None
     return r, time.perf_counter() - t0
+
+
+def b64_payload(video: bytes) -> dict:
+    return {"content": base64.b64encode(video).decode()}
 
 
 def is_envelope(r: requests.Response | None, status_range: range) -> bool:
@@ -150,44 +90,94 @@ def is_envelope(r: requests.Response | None, status_range: range) -> bool:
     return body.get("code") == r.status_code and isinstance(body.get("msg"), str)
 
 
+def describe(r: requests.Response | None) -> str:
+    if r is None:
+        return "no answer"
+    try:
+        return f"{r.status_code} {r.json().get('msg', '')[:110]}"
+    except ValueError:
+        return f"{r.status_code} (not JSON)"
+
+
+def answers_alone(svc: ServiceProcess, payloads: list[dict]) -> list[str]:
+    """Each payload's answer sent alone (the reference every parallel answer must equal)."""
+    out = []
+    for p in payloads:
+        r, _ = post(svc.url, p)
+        if r is None or r.status_code != 200:
+            raise SystemExit(f"reference request failed: {describe(r)}")
+        out.append(r.json()["data"]["content"])
+    return out
+
+
+def at_once(n: int, fn) -> list:
+    """Run ``fn(i)`` for i < n in n threads released together by a barrier; results in order."""
+    barrier = threading.Barrier(n)
+
+    def go(i: int):
+        barrier.wait(timeout=60)
+        return fn(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(go, range(n)))
+
+
 # ----------------------------------------------------------------------------- cases
 
-def concurrent_clients(svc: Service, clients: int = 8, per_client: int = 3, max_retries: int = 40) -> Case:
-    """8 clients x 3 requests at once; each answer equals that clip's answer sent alone (503 -> retry)."""
-    case = Case(f"{clients} parallel clients x {per_client}")
-    clips = [make_video("avi_mjpeg", frames=8 + i, width=48 + 8 * i, height=32) for i in range(4)]
-    alone = []
-    for clip in clips:
-        r, _ = post(svc.url, clip)
-        if r is None or r.status_code != 200:
-            raise SystemExit(f"reference request failed: {None if r is None else r.text[:300]}")
-        alone.append(r.json()["data"]["content"])
+def parallel_clients(svc: ServiceProcess, clients: int, per_client: int, clips: list[bytes], name: str) -> Case:
+    """``clients`` clients at once, ``per_client`` requests each, over ``clips``: every answer must be 200 and
+    equal that clip's answer sent alone (no retries: requests beyond the workers wait in the proxy's queue)."""
+    case = Case(name)
+    payloads = [b64_payload(c) for c in clips]
+    alone = answers_alone(svc, payloads)
 
     def client(c: int) -> list[tuple[bool, float, str | None]]:
         out = []
         for k in range(per_client):
-            i = (c + k) % len(clips)
-            t0, busy = time.perf_counter(), 0
-            for _ in range(max_retries):
-                r, _ = post(svc.url, clips[i])
-                if r is not None and r.status_code == 503:
-                    busy += 1
-                    time.sleep(0.5)
-                    continue
-                break
+            i = (c + k) % len(payloads)
+            r, s = post(svc.url, payloads[i])
             ok = r is not None and r.status_code == 200 and r.json()["data"]["content"] == alone[i]
-            note = None if ok else f"client {c}: {None if r is None else r.status_code} {'' if r is None else r.text[:120]}"
-            out.append((ok, time.perf_counter() - t0, note or (f"{busy} busy retries" if busy else None)))
+            out.append((ok, s, None if ok else f"client {c} request {k}: {describe(r)}"))
         return out
 
-    with ThreadPoolExecutor(clients) as pool:
-        for results in pool.map(client, range(clients)):
-            for ok, s, note in results:
-                case.record(ok, s, note)
+    for results in at_once(clients, client):
+        for ok, s, note in results:
+            case.record(ok, s, note)
     return case
 
 
-def sequential_memory(svc: Service, n: int = 50, warmup: int = 5, max_growth: float = 0.10) -> Case:
+def overload(svc: ServiceProcess, clients: int, clip: bytes) -> Case:
+    """More clients at once than the queue holds: each gets either the right 200 or a clean 503 "queue is
+    full" with a Retry-After; at least one of each; the service is healthy after and serves the next request."""
+    case = Case(f"overload: {clients} at once past the queue bound")
+    payload = b64_payload(clip)
+    alone = answers_alone(svc, [payload])[0]
+    results = at_once(clients, lambda i: post(svc.url, payload))
+    served = refused = 0
+    retry_after = []
+    for r, s in results:
+        if r is not None and r.status_code == 200:
+            ok = r.json()["data"]["content"] == alone
+            served += ok
+            case.record(ok, s, None if ok else "a 200 with another answer's content")
+        elif is_envelope(r, range(503, 504)) and "queue is full" in r.json()["msg"] and r.headers.get("Retry-After", "").isdigit():
+            refused += 1
+            retry_after.append(int(r.headers["Retry-After"]))
+            case.record(True, s, None if refused > 1 else f"first refusal: {describe(r)} (Retry-After {r.headers['Retry-After']})")
+        else:
+            case.record(False, s, f"unexpected: {describe(r)}")
+    case.notes.append(f"{served} served (identical to the answer alone), {refused} refused with 503 queue full; "
+                      f"Retry-After {min(retry_after, default=0)}-{max(retry_after, default=0)} s")
+    if not served or not refused:
+        case.fail("expected both served and refused requests")
+    healthy = wait_healthy(svc.url, 60, svc.proc)
+    r, s = post(svc.url, payload)
+    ok = healthy and r is not None and r.status_code == 200 and r.json()["data"]["content"] == alone
+    case.record(ok, s, f"after the burst: health {'200' if healthy else 'not 200'}, next request {describe(r)[:3]}")
+    return case
+
+
+def sequential_memory(svc: ServiceProcess, n: int = 50, warmup: int = 5, max_growth: float = 0.10) -> Case:
     """``n`` requests one after another: worker RSS grows <= 10 % after warm-up, no temp files are left."""
     case = Case(f"{n} sequential (RSS, temp files)")
     workers = svc.processes(worker=True)
@@ -198,10 +188,10 @@ def sequential_memory(svc: Service, n: int = 50, warmup: int = 5, max_growth: fl
     worker_tmp = Path(tmpdir)
     before_worker_tmp = {p for p in worker_tmp.rglob("*")}
     before_tmp = set(os.listdir("/tmp"))
-    clip = make_video("avi_mjpeg", frames=10, width=64, height=48)
+    payload = b64_payload(make_video("avi_mjpeg", frames=10, width=64, height=48))
     base_rss = None
     for i in range(n):
-        r, s = post(svc.url, clip)
+        r, s = post(svc.url, payload)
         case.record(r is not None and r.status_code == 200, s, None if r is not None and r.status_code == 200 else f"request {i}: {None if r is None else r.status_code}")
         if i + 1 == warmup:
             base_rss = worker.memory_info().rss
@@ -213,22 +203,21 @@ def sequential_memory(svc: Service, n: int = 50, warmup: int = 5, max_growth: fl
     case.notes.append(f"worker TMPDIR={tmpdir}: {len(left_worker_tmp)} new entries {left_worker_tmp[:3]}; "
                       f"/tmp: {len(new_tmp)} new entries during the run (shared machine, any owner) {new_tmp[:3]}")
     if growth > max_growth or left_worker_tmp:
-        case.passed = min(case.passed, case.requests - 1)  # the case fails as a whole
-        case.notes.append("FAILED: memory growth or temp files left")
+        case.fail("memory growth or temp files left")
     return case
 
 
-def killed_worker(svc: Service, restart_timeout_s: float = 120) -> Case:
+def killed_worker(svc: ServiceProcess, restart_timeout_s: float = 120) -> Case:
     """kill -9 the worker during a request: that request gets a clean 5xx, TorchServe restarts the worker,
     the next request succeeds."""
     case = Case("kill -9 worker mid-request")
-    clip = make_video("avi_mjpeg", frames=60, width=160, height=120, fps=15)  # several seconds of work
+    payload = b64_payload(make_video("avi_mjpeg", frames=60, width=160, height=120, fps=15))  # several seconds of work
     result: dict = {}
-    t = threading.Thread(target=lambda: result.update(zip(("r", "s"), post(svc.url, clip))))
+    t = threading.Thread(target=lambda: result.update(zip(("r", "s"), post(svc.url, payload))))
     t.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait until the worker is busy on it
-        h = requests.get(svc.url + "/health", timeout=10).json()
+        h = requests.get(svc.url + HEALTH_PATH, timeout=10).json()
         if h["data"].get("inflight", 0) >= 1:
             break
         time.sleep(0.1)
@@ -246,12 +235,12 @@ def killed_worker(svc: Service, restart_timeout_s: float = 120) -> Case:
     healthy = wait_healthy(svc.url, restart_timeout_s, svc.proc)
     case.notes.append(f"healthy again after {time.perf_counter() - t0:.1f} s; new worker pid "
                       f"{[p.pid for p in svc.processes(worker=True)]} (killed {killed})")
-    r, s = post(svc.url, make_video("avi_mjpeg", frames=6))
+    r, s = post(svc.url, b64_payload(make_video("avi_mjpeg", frames=6)))
     case.record(healthy and r is not None and r.status_code == 200, s, f"next request: {None if r is None else r.status_code}")
     return case
 
 
-def torchserve_stopped(svc: Service, work: Path) -> Case:
+def torchserve_stopped(svc: ServiceProcess, work: Path) -> Case:
     """A standalone proxy keeps running while TorchServe dies: the route answers 503 at once, /health says
     TorchServe is unreachable. (client_infer.py itself shuts down when its TorchServe dies: it is checked too.)"""
     case = Case("TorchServe stopped under the proxy")
@@ -273,12 +262,12 @@ def torchserve_stopped(svc: Service, work: Path) -> Case:
         for p in jvm:
             p.kill()  # TorchServe crashes
         psutil.wait_procs(jvm, timeout=30)
-        video = make_video("avi_mjpeg", frames=4)
+        payload = b64_payload(make_video("avi_mjpeg", frames=4))
         for _ in range(5):
-            r, s = post(url, video)
+            r, s = post(url, payload)
             case.record(is_envelope(r, range(503, 504)) and s < 5.0, s, f"predict: {None if r is None else r.status_code} {'' if r is None else r.json()['msg'][:90]}")
         t0 = time.perf_counter()
-        h = requests.get(url + "/health", timeout=30)
+        h = requests.get(url + HEALTH_PATH, timeout=30)
         s = time.perf_counter() - t0
         d = h.json()
         case.record(h.status_code == 503 and d["data"]["torchserve"] == "unreachable" and s < 15, s, f"health: {h.status_code} {d['msg'][:90]}")
@@ -286,7 +275,7 @@ def torchserve_stopped(svc: Service, work: Path) -> Case:
         left = group_members(pgid) if pgid else []
         case.notes.append(f"client_infer.py exited with {code} after TorchServe died; {len(left)} processes left in its group")
         if left:
-            case.passed = min(case.passed, case.requests - 1)
+            case.fail("TorchServe processes left behind")
     finally:
         proxy.terminate()
         try:
@@ -312,16 +301,25 @@ def main(argv: list[str] | None = None) -> int:
     cases: list[Case] = []
     with tempfile.TemporaryDirectory(prefix="frvsr-soak-") as tmp:
         work = Path(tmp)
-        svc = Service(work)
+        save_checkpoint(work / "tiny.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
+        svc = ServiceProcess(work, "tiny.pth", work, name="soak", extra=["--response_timeout", "120"])
         t0 = time.perf_counter()
         try:
-            svc.start()
+            svc.start(START_TIMEOUT_S)
             print(f"service up in {time.perf_counter() - t0:.1f} s at {svc.url}", flush=True)
-            for run in (concurrent_clients, sequential_memory, killed_worker):
-                cases.append(run(svc))
+            six = make_video("mp4_h264", frames=20, width=176, height=144, fps=30)  # the issue's burst: one clip, 6 clients
+            small = [make_video("avi_mjpeg", frames=8 + i, width=48 + 8 * i, height=32) for i in range(4)]
+            runs = [
+                lambda: parallel_clients(svc, 6, 1, [six], "6 parallel clients, same 20-frame 176x144 clip"),
+                lambda: parallel_clients(svc, 16, 2, small, "burst: 16 parallel clients x 2"),
+                lambda: overload(svc, 60, make_video("avi_mjpeg", frames=20, width=96, height=64)),
+                lambda: sequential_memory(svc),
+                lambda: killed_worker(svc),
+                lambda: torchserve_stopped(svc, work),
+            ]
+            for run in runs:
+                cases.append(run())
                 print(cases[-1].row(), flush=True)
-            cases.append(torchserve_stopped(svc, work))
-            print(cases[-1].row(), flush=True)
         finally:
             svc.stop()
     lines = ["| case | requests | passed | p50 s | p95 s |", "|---|---|---|---|---|"] + [c.row() for c in cases]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -21,29 +20,18 @@ from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
 from handler.errors import VideoRequestError
-from handler.settings import HandlerSettings
+from handler.settings import HandlerSettings, resolve_device, threads_per_worker
 from handler.pipeline import Job, Result, open_job, upscale_video
-from model.frvsr import load_checkpoint, resolve_precision, super_resolve
+from model.checkpoint import load_checkpoint
+from model.inference import resolve_precision, super_resolve
+from serving.contract import FORMAT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
 
 log = logging.getLogger(__name__)
-
-TIMING_HEADER = "X-FRVSR-Timing"
 
 
 def pick_device(gpu_id: object) -> torch.device:
     """TorchServe's ``gpu_id`` -> that CUDA device when CUDA is usable, else the CPU."""
-    if gpu_id is not None and torch.cuda.is_available():
-        return torch.device(f"cuda:{int(gpu_id)}")
-    return torch.device("cpu")
-
-
-def torch_threads(settings: HandlerSettings, yaml_config: dict) -> int:
-    """Intra-op threads per worker: the setting, else the cores this process may use / workers."""
-    if settings.torch_threads > 0:
-        return settings.torch_threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = int(yaml_config.get("minWorkers") or 1)
-    return max(1, cores // max(1, workers))
+    return resolve_device(f"cuda:{int(gpu_id)}" if gpu_id is not None and torch.cuda.is_available() else "cpu")
 
 
 class FRVSRHandler(BaseHandler):
@@ -57,7 +45,7 @@ class FRVSRHandler(BaseHandler):
         self.settings = HandlerSettings.from_dict(yaml_config.get("handler"))
         self.device = pick_device(props.get("gpu_id"))
         if self.device.type == "cpu":
-            torch.set_num_threads(torch_threads(self.settings, yaml_config))
+            torch.set_num_threads(threads_per_worker(self.settings.torch_threads, int(yaml_config.get("minWorkers") or 1)))
         ckpt = Path(props["model_dir"]) / self.manifest["model"]["serializedFile"]
         self.model, _ = load_checkpoint(ckpt, self.device)  # rebuilds FRVSR from the stored config, eval mode
         self._warm_up()
@@ -95,7 +83,7 @@ class FRVSRHandler(BaseHandler):
                     with torch.inference_mode():
                         res = upscale_video(self.model, job.reader, self.settings, job.out_format, self.device)
                     res.timings.open = job.open_s
-                    self.settings.limits.check_output(4 * ((len(res.video) + 2) // 3))
+                    self.settings.limits.check_output(b64_len(len(res.video)))
                 except Exception as e:
                     raise _to_prediction_error(e) from e
                 results.append(res)
@@ -116,8 +104,8 @@ class FRVSRHandler(BaseHandler):
             timing = res.timings.header()
             log.info("timing %s: %s %dx%d, %d bytes out; %s", TIMING_HEADER, res.family, res.width, res.height, len(res.video), timing)
             _set_header(self.context, idx, TIMING_HEADER, timing)
-            _set_header(self.context, idx, "X-FRVSR-Format", res.family)
-            _set_header(self.context, idx, "X-FRVSR-Model", self.model_label)
+            _set_header(self.context, idx, FORMAT_HEADER, res.family)
+            _set_header(self.context, idx, MODEL_HEADER, self.model_label)
             out.append(b64)
         return out
 

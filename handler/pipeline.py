@@ -1,7 +1,7 @@
 """Stream one clip through decode -> FRVSR -> encode, with the three stages overlapping.
 
 A decode thread fills a bounded queue of low-res frames, the calling thread runs the model through
-``model.frvsr.super_resolve`` (the one inference path), and an encode thread drains a bounded queue of
+``model.inference.super_resolve`` (the one inference path), and an encode thread drains a bounded queue of
 4x frames. At most ``queue_frames`` frames wait between stages, so memory stays flat whatever the clip
 length and the 4x clip is never held as float tensors. Audio packets are copied through, interleaved
 with the video by time.
@@ -19,7 +19,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from model.frvsr import SCALE, super_resolve
+from model.frvsr import SCALE
+from model.inference import super_resolve
+from serving.contract import format_timing
 
 from .settings import HandlerSettings
 from .payload import parse_body
@@ -43,8 +45,8 @@ class Timings:
     frames: int = 0
 
     def header(self) -> str:
-        """Compact form for a response header / log line: ``frames=150;open=0.001;decode=0.120;...``."""
-        return ";".join(f"{k}={v}" if k == "frames" else f"{k}={v:.3f}" for k, v in self.__dict__.items())
+        """The ``X-FRVSR-Timing`` text (``open=0.001;decode=0.120;...;frames=150``), also logged."""
+        return format_timing(self.__dict__)
 
 
 @dataclass
@@ -219,6 +221,6 @@ def upscale_video(model, reader: VideoReader, settings: HandlerSettings, out_fam
 def _cut(settings: HandlerSettings) -> Any:
     if settings.cut_threshold is not None:
         return settings.cut_threshold
-    from model.frvsr import DEFAULT_CUT_THRESHOLD
+    from model.inference import DEFAULT_CUT_THRESHOLD
 
     return DEFAULT_CUT_THRESHOLD

@@ -7,8 +7,11 @@ missing or lie), so a clip over a limit never costs more than the frames up to t
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
+
+from serving.contract import max_video_bytes
 
 from .errors import LimitExceeded
 
@@ -30,7 +33,7 @@ class Limits:
 
     def max_input_bytes(self) -> int:
         """The largest accepted video file: uncompressed 8-bit RGB at the limits (compressed ones are smaller)."""
-        return self.max_pixels * 3 * self.max_frames + 1024 * 1024  # + container headers and an audio track
+        return max_video_bytes(self.max_pixels, self.max_frames)
 
     def check_header(self, width: int, height: int, seconds: float | None, frames: int | None, fps: Fraction | None) -> None:
         """Reject from container metadata before decoding; unknown values (None) are checked while decoding."""
@@ -97,7 +100,7 @@ class HandlerSettings:
     precision: str = "auto"  # convolution precision: auto (bf16 where the CPU/GPU runs it natively), fp32, bf16, fp16
 
     def __post_init__(self) -> None:
-        from model.frvsr import check_precision
+        from model.inference import check_precision
 
         check_precision(self.precision)
 
@@ -118,3 +121,35 @@ class HandlerSettings:
         d = asdict(self)
         flat = {**d.pop("limits"), **d.pop("encoder"), **d}
         return flat
+
+
+# ----------------------------------------------------------------------------- where a worker runs
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_worker(torch_threads: int, workers: int) -> int:
+    """Intra-op torch threads of one worker: ``torch_threads`` when set (> 0), else the cores / workers."""
+    if torch_threads > 0:
+        return torch_threads
+    return max(1, available_cores() // max(1, workers))
+
+
+def resolve_device(device: str):
+    """``cpu``, ``cuda`` or ``cuda:N`` -> ``torch.device``; ValueError saying what to use instead."""
+    import torch
+
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} requested, but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA GPU(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return dev

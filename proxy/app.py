@@ -1,13 +1,16 @@
-"""The public endpoint: ``POST /autotable/predict`` in front of TorchServe, in the platform's JSON envelope.
+"""The public front door on one port: ``POST /autotable/predict``, ``GET /health``, the queue and the web page.
 
     success: 200 {"code": 200, "data": {"content": "<base64 4x video>", "elapsed_time": 1.2345}, "msg": "ok"}
     error:   <status> {"code": <status>, "data": null, "msg": "<what is wrong and what to do>"}
 
-The proxy validates the body itself (so a bad request never waits for a worker), forwards it unchanged
-to TorchServe's ``/predictions/<model>`` (the model's default version) with the inference token, and
-maps TorchServe's answers to the envelope. It is asyncio (aiohttp): a long super-resolution never
-blocks other requests or ``GET /health``; JSON parsing and base64 checks of large bodies run in threads.
-It logs sizes, statuses and timings, never content.
+The proxy validates a body itself (a bad request never waits for a worker), then queues it: at most
+``max_inflight`` requests are with the model server at once and the rest wait here in arrival order, in a
+waiting room bounded by a count and by the bytes of the bodies it holds. Only past that bound does a
+request get 503 with ``Retry-After`` (the estimated wait). The wait counts toward the request's timeout.
+The model server is reached through ``proxy.backend`` (TorchServe). ``GET /`` serves the page in
+``proxy/static/`` (plain HTML/JS/CSS, nothing from the internet), which uses the same predict route.
+Everything is asyncio (aiohttp): a long super-resolution never blocks other requests; JSON and base64
+checks of large bodies run in threads. It logs sizes, statuses and timings, never content.
 
     python -m proxy.app --model FRVSR_GAN_default --key_file runs/serve/<run>/key_file.json
 """
@@ -16,136 +19,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import logging
+import math
+import statistics
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import web
 
 from handler.errors import BadRequest
 from handler.payload import parse_body
+from proxy.backend import Backend, TorchServeBackend
+from serving.contract import (
+    HEALTH_PATH,
+    PAGE_PATH,
+    PREDICT_PATH,
+    QUEUE_PATH,
+    REQUEST_ID_HEADER,
+    STATIC_PATH,
+    TIMING_HEADER,
+    error_body,
+    parse_timing,
+    success_body,
+)
 
 log = logging.getLogger(__name__)
 
-PREDICT_PATH = "/autotable/predict"
-HEALTH_PATH = "/health"
-TIMING_HEADER = "X-FRVSR-Timing"  # per-stage seconds from the handler (decode, model, encode, ...)
-RENEW_MARGIN_S = 60  # renew the inference key this long before TorchServe says it expires
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 T0 = web.RequestKey("t0", float)  # when the request arrived (perf_counter)
-TIMING = web.RequestKey("timing", str)  # the handler's stage timings, for the log line
+TIMING = web.RequestKey("timing", str)  # the worker's stage timings, for the log line
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    model: str  # TorchServe model name; requests go to its default version
-    inference_url: str = "http://127.0.0.1:8085"
-    management_url: str = "http://127.0.0.1:8081"
-    key_file: Path | None = None  # TorchServe's key_file.json; None when token authorization is off
     max_body_bytes: int = 52428800  # = TorchServe's max_request_size
-    timeout_s: float = 1200.0  # for one request, TorchServe queue included; then 504
-    max_inflight: int = 4  # predictions being processed or queued; more get 503 at once
+    timeout_s: float = 1200.0  # for one request from its arrival, queue wait included; then 504
+    max_inflight: int = 2  # requests with the model server at once (processing or in its own small queue)
+    max_queued: int = 32  # requests waiting here beyond those (uploading, validated, waiting their turn)
+    max_queued_bytes: int = 512 * 2**20  # bytes of the bodies those waiting requests hold
+    workers: int = 1  # clips the model server processes in parallel: only for the wait estimate
+    clip_seconds_hint: float = 10.0  # seconds per clip assumed until requests have been timed
+    limits: dict = field(default_factory=dict)  # the model's request limits, shown by the page and /health
 
 
 def envelope(status: int, msg: str, headers: dict | None = None) -> web.Response:
-    """An error (or empty) answer in the platform's envelope, with the same HTTP status."""
-    body = json.dumps({"code": status, "data": None, "msg": msg})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
-
-
-def success(content: bytes, elapsed_s: float, headers: dict | None = None) -> web.Response:
-    """200 with the base64 video. Built as bytes: the content can be hundreds of MB and never needs escaping."""
-    body = b'{"code": 200, "data": {"content": "' + content + b'", "elapsed_time": ' + f"{elapsed_s:.4f}".encode() + b'}, "msg": "ok"}'
-    return web.Response(status=200, body=body, content_type="application/json", headers=headers)
-
-
-class TokenSource:
-    """TorchServe's keys from key_file.json; renews the inference key (token API) when it expires."""
-
-    def __init__(self, key_file: Path | None, management_url: str):
-        self.key_file = Path(key_file) if key_file else None
-        self.management_url = management_url
-        self._mtime = None
-        self._keys: dict = {}
-        self._expires: dict = {}
-        self._lock = asyncio.Lock()
-
-    def _load(self) -> None:
-        if self.key_file is None:
-            return
-        st = self.key_file.stat()
-        if st.st_mtime_ns == self._mtime:
-            return
-        data = json.loads(self.key_file.read_text())  # TorchServe rewrites it in place: retried by the caller
-        self._keys = {k: v.get("key") for k, v in data.items() if isinstance(v, dict)}
-        self._expires = {k: _parse_time(v.get("expiration time")) for k, v in data.items() if isinstance(v, dict)}
-        self._mtime = st.st_mtime_ns
-
-    def key(self, kind: str) -> str | None:
-        if self.key_file is None:
-            return None
-        for _ in range(3):
-            try:
-                self._load()
-                break
-            except (OSError, ValueError):  # missing or half-written: TorchServe is (re)writing it
-                time.sleep(0.05)
-        return self._keys.get(kind)
-
-    def expiring(self, kind: str) -> bool:
-        exp = self._expires.get(kind)
-        return exp is not None and exp - time.time() < RENEW_MARGIN_S
-
-    async def inference_key(self, session: ClientSession) -> str | None:
-        key = self.key("inference")
-        if key is not None and self.expiring("inference"):
-            key = await self.renew(session, key)
-        return key
-
-    async def renew(self, session: ClientSession, stale: str | None) -> str | None:
-        """Ask TorchServe for a new inference key (once, however many requests noticed the old one)."""
-        async with self._lock:
-            current = self.key("inference")
-            if current != stale and not self.expiring("inference"):
-                return current  # another request renewed it meanwhile
-            api_key = self.key("API")
-            try:
-                async with session.post(
-                    f"{self.management_url}/token", params={"type": "inference"},
-                    headers={"Authorization": f"Bearer {api_key}"}, timeout=ClientTimeout(total=10),
-                ) as r:
-                    if r.status != 200:
-                        log.warning("renewing the inference key failed: HTTP %d", r.status)
-            except (ClientError, asyncio.TimeoutError) as e:
-                log.warning("renewing the inference key failed: %s", e)
-            self._mtime = None
-            log.info("inference key renewed")
-            return self.key("inference")
-
-    def auth(self, key: str | None) -> dict:
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-def _parse_time(s: str | None) -> float | None:
-    if not s:
-        return None
-    try:  # '2026-01-01T10:00:00.123456789Z': Python takes at most microseconds
-        s = s.rstrip("Z")
-        head, _, frac = s.partition(".")
-        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return None
-
-
-def _torchserve_message(body: bytes) -> tuple[str, str]:
-    """(type, message) of a TorchServe error body ``{"code", "type", "message"}``."""
-    try:
-        d = json.loads(body)
-        return str(d.get("type", "")), str(d.get("message", "")).strip()
-    except ValueError:
-        return "", body[:300].decode(errors="replace").strip()
+    """An error answer in the platform's envelope, with the same HTTP status."""
+    return web.Response(status=status, body=error_body(status, msg), content_type="application/json", headers=headers)
 
 
 def validate(body: bytes) -> None:
@@ -159,184 +81,208 @@ def validate(body: bytes) -> None:
     parse_body(doc)
 
 
-class Proxy:
-    def __init__(self, cfg: ProxyConfig):
-        self.cfg = cfg
-        self.tokens = TokenSource(cfg.key_file, cfg.management_url)
-        self.session: ClientSession | None = None
-        self.inflight = 0
+# ----------------------------------------------------------------------------- the queue
 
-    async def start(self, app: web.Application) -> None:
-        # no total timeout on the session: each request sets its own; keep connections to TorchServe alive
-        self.session = ClientSession(connector=TCPConnector(limit=max(8, 2 * self.cfg.max_inflight)), timeout=ClientTimeout(total=None))
 
-    async def close(self, app: web.Application) -> None:
-        if self.session is not None:
-            await self.session.close()
+class QueueFull(Exception):
+    """No room in the waiting room; ``retry_after`` is the estimated wait in whole seconds."""
 
-    # ------------------------------------------------------------------------- POST /autotable/predict
+    def __init__(self, msg: str, retry_after: int):
+        super().__init__(msg)
+        self.retry_after = retry_after
 
-    async def predict(self, request: web.Request) -> web.StreamResponse:
-        t0 = request[T0]
-        if self.inflight >= self.cfg.max_inflight:
-            return envelope(503, f"the service is busy ({self.inflight} videos in progress); retry in a few seconds", {"Retry-After": "5"})
-        self.inflight += 1
-        try:
-            return await self._predict(request, t0)
-        finally:
-            self.inflight -= 1
 
-    async def _predict(self, request: web.Request, t0: float) -> web.Response:
+@dataclass(eq=False)
+class Ticket:
+    """One admitted request: waiting (uploading, then ready) or running (with the model server)."""
+
+    nbytes: int
+    request_id: str | None
+    arrived: float = field(default_factory=time.perf_counter)
+    ready: bool = False  # body read and valid: may be handed to the model server
+    running: bool = False
+    go: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class WaitingRoom:
+    """First come, first served admission to the model server.
+
+    ``slots`` tickets run at once; the others wait in arrival order. A ticket that cannot start at once
+    takes a place in the waiting room, which holds at most ``max_waiting`` tickets and ``max_bytes`` of
+    bodies (a request is never refused for bytes when nobody else waits). Seconds per clip are the mean
+    of the last 20 timed requests; estimates use them.
+    """
+
+    def __init__(self, slots: int, max_waiting: int, max_bytes: int, workers: int = 1, clip_seconds_hint: float = 10.0):
+        self.slots, self.max_waiting, self.max_bytes = max(1, slots), max(0, max_waiting), max_bytes
+        self.workers = max(1, workers)
+        self.clip_seconds_hint = clip_seconds_hint
+        self.tickets: list[Ticket] = []  # active tickets in arrival order
+        self.by_id: dict[str, Ticket] = {}
+        self.recent: collections.deque[float] = collections.deque(maxlen=20)
+
+    # -- state
+    def running(self) -> int:
+        return sum(t.running for t in self.tickets)
+
+    def waiting(self) -> list[Ticket]:
+        return [t for t in self.tickets if not t.running]
+
+    def waiting_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tickets if not t.running)
+
+    def seconds_per_clip(self) -> float:
+        return statistics.fmean(self.recent) if self.recent else self.clip_seconds_hint
+
+    def estimated_wait(self, ahead: int) -> float:
+        """Seconds until a ticket with ``ahead`` active tickets before it reaches a worker."""
+        return math.ceil(ahead / self.workers) * self.seconds_per_clip() if ahead >= self.workers else 0.0
+
+    def position(self, ticket: Ticket) -> int:
+        """Active tickets that arrived before this one (0: it is with the model server or next)."""
+        return 0 if ticket.running else sum(1 for t in self.tickets[: self.tickets.index(ticket)] if t.running or t.ready)
+
+    # -- transitions
+    def admit(self, nbytes: int, request_id: str | None = None) -> Ticket:
+        """A place for a new request, or QueueFull (the caller answers 503 with Retry-After)."""
+        waiting = self.waiting()
+        free = max(0, self.slots - self.running())
+        queued_bytes = self.waiting_bytes()
+        full = None
+        if len(waiting) >= self.max_waiting + free:
+            full = f"{len(waiting)} videos are waiting (the limit is {self.max_waiting})"
+        elif waiting and queued_bytes + nbytes > self.max_bytes:
+            full = f"the waiting videos hold {queued_bytes / 2**20:.0f} MiB and this one {nbytes / 2**20:.1f} MiB (the limit is {self.max_bytes / 2**20:.0f} MiB)"
+        if full:
+            wait = self.estimated_wait(len(self.tickets))
+            retry = max(1, math.ceil(wait))
+            raise QueueFull(f"the queue is full: {full}; retry in {retry} s", retry)
+        t = Ticket(nbytes, request_id)
+        self.tickets.append(t)
+        if request_id:
+            self.by_id[request_id] = t
+        return t
+
+    async def turn(self, ticket: Ticket) -> None:
+        """Mark the ticket ready and wait until it may go to the model server."""
+        ticket.ready = True
+        self._dispatch()
+        await asyncio.shield(ticket.go)
+
+    def record(self, seconds: float) -> None:
+        self.recent.append(seconds)
+
+    def leave(self, ticket: Ticket) -> None:
+        """Done, failed, timed out or cancelled: free its place (and its slot) for the next one."""
+        if ticket in self.tickets:
+            self.tickets.remove(ticket)
+        if ticket.request_id and self.by_id.get(ticket.request_id) is ticket:
+            del self.by_id[ticket.request_id]
+        if not ticket.go.done():
+            ticket.go.cancel()
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        running = self.running()
+        for t in self.tickets:
+            if running >= self.slots:
+                break
+            if t.ready and not t.running:
+                t.running = True
+                running += 1
+                if not t.go.done():
+                    t.go.set_result(None)
+
+    def status(self) -> dict:
+        """For GET /health."""
+        return {
+            "waiting": len(self.waiting()), "running": self.running(), "bytes_waiting": self.waiting_bytes(),
+            "max_waiting": self.max_waiting, "max_bytes": self.max_bytes, "slots": self.slots,
+            "seconds_per_clip": round(self.seconds_per_clip(), 3), "estimated_wait_s": round(self.estimated_wait(len(self.tickets)), 1),
+        }
+
+
+CONFIG = web.AppKey("config", ProxyConfig)
+BACKEND = web.AppKey("backend", Backend)
+ROOM = web.AppKey("room", WaitingRoom)
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+async def predict(request: web.Request) -> web.Response:
+    """POST /autotable/predict: validate, wait for a turn, forward to the model server, answer in the envelope."""
+    cfg, room, backend = request.app[CONFIG], request.app[ROOM], request.app[BACKEND]
+    t0 = request[T0]
+    try:
+        ticket = room.admit(request.content_length or 0, request.headers.get(REQUEST_ID_HEADER))
+    except QueueFull as e:
+        return envelope(503, str(e), {"Retry-After": str(e.retry_after)})
+    try:
         body = await request.read()
-        loop = asyncio.get_running_loop()
+        ticket.nbytes = len(body)
         try:
-            await loop.run_in_executor(None, validate, body)
+            await asyncio.to_thread(validate, body)
         except BadRequest as e:
             return envelope(400, str(e))
-        url = f"{self.cfg.inference_url}/predictions/{self.cfg.model}"
-        timeout = ClientTimeout(total=self.cfg.timeout_s)
         try:
-            for attempt in range(2):
-                key = await self.tokens.inference_key(self.session)
-                headers = {"Content-Type": "application/json", **self.tokens.auth(key)}
-                async with self.session.post(url, data=body, headers=headers, timeout=timeout) as r:
-                    payload = await r.read()
-                    if r.status == 200:
-                        timing = r.headers.get(TIMING_HEADER, "")
-                        elapsed = time.perf_counter() - t0
-                        request[TIMING] = timing
-                        hdrs = {k: v for k, v in r.headers.items() if k.lower().startswith("x-frvsr-")}
-                        return success(payload.strip(), elapsed, hdrs)
-                    kind, message = _torchserve_message(payload)
-                    if kind == "InvalidKeyException":  # our token, not the client's fault
-                        if attempt == 0 and self.cfg.key_file is not None:
-                            await self.tokens.renew(self.session, key)
-                            continue
-                        break
-                    return self._map_error(r.status, kind, message)
+            await asyncio.wait_for(room.turn(ticket), timeout=max(0.0, t0 + cfg.timeout_s - time.perf_counter()))
         except asyncio.TimeoutError:
-            return envelope(504, f"no answer from the model within {self.cfg.timeout_s:.0f} s (the server is overloaded or the clip is too heavy); retry later or send a shorter clip")
-        except ClientError as e:
-            return envelope(503, f"TorchServe is not reachable at {self.cfg.inference_url} ({type(e).__name__}); it may be down or restarting, retry in a minute")
-        return envelope(503, "TorchServe rejected the proxy's inference key (even after renewing it); the operator should restart client_infer.py")
-
-    def _map_error(self, status: int, kind: str, message: str) -> web.Response:
-        if status in (400, 415, 422):  # the handler's own client errors, message included
-            return envelope(status, message)
-        if status == 404:
-            return envelope(503, f"model {self.cfg.model!r} is not registered in TorchServe ({message}); register it with the management API (see docs/serving.md)")
-        if status == 503:
-            return envelope(503, f"the model has no free worker or its queue is full ({message}); retry in a few seconds")
-        if status in (408, 504):
-            return envelope(504, f"the model did not answer in time ({message}); send a shorter clip or retry later")
-        if status == 507 and "worker died" in message.lower():
-            # TorchServe answers 507 for any worker death (a crash or kill), not only for memory
-            return envelope(503, f"the model worker stopped during this request and is being restarted ({message}); retry in a few seconds")
-        if status == 507:
-            return envelope(507, f"the server ran out of memory on this clip ({message}); send a smaller clip")
-        if 400 <= status < 500:
-            return envelope(status, message or f"TorchServe answered HTTP {status}")
-        return envelope(500, f"inference failed on the server ({message or status}); the operator can see why in the TorchServe log")
-
-    @staticmethod
-    def log_request(request: web.Request, resp: web.StreamResponse) -> None:
-        """One line per request: sizes, status, timings (handler stages and transport); never content."""
-        elapsed = time.perf_counter() - request[T0]
-        in_bytes = request.content_length or 0
-        out_bytes = resp.content_length or 0
-        timing = request.get(TIMING, "")
-        handler_total = _timing_field(timing, "total")
-        transport = f" transport={elapsed - handler_total:.3f}" if handler_total is not None else ""
-        log.info(
-            "%s %s -> %d in=%d out=%d elapsed=%.3f%s%s",
-            request.method, request.path, resp.status, in_bytes, out_bytes, elapsed, transport, f" [{timing}]" if timing else "",
-        )
-
-    # ------------------------------------------------------------------------- GET /health
-
-    async def health(self, request: web.Request) -> web.Response:
-        data = {"proxy": "ok", "torchserve": "unreachable", "model": {"name": self.cfg.model, "ready": False}}
-        timeout = ClientTimeout(total=5)
+            return envelope(504, f"waited {time.perf_counter() - t0:.0f} s in the queue without reaching a worker (the limit per request is "
+                                 f"{cfg.timeout_s:.0f} s, queue included); retry later or send a shorter clip")
+        started = time.perf_counter()
         try:
-            key = await self.tokens.inference_key(self.session)
-            async with self.session.get(f"{self.cfg.inference_url}/ping", headers=self.tokens.auth(key), timeout=timeout) as r:
-                data["torchserve"] = (await r.json(content_type=None)).get("status", f"HTTP {r.status}") if r.status == 200 else f"HTTP {r.status}"
-            mkey = self.tokens.key("management")
-            async with self.session.get(f"{self.cfg.management_url}/models/{self.cfg.model}", headers=self.tokens.auth(mkey), timeout=timeout) as r:
-                if r.status == 200:
-                    versions = await r.json(content_type=None)
-                    d = versions[0]
-                    workers = [w.get("status") for w in d.get("workers", [])]
-                    data["model"] = {
-                        "name": self.cfg.model, "version": d.get("modelVersion"), "workers": workers,
-                        "queue": d.get("jobQueueStatus", {}), "ready": "READY" in workers,
-                    }
-                else:
-                    data["model"]["error"] = _torchserve_message(await r.read())[1]
-        except (ClientError, asyncio.TimeoutError, ValueError, KeyError, IndexError) as e:
-            data["error"] = f"{type(e).__name__}: {e}"[:200]
-        data["inflight"] = self.inflight
-        ready = data["model"].get("ready", False)
-        code = 200 if ready else 503
-        msg = "ok" if ready else "the model is not ready: " + (data.get("error") or data["model"].get("error") or f"TorchServe {data['torchserve']}, workers {data['model'].get('workers')}")
-        return web.json_response({"code": code, "data": data, "msg": msg}, status=code)
+            status, payload, headers = await backend.predict(body, t0 + cfg.timeout_s - started)
+        except asyncio.TimeoutError:
+            return envelope(504, f"no answer from the model within {cfg.timeout_s:.0f} s (queue included; the server is overloaded or the clip "
+                                 "is too heavy); retry later or send a shorter clip")
+        if status != 200:
+            return envelope(status, str(payload))
+        timing = headers.get(TIMING_HEADER, "")
+        request[TIMING] = timing
+        room.record(parse_timing(timing).get("total") or time.perf_counter() - started)
+        return web.Response(status=200, body=success_body(payload, time.perf_counter() - t0), content_type="application/json", headers=headers)
+    finally:
+        room.leave(ticket)
 
 
-def _timing_field(timing: str, name: str) -> float | None:
-    for part in timing.split(";"):
-        k, _, v = part.partition("=")
-        if k == name:
-            try:
-                return float(v)
-            except ValueError:
-                return None
-    return None
+async def queue_position(request: web.Request) -> web.Response:
+    """GET /autotable/queue?request=<id>: where a request sent with X-FRVSR-Request-Id stands."""
+    room = request.app[ROOM]
+    ticket = room.by_id.get(request.query.get("request", ""))
+    data = {"state": "unknown", "position": None, "estimated_wait_s": None, **{k: v for k, v in room.status().items() if k in ("waiting", "running")}}
+    if ticket is not None:
+        ahead = room.position(ticket)
+        data.update(state="running" if ticket.running else ("waiting" if ticket.ready else "uploading"), position=ahead,
+                    estimated_wait_s=round(room.estimated_wait(ahead), 1))
+    return web.json_response({"code": 200, "data": data, "msg": "ok"})
 
 
-PROXY = web.AppKey("proxy", Proxy)
+async def health(request: web.Request) -> web.Response:
+    """GET /health: 200 when the model server is ready; the queue and the limits in either case."""
+    room = request.app[ROOM]
+    h = await request.app[BACKEND].health()
+    data = {"proxy": "ok", **h.data, "inflight": len(room.tickets), "queue": room.status(), "limits": request.app[CONFIG].limits}
+    code = 200 if h.ready else 503
+    return web.json_response({"code": code, "data": data, "msg": h.msg}, status=code)
 
 
-def create_app(cfg: ProxyConfig) -> web.Application:
-    proxy = Proxy(cfg)
+async def page(request: web.Request) -> web.FileResponse:
+    """GET /: the web page (static HTML; its script and style come from /static)."""
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    async def too_large_first(request: web.Request):
-        """``Expect: 100-continue``: refuse an oversized upload before the client sends it."""
-        if request.content_length is not None and request.content_length > cfg.max_body_bytes:
-            return _too_large(request.content_length, cfg.max_body_bytes)
-        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0
-        return None
 
-    @web.middleware
-    async def log_and_envelope(request: web.Request, handler):
-        request[T0] = time.perf_counter()
-        resp = await _envelope_errors(request, handler)
-        proxy.log_request(request, resp)
-        return resp
-
-    async def _envelope_errors(request: web.Request, handler):
-        if request.content_length is not None and request.content_length > cfg.max_body_bytes:
-            return _too_large(request.content_length, cfg.max_body_bytes)  # before reading a byte of it
-        try:
-            return await handler(request)
-        except web.HTTPException as e:
-            if e.status == 413:
-                return _too_large(request.content_length, cfg.max_body_bytes)
-            if e.status == 405:
-                allowed = ", ".join(sorted(getattr(e, "allowed_methods", ()) or ["POST"]))
-                return envelope(405, f"method {request.method} is not allowed on {request.path}; use {allowed}", {"Allow": allowed})
-            if e.status == 404:
-                return envelope(404, f"no such endpoint {request.path}; use POST {PREDICT_PATH} or GET {HEALTH_PATH}")
-            return envelope(e.status, e.reason or e.text or "error")
-
-    app = web.Application(middlewares=[log_and_envelope], client_max_size=cfg.max_body_bytes)
-    app.router.add_post(PREDICT_PATH, proxy.predict, expect_handler=too_large_first)
-    app.router.add_get(HEALTH_PATH, proxy.health)
-    app.on_startup.append(proxy.start)
-    app.on_cleanup.append(proxy.close)
-    app[PROXY] = proxy
-    return app
+def log_request(request: web.Request, resp: web.StreamResponse) -> None:
+    """One line per request: sizes, status, timings (worker stages and transport); never content."""
+    elapsed = time.perf_counter() - request[T0]
+    timing = request.get(TIMING, "")
+    total = parse_timing(timing).get("total")
+    transport = f" transport={elapsed - total:.3f}" if total is not None else ""
+    log.info(
+        "%s %s -> %d in=%d out=%d elapsed=%.3f%s%s",
+        request.method, request.path, resp.status, request.content_length or 0, resp.content_length or 0, elapsed, transport,
+        f" [{timing}]" if timing else "",
+    )
 
 
 def _too_large(length: int | None, limit: int) -> web.Response:
@@ -351,9 +297,66 @@ def _too_large(length: int | None, limit: int) -> web.Response:
     return resp
 
 
-async def serve(cfg: ProxyConfig, host: str = "127.0.0.1", port: int = 8080) -> web.AppRunner:
+# ----------------------------------------------------------------------------- the application
+
+
+def create_app(cfg: ProxyConfig, backend: Backend) -> web.Application:
+    """The proxy in front of ``backend``; the backend is started and closed with the application."""
+
+    async def too_large_first(request: web.Request):
+        """``Expect: 100-continue``: refuse an oversized upload before the client sends it."""
+        if request.content_length is not None and request.content_length > cfg.max_body_bytes:
+            return _too_large(request.content_length, cfg.max_body_bytes)
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
+    @web.middleware
+    async def log_and_envelope(request: web.Request, handler):
+        request[T0] = time.perf_counter()
+        resp = await _envelope_errors(request, handler)
+        log_request(request, resp)
+        return resp
+
+    async def _envelope_errors(request: web.Request, handler):
+        if request.content_length is not None and request.content_length > cfg.max_body_bytes:
+            return _too_large(request.content_length, cfg.max_body_bytes)  # before reading a byte of it
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status == 413:
+                return _too_large(request.content_length, cfg.max_body_bytes)
+            if e.status == 405:
+                allowed = ", ".join(sorted(getattr(e, "allowed_methods", ()) or ["POST"]))
+                return envelope(405, f"method {request.method} is not allowed on {request.path}; use {allowed}", {"Allow": allowed})
+            if e.status == 404:
+                return envelope(404, f"no such endpoint {request.path}; use POST {PREDICT_PATH}, GET {HEALTH_PATH} or the page at GET {PAGE_PATH}")
+            return envelope(e.status, e.reason or e.text or "error")
+
+    async def backend_ctx(app: web.Application):
+        await backend.start()
+        yield
+        await backend.close()
+
+    app = web.Application(middlewares=[log_and_envelope], client_max_size=cfg.max_body_bytes)
+    app[CONFIG] = cfg
+    app[BACKEND] = backend
+    app[ROOM] = WaitingRoom(cfg.max_inflight, cfg.max_queued, cfg.max_queued_bytes, cfg.workers, cfg.clip_seconds_hint)
+    app.add_routes([
+        web.post(PREDICT_PATH, predict, expect_handler=too_large_first),
+        web.get(HEALTH_PATH, health),
+        web.get(QUEUE_PATH, queue_position),
+        web.get(PAGE_PATH, page),
+        web.static(STATIC_PATH, STATIC_DIR),
+    ])
+    app.cleanup_ctx.append(backend_ctx)
+    return app
+
+
+async def serve(cfg: ProxyConfig, backend: Backend, host: str = "127.0.0.1", port: int = 8080) -> web.AppRunner:
     """Start the proxy on ``host:port``; returns the runner (``await runner.cleanup()`` to stop)."""
-    runner = web.AppRunner(create_app(cfg), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(cfg, backend), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -365,16 +368,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", required=True, help="TorchServe model name")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--inference_url", default=ProxyConfig.inference_url)
-    p.add_argument("--management_url", default=ProxyConfig.management_url)
+    p.add_argument("--inference_url", default="http://127.0.0.1:8085")
+    p.add_argument("--management_url", default="http://127.0.0.1:8081")
     p.add_argument("--key_file", type=Path, default=None, help="TorchServe's key_file.json (omit if token auth is off)")
     p.add_argument("--max_body_mb", type=float, default=ProxyConfig.max_body_bytes / 2**20)
     p.add_argument("--timeout_s", type=float, default=ProxyConfig.timeout_s)
     p.add_argument("--max_inflight", type=int, default=ProxyConfig.max_inflight)
+    p.add_argument("--max_queued", type=int, default=ProxyConfig.max_queued)
+    p.add_argument("--max_queued_mb", type=float, default=ProxyConfig.max_queued_bytes / 2**20)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = ProxyConfig(a.model, a.inference_url, a.management_url, a.key_file, int(a.max_body_mb * 2**20), a.timeout_s, a.max_inflight)
-    web.run_app(create_app(cfg), host=a.host, port=a.port, access_log=None)
+    cfg = ProxyConfig(int(a.max_body_mb * 2**20), a.timeout_s, a.max_inflight, a.max_queued, int(a.max_queued_mb * 2**20))
+    backend = TorchServeBackend(a.model, a.inference_url, a.management_url, a.key_file, connections=max(8, 2 * a.max_inflight))
+    web.run_app(create_app(cfg, backend), host=a.host, port=a.port, access_log=None)
 
 
 if __name__ == "__main__":

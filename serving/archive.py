@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HANDLER_FILE = ROOT / "handler" / "frvsr_handler.py"
 MODEL_CONFIG_TEMPLATE = ROOT / "handler" / "model-config.yaml"
 PACKAGES = ("handler", "model")  # copied whole, sub-packages included: only .py files (never checkpoints or data)
+SHARED_MODULES = ("serving/__init__.py", "serving/contract.py")  # the wire contract the handler imports
 
 
 def model_name_from(used_model: str) -> str:
@@ -78,7 +79,7 @@ def stage_sources(dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    files = [rel for pkg in PACKAGES for rel in package_sources(pkg)]
+    files = [rel for pkg in PACKAGES for rel in package_sources(pkg)] + [Path(m) for m in SHARED_MODULES]
     for rel in files:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest / rel)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import psutil
 
-from handler.settings import EncoderSettings, HandlerSettings, Limits
+from handler.settings import EncoderSettings, HandlerSettings, Limits, resolve_device, threads_per_worker
 from serving import archive
+from serving.contract import request_limit_bytes, response_limit_bytes
 from serving.torchserve import (
     Ports,
     RunState,
@@ -52,10 +53,12 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     torch_threads: int = 0
-    precision: str = "auto"  # handler precision (model.frvsr.PRECISIONS)
+    precision: str = "auto"  # handler precision (model.inference.PRECISIONS)
     response_timeout: int | None = None  # None: measured
     startup_timeout: float = 180.0
-    max_inflight: int = 4
+    max_inflight: int = 0  # requests handed to TorchServe at once; 0: workers + 1 (the next body is there when a worker frees)
+    max_queued: int = 32  # requests waiting in the proxy beyond those; more get 503 with Retry-After
+    max_queued_bytes: int = 512 * 2**20  # and at most this many bytes of request bodies waiting
     run_dir: Path | None = None
     model_store: Path = ROOT / "model_store"
     config_template: Path = ROOT / "config.properties"
@@ -87,12 +90,10 @@ def resolve_checkpoint(model_path: str, used_model: str) -> Path:
 
 
 def check_device(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise StartupError(f"--device {device} requested, but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise StartupError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
 
 
 def check_java() -> None:
@@ -108,7 +109,8 @@ def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: in
     import numpy as np
     import torch
 
-    from model.frvsr import load_checkpoint, super_resolve
+    from model.checkpoint import load_checkpoint
+    from model.inference import super_resolve
 
     side = max(8, int(math.sqrt(limits.max_pixels)))
     prev = torch.get_num_threads()
@@ -138,15 +140,6 @@ def default_run_dir() -> Path:
     return ROOT / "runs" / "serve" / f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
 
 
-def request_limit_bytes(limits: Limits) -> int:
-    """TorchServe's max_request_size and the proxy's body limit: the largest video, base64, + JSON."""
-    return 4 * math.ceil(limits.max_input_bytes() / 3) + 64 * 1024
-
-
-def response_limit_bytes(limits: Limits) -> int:
-    return 4 * math.ceil(limits.max_output_bytes / 3) + 4 * 2**20
-
-
 # ----------------------------------------------------------------------------- build
 
 def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> Path:
@@ -155,14 +148,26 @@ def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> 
     return archive.build_mar(opts.checkpoint, opts.model_name, opts.model_store, model_config, work_dir, opts.version)
 
 
-def plan_timeout(opts: ServeOptions) -> int:
+def plan_timeout(opts: ServeOptions) -> tuple[int, float | None]:
+    """(``responseTimeout`` for one clip, model seconds for a clip at the limits or None when not measured):
+    the option, else measured from one frame at the limits."""
     if opts.response_timeout:
-        return int(opts.response_timeout)
-    threads = opts.torch_threads or max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // opts.workers)
-    spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads, opts.precision)
+        return int(opts.response_timeout), None
+    spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads_per_worker(opts.torch_threads, opts.workers), opts.precision)
     timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits))
     log.info("model: %.3f s per %d-pixel frame -> responseTimeout %d s", spf, opts.limits.max_pixels, timeout)
-    return timeout
+    return timeout, spf * opts.limits.max_frames
+
+
+def inflight(opts: ServeOptions) -> int:
+    """Requests the proxy hands to TorchServe at once (within TorchServe's job_queue_size of 8 per model)."""
+    return opts.max_inflight or opts.workers + 1
+
+
+def request_timeout(opts: ServeOptions, response_timeout: int) -> float:
+    """The proxy's limit for one request from its arrival: every request ahead of it in the proxy's and
+    TorchServe's queues, and its own clip, at the worst-case ``responseTimeout`` each, + 30 s."""
+    return float(response_timeout * math.ceil((inflight(opts) + opts.max_queued) / opts.workers) + 30)
 
 
 # ----------------------------------------------------------------------------- run
@@ -179,7 +184,7 @@ def run(opts: ServeOptions, on_ready=None) -> int:
     ports = pick_grpc_ports(opts.ports)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    response_timeout = plan_timeout(opts)
+    response_timeout, clip_seconds = plan_timeout(opts)
     mar = build_archive(opts, run_dir, response_timeout)
     overrides = run_overrides(ports, opts.model_store, request_limit_bytes(opts.limits), response_limit_bytes(opts.limits))
     overrides["number_of_gpu"] = "1" if opts.device.startswith("cuda") else "0"
@@ -197,12 +202,13 @@ def run(opts: ServeOptions, on_ready=None) -> int:
         ts.wait_up(min(opts.startup_timeout, 120))
         ts.register(mar.name, opts.workers, opts.startup_timeout)
         described = ts.wait_ready(opts.model_name, opts.startup_timeout)
-        proxy_timeout = response_timeout * math.ceil(opts.max_inflight / opts.workers) + 30
+        proxy_timeout = request_timeout(opts, response_timeout)
         info = {
             "url": f"http://{_display_host(opts.host)}:{ports.service}",
             "model": opts.model_name, "version": described.get("modelVersion"), "checkpoint": str(opts.checkpoint),
             "device": opts.device, "workers": opts.workers, "ports": ports, "run_dir": str(run_dir),
             "response_timeout": response_timeout, "proxy_timeout": proxy_timeout, "limits": opts.limits, "mar": str(mar),
+            "queue": (inflight(opts), opts.max_queued, opts.max_queued_bytes), "clip_seconds_hint": clip_seconds or 10.0,
         }
         return asyncio.run(_serve_proxy(opts, ts, ports, proxy_timeout, info, on_ready, stop_signals))
     except _Interrupted:
@@ -231,21 +237,24 @@ def _display_host(host: str) -> str:
 
 async def _serve_proxy(opts: ServeOptions, ts: TorchServe, ports: Ports, timeout_s: float, info: dict, on_ready, guard: "_SignalGuard") -> int:
     from proxy.app import ProxyConfig, serve
+    from proxy.backend import TorchServeBackend
 
     cfg = ProxyConfig(
-        model=opts.model_name,
-        inference_url=ts.inference_url,
-        management_url=ts.management_url,
-        key_file=ts.key_file,
         max_body_bytes=request_limit_bytes(opts.limits),
         timeout_s=timeout_s,
-        max_inflight=opts.max_inflight,
+        max_inflight=inflight(opts),
+        max_queued=opts.max_queued,
+        max_queued_bytes=opts.max_queued_bytes,
+        workers=opts.workers,
+        clip_seconds_hint=info["clip_seconds_hint"],
+        limits={**asdict(opts.limits), "max_body_bytes": request_limit_bytes(opts.limits)},
     )
+    backend = TorchServeBackend(opts.model_name, ts.inference_url, ts.management_url, ts.key_file, connections=max(8, 2 * cfg.max_inflight))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     guard.to_event(loop, stop)
     try:
-        runner = await serve(cfg, opts.host, ports.service)
+        runner = await serve(cfg, backend, opts.host, ports.service)
     except OSError as e:
         raise StartupError(f"the proxy cannot listen on {opts.host}:{ports.service} ({e.strerror or e}); choose another --service_port") from None
     code = 0
@@ -301,7 +310,7 @@ def archive_only(opts: ServeOptions) -> Path:
     """Build ``model_store/<name>[_v<version>].mar`` without serving (to register it as another version)."""
     work = Path(opts.run_dir or ROOT / "runs" / "archive" / f"{opts.model_name}-{opts.version}-{os.getpid()}").resolve()
     work.mkdir(parents=True, exist_ok=True)
-    return build_archive(opts, work, plan_timeout(opts))
+    return build_archive(opts, work, plan_timeout(opts)[0])
 
 
 __all__ = ["ServeOptions", "StartupError", "ServeError", "resolve_checkpoint", "run", "archive_only"]

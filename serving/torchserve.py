@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -265,10 +266,29 @@ def check_ports(ports: Ports, runs_root: Path) -> None:
 
 # ----------------------------------------------------------------------------- the server
 
-def read_keys(key_file: Path) -> dict:
-    """TorchServe's key_file.json -> {'management': ..., 'inference': ..., 'API': ...} (keys only)."""
+def parse_expiry(text: str | None) -> float | None:
+    """TorchServe's ``'2026-01-01T10:00:00.123456789Z'`` -> Unix time (Python takes at most microseconds)."""
+    if not text:
+        return None
+    try:
+        head, _, frac = text.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def read_key_file(key_file: Path) -> tuple[dict[str, str], dict[str, float | None]]:
+    """TorchServe's key_file.json -> ({kind: key}, {kind: expiry as Unix time}) for 'management', 'inference', 'API'.
+
+    Raises OSError or ValueError while TorchServe is (re)writing it; callers retry."""
     data = json.loads(Path(key_file).read_text())
-    return {k: v.get("key") for k, v in data.items() if isinstance(v, dict)}
+    entries = {k: v for k, v in data.items() if isinstance(v, dict)}
+    return {k: v.get("key") for k, v in entries.items()}, {k: parse_expiry(v.get("expiration time")) for k, v in entries.items()}
+
+
+def read_keys(key_file: Path) -> dict[str, str]:
+    """TorchServe's key_file.json -> {'management': ..., 'inference': ..., 'API': ...} (keys only)."""
+    return read_key_file(key_file)[0]
 
 
 class TorchServe:

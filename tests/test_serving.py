@@ -4,14 +4,13 @@ shutdown leaves no process behind. TorchServe starts once for the module (tiny m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,76 +18,15 @@ import psutil
 import pytest
 import requests
 from clips import make_video, probe
-from conftest import ROOT
+from services import b64, needs_java, predict, tiny_checkpoint
 
-from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint
-from serving.torchserve import TS_MAIN_CLASS, RunState, free_port, group_alive
+from model.frvsr import FRVSRConfig
+from proxy.backend import TorchServeBackend
+from serving.contract import HEALTH_PATH, MODEL_HEADER, PREDICT_PATH, TIMING_HEADER
+from serving.launcher import ROOT, ServiceProcess
+from serving.torchserve import TS_MAIN_CLASS, RunState, group_alive
 
-pytestmark = pytest.mark.skipif(subprocess.run(["java", "-version"], capture_output=True).returncode != 0, reason="TorchServe needs Java")
-
-START_TIMEOUT_S = 240
-
-
-class Service:
-    """One client_infer.py process and what it was started with."""
-
-    def __init__(self, tmp: Path, name: str = "svc"):
-        self.tmp = tmp
-        self.ports = {k: free_port() for k in ("service_port", "inference_port", "management_port", "metrics_port")}
-        self.run_dir = tmp / "runs" / name
-        self.proc: subprocess.Popen | None = None
-        self.output: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['service_port']}"
-
-    @property
-    def mgmt(self) -> str:
-        return f"http://127.0.0.1:{self.ports['management_port']}"
-
-    def args(self, *extra: str) -> list[str]:
-        args = [sys.executable, str(ROOT / "client_infer.py"), "--model_path", str(self.tmp), "--used_model", "tiny.pth",
-                "--model_store", str(self.tmp / "store"), "--response_timeout", "120", "--run_dir", str(self.run_dir)]
-        for k, v in self.ports.items():
-            args += [f"--{k}", str(v)]
-        return args + list(extra)
-
-    def start(self) -> "Service":
-        self.proc = subprocess.Popen(self.args(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=lambda: self.output.extend(self.proc.stdout), daemon=True).start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"client_infer.py exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/health", timeout=5).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        pytest.fail(f"service not healthy within {START_TIMEOUT_S} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return "".join(self.output[-60:])
-
-    def keys(self) -> dict:
-        return {k: v["key"] for k, v in json.loads((self.run_dir / "key_file.json").read_text()).items()}
-
-    def management(self, method: str, path: str, **params) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.keys()['management']}"}
-        return requests.request(method, self.mgmt + path, params=params or None, headers=headers, timeout=180)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+pytestmark = [pytest.mark.slow, needs_java]
 
 
 def ts_processes(run_dir: Path) -> list[psutil.Process]:
@@ -105,27 +43,23 @@ def ts_processes(run_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def service_for(tmp: Path, name: str) -> ServiceProcess:
+    return ServiceProcess(tmp, "tiny.pth", tmp, name=name, extra=["--response_timeout", "120"])
+
+
 @pytest.fixture(scope="module")
 def tmp_models(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("serving")
-    save_checkpoint(tmp / "tiny.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
-    save_checkpoint(tmp / "tiny2.pth", FRVSR(FRVSRConfig(channels=4, blocks=1, fnet_channels=4, residual=False)))
+    tiny_checkpoint(tmp)
+    tiny_checkpoint(tmp, "tiny2.pth", FRVSRConfig(channels=4, blocks=1, fnet_channels=4, residual=False))
     return tmp
 
 
 @pytest.fixture(scope="module")
 def service(tmp_models):
-    svc = Service(tmp_models).start()
+    svc = service_for(tmp_models, "svc").start()
     yield svc
     svc.stop()
-
-
-def predict(svc: Service, **kw) -> requests.Response:
-    return requests.post(svc.url + "/autotable/predict", timeout=300, **kw)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # ----------------------------------------------------------------------------- happy paths
@@ -145,7 +79,7 @@ def test_avi_mjpeg_clip_is_upscaled_4x(service):
     assert (dst["width"], dst["height"]) == (4 * src["width"], 4 * src["height"]) == (384, 256)
     assert dst["frames"] == src["frames"] == 30 and dst["fps"] == src["fps"] == 15
     assert dst["codec"] == "h264"
-    timing = r.headers["X-FRVSR-Timing"]
+    timing = r.headers[TIMING_HEADER]
     assert "decode=" in timing and "model=" in timing and "encode=" in timing and "frames=30" in timing
 
 
@@ -168,10 +102,17 @@ def test_python_bytes_literal_form_is_accepted(service):
 
 
 def test_health_reports_proxy_torchserve_and_model(service):
-    r = requests.get(service.url + "/health", timeout=10)
+    r = requests.get(service.url + HEALTH_PATH, timeout=10)
     d = r.json()["data"]
     assert r.status_code == 200 and d["proxy"] == "ok" and d["torchserve"] == "Healthy"
     assert d["model"]["name"] == "tiny" and d["model"]["ready"] and d["model"]["workers"] == ["READY"]
+    assert d["queue"]["waiting"] == 0 and d["queue"]["slots"] == 2 and d["queue"]["max_waiting"] == 32
+    assert d["limits"]["max_pixels"] == 40000 and d["limits"]["max_seconds"] == 5.0 and d["limits"]["max_body_bytes"] > 36e6
+
+
+def test_page_is_served_on_the_service_port(service):
+    r = requests.get(service.url + "/", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html") and ">Upscale</button>" in r.text
 
 
 # ----------------------------------------------------------------------------- errors
@@ -219,7 +160,7 @@ def test_oversized_content_length_is_refused_before_upload(service):
 def test_second_version_registered_and_made_default_is_served(service, tmp_models):
     video = make_video("avi_mjpeg", frames=3, width=24, height=24)
     r1 = predict(service, json={"content": b64(video)})
-    assert r1.status_code == 200 and r1.headers["X-FRVSR-Model"] == "tiny/1.0"
+    assert r1.status_code == 200 and r1.headers[MODEL_HEADER] == "tiny/1.0"
 
     built = subprocess.run(
         service.args("--archive_only", "--model_name", "tiny", "--model_version", "2.0", "--used_model", "tiny2.pth",
@@ -234,20 +175,82 @@ def test_second_version_registered_and_made_default_is_served(service, tmp_model
     assert sorted(v["modelVersion"] for v in versions) == ["1.0", "2.0"]
     assert service.management("PUT", "/models/tiny/2.0/set-default").status_code == 200
     r2 = predict(service, json={"content": b64(video)})
-    assert r2.status_code == 200 and r2.headers["X-FRVSR-Model"] == "tiny/2.0"
+    assert r2.status_code == 200 and r2.headers[MODEL_HEADER] == "tiny/2.0"
     assert r2.json()["data"]["content"] != r1.json()["data"]["content"]
 
     # back to 1.0, then unregister 2.0: the route serves 1.0 again
     assert service.management("PUT", "/models/tiny/1.0/set-default").status_code == 200
     assert service.management("DELETE", "/models/tiny/2.0").status_code == 200
     r3 = predict(service, json={"content": b64(video)})
-    assert r3.status_code == 200 and r3.headers["X-FRVSR-Model"] == "tiny/1.0"
+    assert r3.status_code == 200 and r3.headers[MODEL_HEADER] == "tiny/1.0"
     assert r3.json()["data"]["content"] == r1.json()["data"]["content"]
 
 
 def test_management_requires_the_token(service):
     r = requests.get(service.mgmt + "/models", timeout=10)
     assert r.status_code in (400, 401) and "Token" in r.text
+
+
+# ----------------------------------------------------------------------------- TorchServeBackend on the real TorchServe
+
+def _backend_run(service: ServiceProcess, scenario, model: str = "tiny", **kw):
+    async def main():
+        backend = TorchServeBackend(model, f"http://127.0.0.1:{service.ports['inference_port']}", service.mgmt,
+                                    service.run_dir / "key_file.json", **kw)
+        await backend.start()
+        try:
+            return await scenario(backend)
+        finally:
+            await backend.close()
+
+    return asyncio.run(main())
+
+
+def test_backend_renews_a_key_torchserve_rejected_and_logs_it(service, caplog):
+    body = json.dumps({"content": b64(make_video(frames=3, width=24, height=24))}).encode()
+    key_file = service.run_dir / "key_file.json"
+
+    async def scenario(backend):
+        assert (await backend.predict(body, 60)).status == 200
+        stale = await backend.tokens.key("inference")
+        # TorchServe issues a new inference key and rewrites key_file.json; the file's old mtime is put back so the
+        # backend keeps its cached key, now invalid (a request racing the rewrite sees exactly this)
+        st = key_file.stat()
+        api = service.keys()["API"]
+        r = await asyncio.to_thread(requests.post, service.mgmt + "/token", params={"type": "inference"},
+                                    headers={"Authorization": f"Bearer {api}"}, timeout=30)
+        assert r.status_code == 200 and service.keys()["inference"] != stale
+        os.utime(key_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+        status, payload, headers = await backend.predict(body, 60)  # refused once, renewed, retried
+        assert status == 200 and base64.b64decode(payload) and TIMING_HEADER in headers
+        fresh = await backend.tokens.key("inference")
+        assert fresh != stale and fresh == service.keys()["inference"]
+
+    with caplog.at_level("INFO", logger="proxy.backend"):
+        _backend_run(service, scenario)
+    assert caplog.text.count("inference key renewed") == 1 and "failed" not in caplog.text
+    assert predict(service, json={"content": b64(make_video(frames=2))}).status_code == 200  # the service's own proxy copes
+
+
+def test_backend_renews_an_expiring_key_before_using_it(service):
+    body = json.dumps({"content": b64(make_video(frames=2, width=16, height=16))}).encode()
+
+    async def scenario(backend):
+        first = await backend.tokens.key("inference")
+        assert (await backend.predict(body, 60)).status == 200  # every key "expires" within the margin: renewed first
+        assert await backend.tokens.key("inference") != first
+
+    _backend_run(service, scenario, renew_margin_s=10**9)
+
+
+def test_backend_maps_an_unregistered_model_to_503(service):
+    async def scenario(backend):
+        status, msg, _ = await backend.predict(json.dumps({"content": b64(make_video(frames=2))}).encode(), 60)
+        assert status == 503 and "not registered" in msg
+        h = await backend.health()
+        assert not h.ready and h.data["torchserve"] == "Healthy" and "nope" in h.msg
+
+    _backend_run(service, scenario, model="nope")
 
 
 # ----------------------------------------------------------------------------- start-up checks (no server)
@@ -259,7 +262,7 @@ def test_refuses_ports_taken_by_something_else(tmp_models, capsys):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        svc = Service(tmp_models, "busy")
+        svc = service_for(tmp_models, "busy")
         svc.ports["service_port"] = port
         code = client_infer.main(svc.args()[2:])
     err = capsys.readouterr().err
@@ -274,17 +277,17 @@ def test_missing_checkpoint_and_gpu_have_clear_errors(tmp_models, capsys):
     assert client_infer.main(["--model_path", str(tmp_models), "--used_model", "nope.pth"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        svc = Service(tmp_models, "gpu")
+        svc = service_for(tmp_models, "gpu")
         assert client_infer.main(svc.args("--device", "cuda")[2:]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err
 
 
 def test_model_that_fails_to_load_is_reported_with_the_worker_error(tmp_models):
     (tmp_models / "broken.pth").write_bytes(b"this is not a checkpoint")
-    svc = Service(tmp_models, "broken")
+    svc = service_for(tmp_models, "broken")
     run = subprocess.run(svc.args("--used_model", "broken.pth", "--startup_timeout", "60"), cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 2
-    assert "worker error: ValueError: cannot load FRVSR checkpoint" in run.stderr and "model_log.log" in run.stderr
+    assert "worker error: ValueError: cannot load model checkpoint" in run.stderr and "model_log.log" in run.stderr
     assert not ts_processes(svc.run_dir)
 
 
@@ -296,13 +299,13 @@ def test_crashed_run_leftover_is_cleaned_and_shutdown_leaves_nothing(service, tm
     service.stop(signal.SIGKILL)  # a crash: TorchServe keeps running in its own process group
     assert group_alive(state.ts_pgid) and ts_processes(service.run_dir)
 
-    again = Service(tmp_models, "restart")  # same run root: finds the orphan via state.json and stops it
+    again = service_for(tmp_models, "restart")  # same run root: finds the orphan via state.json and stops it
     again.ports = service.ports  # and needs the very ports the orphan holds
     try:
         again.start()
         assert not group_alive(state.ts_pgid) and not ts_processes(service.run_dir)
         assert "left over" in again.log()
-        assert requests.post(again.url + "/autotable/predict", json={"content": b64(make_video(frames=2))}, timeout=120).status_code == 200
+        assert predict(again, json={"content": b64(make_video(frames=2))}).status_code == 200
         new_state = RunState.load(again.run_dir)
     finally:
         code = again.stop(signal.SIGTERM)

@@ -1,0 +1,229 @@
+"""The seam between the front door and the model server.
+
+The proxy (``proxy.app``) sees a model server only through :class:`Backend`: ``predict(body, timeout_s)``
+returns ``(status, payload, headers)`` already in the public contract (payload: the base64 video for 200,
+else the message for the envelope) and ``health()`` says whether a model is ready. :class:`TorchServeBackend`
+is the one implementation: it owns TorchServe's tokens (``key_file.json``, renewal through the token API
+and one retry when a key is refused), its URLs and the mapping of TorchServe's errors to the contract.
+Putting the same handler pipeline behind another server means writing another class like it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
+
+from serving.contract import HEADER_PREFIX
+from serving.torchserve import read_key_file
+
+log = logging.getLogger(__name__)
+
+RENEW_MARGIN_S = 60.0  # renew the inference key this long before TorchServe says it expires
+
+
+class Reply(NamedTuple):
+    """A model server's answer in the public contract's terms."""
+
+    status: int  # the HTTP status the client gets
+    payload: bytes | str  # 200: the base64 video (bytes); otherwise the envelope's message
+    headers: dict[str, str]  # X-FRVSR-* headers to pass on (timing, format, model)
+
+
+class Health(NamedTuple):
+    ready: bool  # a model worker can take requests
+    data: dict  # merged into GET /health's data
+    msg: str  # why not ready ("ok" when ready)
+
+
+class Backend(Protocol):
+    """What the proxy needs from a model server."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def predict(self, body: bytes, timeout_s: float) -> Reply:
+        """Forward a validated request body; raises ``asyncio.TimeoutError`` after ``timeout_s``."""
+        ...
+
+    async def health(self) -> Health: ...
+
+
+# ----------------------------------------------------------------------------- TorchServe's tokens
+
+
+class TokenSource:
+    """TorchServe's keys from key_file.json (re-read when it changes); renews the inference key when it expires."""
+
+    def __init__(self, key_file: Path | None, management_url: str, renew_margin_s: float = RENEW_MARGIN_S):
+        self.key_file = Path(key_file) if key_file else None
+        self.management_url = management_url
+        self.renew_margin_s = renew_margin_s
+        self._mtime: int | None = None
+        self._keys: dict[str, str] = {}
+        self._expires: dict[str, float | None] = {}
+        self._lock = asyncio.Lock()
+
+    def _load(self) -> None:
+        """Blocking (stat, read): runs in a thread."""
+        mtime = self.key_file.stat().st_mtime_ns
+        if mtime != self._mtime:
+            self._keys, self._expires = read_key_file(self.key_file)
+            self._mtime = mtime
+
+    async def key(self, kind: str) -> str | None:
+        if self.key_file is None:
+            return None
+        for attempt in range(3):
+            try:
+                await asyncio.to_thread(self._load)
+                break
+            except (OSError, ValueError):  # missing or half-written: TorchServe is (re)writing it
+                if attempt < 2:
+                    await asyncio.sleep(0.05)
+        return self._keys.get(kind)
+
+    def expiring(self, kind: str) -> bool:
+        exp = self._expires.get(kind)
+        return exp is not None and exp - time.time() < self.renew_margin_s
+
+    async def inference_key(self, session: ClientSession) -> str | None:
+        key = await self.key("inference")
+        if key is not None and self.expiring("inference"):
+            key = await self.renew(session, key)
+        return key
+
+    async def renew(self, session: ClientSession, stale: str | None) -> str | None:
+        """Ask TorchServe for a new inference key (once, however many requests noticed the old one)."""
+        async with self._lock:
+            current = await self.key("inference")
+            if current != stale and not self.expiring("inference"):
+                return current  # another request renewed it meanwhile
+            api_key = await self.key("API")
+            try:
+                async with session.post(
+                    f"{self.management_url}/token", params={"type": "inference"},
+                    headers=auth(api_key), timeout=ClientTimeout(total=10),
+                ) as r:
+                    ok = r.status == 200
+                    if not ok:
+                        log.warning("renewing the inference key failed: HTTP %d", r.status)
+            except (ClientError, asyncio.TimeoutError) as e:
+                log.warning("renewing the inference key failed: %s", e)
+                ok = False
+            self._mtime = None  # TorchServe rewrote the file (or we re-read it to be sure)
+            fresh = await self.key("inference")
+            if ok and fresh != stale:
+                log.info("inference key renewed")
+            elif ok:
+                log.warning("TorchServe accepted the renewal but key_file.json still holds the old inference key")
+            return fresh
+
+
+def auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def torchserve_message(body: bytes) -> tuple[str, str]:
+    """(type, message) of a TorchServe error body ``{"code", "type", "message"}``."""
+    try:
+        d = json.loads(body)
+        return str(d.get("type", "")), str(d.get("message", "")).strip()
+    except (ValueError, AttributeError):
+        return "", body[:300].decode(errors="replace").strip()
+
+
+# ----------------------------------------------------------------------------- the backend
+
+
+class TorchServeBackend:
+    """``POST /predictions/<model>`` (the model's default version) and health from TorchServe's APIs."""
+
+    def __init__(self, model: str, inference_url: str = "http://127.0.0.1:8085", management_url: str = "http://127.0.0.1:8081",
+                 key_file: Path | None = None, connections: int = 8, renew_margin_s: float = RENEW_MARGIN_S):
+        self.model = model
+        self.inference_url = inference_url
+        self.management_url = management_url
+        self.tokens = TokenSource(key_file, management_url, renew_margin_s)
+        self.connections = connections
+        self.session: ClientSession | None = None
+
+    async def start(self) -> None:
+        # no total timeout on the session: each request sets its own; keep connections to TorchServe alive
+        self.session = ClientSession(connector=TCPConnector(limit=self.connections), timeout=ClientTimeout(total=None))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def predict(self, body: bytes, timeout_s: float) -> Reply:
+        url = f"{self.inference_url}/predictions/{self.model}"
+        timeout = ClientTimeout(total=max(0.001, timeout_s))
+        try:
+            for attempt in range(2):
+                key = await self.tokens.inference_key(self.session)
+                headers = {"Content-Type": "application/json", **auth(key)}
+                async with self.session.post(url, data=body, headers=headers, timeout=timeout) as r:
+                    payload = await r.read()
+                    if r.status == 200:
+                        passed = {k: v for k, v in r.headers.items() if k.lower().startswith(HEADER_PREFIX.lower())}
+                        return Reply(200, payload.strip(), passed)
+                    kind, message = torchserve_message(payload)
+                    if kind == "InvalidKeyException":  # our token, not the client's fault
+                        if attempt == 0 and self.tokens.key_file is not None:
+                            await self.tokens.renew(self.session, key)
+                            continue
+                        break
+                    return self.map_error(r.status, message)
+        except ClientError as e:
+            return Reply(503, f"TorchServe is not reachable at {self.inference_url} ({type(e).__name__}); it may be down or restarting, retry in a minute", {})
+        return Reply(503, "TorchServe rejected the proxy's inference key (even after renewing it); the operator should restart client_infer.py", {})
+
+    def map_error(self, status: int, message: str) -> Reply:
+        """TorchServe's error statuses -> the contract's (the handler's own 4xx pass through with their message)."""
+        if status in (400, 415, 422):
+            return Reply(status, message, {})
+        if status == 404:
+            return Reply(503, f"model {self.model!r} is not registered in TorchServe ({message}); register it with the management API (see docs/serving.md)", {})
+        if status == 503:
+            return Reply(503, f"the model has no free worker or its queue is full ({message}); retry in a few seconds", {})
+        if status in (408, 504):
+            return Reply(504, f"the model did not answer in time ({message}); send a shorter clip or retry later", {})
+        if status == 507 and "worker died" in message.lower():
+            # TorchServe answers 507 for any worker death (a crash or kill), not only for memory
+            return Reply(503, f"the model worker stopped during this request and is being restarted ({message}); retry in a few seconds", {})
+        if status == 507:
+            return Reply(507, f"the server ran out of memory on this clip ({message}); send a smaller clip", {})
+        if 400 <= status < 500:
+            return Reply(status, message or f"TorchServe answered HTTP {status}", {})
+        return Reply(500, f"inference failed on the server ({message or status}); the operator can see why in the TorchServe log", {})
+
+    async def health(self) -> Health:
+        data: dict = {"torchserve": "unreachable", "model": {"name": self.model, "ready": False}}
+        timeout = ClientTimeout(total=5)
+        try:
+            key = await self.tokens.inference_key(self.session)
+            async with self.session.get(f"{self.inference_url}/ping", headers=auth(key), timeout=timeout) as r:
+                data["torchserve"] = (await r.json(content_type=None)).get("status", f"HTTP {r.status}") if r.status == 200 else f"HTTP {r.status}"
+            mkey = await self.tokens.key("management")
+            async with self.session.get(f"{self.management_url}/models/{self.model}", headers=auth(mkey), timeout=timeout) as r:
+                if r.status == 200:
+                    d = (await r.json(content_type=None))[0]
+                    workers = [w.get("status") for w in d.get("workers", [])]
+                    data["model"] = {
+                        "name": self.model, "version": d.get("modelVersion"), "workers": workers,
+                        "queue": d.get("jobQueueStatus", {}), "ready": "READY" in workers,
+                    }
+                else:
+                    data["model"]["error"] = torchserve_message(await r.read())[1]
+        except (ClientError, asyncio.TimeoutError, ValueError, KeyError, IndexError) as e:
+            data["error"] = f"{type(e).__name__}: {e}"[:200]
+        ready = bool(data["model"].get("ready"))
+        why = data.get("error") or data["model"].get("error") or f"TorchServe {data['torchserve']}, workers {data['model'].get('workers')}"
+        return Health(ready, data, "ok" if ready else f"the model is not ready: {why}")
