@@ -57,7 +57,7 @@ def parse_timing(text: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in (text or "").split(";"):
         key, sep, value = part.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             continue
         try:
             out[key.strip()] = float(value)

@@ -3,35 +3,27 @@ correct 4x result), and the service stays healthy afterwards.
 
 Only cases test_serving.py does not already cover (it has: body not JSON, missing / non-string / non-base64
 ``content``, plain text, over max_pixels, over max_seconds, oversized Content-Length, wrong method).
-Reuses test_serving's ``Service``; TorchServe starts once for this module (tiny model).
+TorchServe starts once for this module (tiny model, ``serving.launcher.ServiceProcess``).
 """
 
 from __future__ import annotations
 
 import base64
-import io
-import subprocess
-from fractions import Fraction
 
-import av
 import cv2
-import numpy as np
 import pytest
 import requests
-from clips import make_video, probe
-from conftest import moving_clip
-from test_serving import Service, b64, predict
+from clips import audio_only, encode_video, make_video, moving_clip, probe
+from services import b64, needs_java, predict, tiny_service
 
-from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint
+from serving.contract import HEALTH_PATH
 
-pytestmark = pytest.mark.skipif(subprocess.run(["java", "-version"], capture_output=True).returncode != 0, reason="TorchServe needs Java")
+pytestmark = [pytest.mark.slow, needs_java]
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bad_input")
-    save_checkpoint(tmp / "tiny.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
-    svc = Service(tmp).start()
+    svc = tiny_service(tmp_path_factory.mktemp("bad_input"))
     yield svc
     svc.stop()
 
@@ -40,56 +32,24 @@ def service(tmp_path_factory):
 def healthy_after(service):
     """The service answers GET /health 200 after the test's request."""
     yield service
-    r = requests.get(service.url + "/health", timeout=30)
+    r = requests.get(service.url + HEALTH_PATH, timeout=30)
     assert r.status_code == 200, r.text[:300]
 
 
 # ----------------------------------------------------------------------------- input makers
 
 def encode(muxer: str, codec: str, pix_fmt: str, frames: int = 4, width: int = 32, height: int = 24, fps: int = 10,
-           src_format: str = "rgb24") -> bytes:
-    """A moving texture encoded with any muxer/codec/pixel format PyAV has (``frames=0``: header only)."""
-    clip = moving_clip(max(frames, 1), height, width)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=muxer) as c:
-        v = c.add_stream(codec, rate=fps)
-        v.width, v.height, v.pix_fmt = width, height, pix_fmt
-        for i in range(frames):
-            img = clip[i] if src_format == "rgb24" else cv2.cvtColor(clip[i], cv2.COLOR_RGB2GRAY)
-            frame = av.VideoFrame.from_ndarray(img, format=src_format)
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            c.mux(v.encode(frame))
-        c.mux(v.encode(None))
-    return buf.getvalue()
-
-
-def audio_only(muxer: str, codec: str) -> bytes:
-    """One second of a tone in ``muxer``: a readable container without any video stream."""
-    rate, n = 48000, 1024
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=muxer) as c:
-        a = c.add_stream(codec, rate=rate)
-        a.layout = "mono"
-        fmt = a.codec_context.format.name
-        x = 0.2 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
-        data = x.astype(np.float32)[None] if fmt.startswith("flt") else (x * 32767).astype(np.int16 if fmt.startswith("s16") else np.int32)[None]
-        for t in range(0, rate, n):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, t : t + n]), format=fmt, layout="mono")
-            frame.sample_rate, frame.pts = rate, t
-            c.mux(a.encode(frame))
-        c.mux(a.encode(None))
-    return buf.getvalue()
+           gray: bool = False) -> bytes:
+    """A moving texture in any muxer/codec/pixel format PyAV has (``frames=0``: the stream header only)."""
+    clip = moving_clip(frames, height, width)
+    if gray:
+        clip = clip.mean(axis=-1).astype("uint8")
+    return encode_video(clip, fps=fps, muxer=muxer, codec=codec, pix_fmt=pix_fmt)
 
 
 def zero_frames() -> bytes:
     """An AVI with a 32x24 MJPEG video stream header and no frames at all."""
-    buf = io.BytesIO()
-    c = av.open(buf, "w", format="avi")
-    v = c.add_stream("mjpeg", rate=10)
-    v.width, v.height, v.pix_fmt = 32, 24, "yuvj420p"
-    c.start_encoding()
-    c.close()
-    return buf.getvalue()
+    return encode("avi", "mjpeg", "yuvj420p", frames=0)
 
 
 def cut(data: bytes, fraction: float) -> bytes:
@@ -146,7 +106,7 @@ def test_bad_input_gets_a_clean_json_4xx(healthy_after, name, payload, status, w
     "name,video,size",
     [
         ("odd_37x53", lambda: encode("matroska", "ffv1", "yuv420p", width=37, height=53), (148, 212)),
-        ("gray8", lambda: encode("matroska", "ffv1", "gray", src_format="gray"), (128, 96)),
+        ("gray8", lambda: encode("matroska", "ffv1", "gray", gray=True), (128, 96)),
         ("yuv420p10le", lambda: encode("matroska", "ffv1", "yuv420p10le"), (128, 96)),
     ],
 )

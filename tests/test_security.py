@@ -1,7 +1,7 @@
 """Security defaults of a real run: TorchServe on loopback only, token-protected management and inference,
 registration limited to the local model store, and no request/response content in any log.
 
-Reuses test_serving's ``Service`` (client_infer.py on free ports, tiny model); TorchServe starts once here.
+``serving.launcher.ServiceProcess`` runs client_infer.py on free ports with a tiny model; TorchServe starts once here.
 What test_serving already checks (management refused without a token, taken ports refused) is not repeated.
 """
 
@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import subprocess
 import uuid
 
 import psutil
 import pytest
 import requests
 from clips import make_video
-from test_serving import Service, b64, predict, ts_processes
+from services import b64, needs_java, predict, tiny_service
 
-from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint
 from serving.torchserve import read_properties
 
-pytestmark = pytest.mark.skipif(subprocess.run(["java", "-version"], capture_output=True).returncode != 0, reason="TorchServe needs Java")
+pytestmark = [pytest.mark.slow, needs_java]
 
 # A unique run of base64 characters (length divisible by 4, so it stays valid base64 inside content).
 MARKER = "SeCrEtMaRkEr" + uuid.uuid4().hex.upper()[:12] + "AbCd"
@@ -29,9 +27,7 @@ MARKER = "SeCrEtMaRkEr" + uuid.uuid4().hex.upper()[:12] + "AbCd"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("security")
-    save_checkpoint(tmp / "tiny.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
-    svc = Service(tmp).start()
+    svc = tiny_service(tmp_path_factory.mktemp("security"))
     yield svc
     svc.stop()
 
@@ -53,7 +49,7 @@ def test_run_config_binds_every_torchserve_address_to_loopback(service):
 
 
 def test_listening_sockets_are_loopback_only(service):
-    jvms = [p for p in ts_processes(service.run_dir) if "model_service_worker" not in " ".join(p.cmdline())]
+    jvms = service.processes(worker=False)
     assert jvms, "TorchServe JVM not found"
     listening = []
     for p in jvms + [psutil.Process(service.proc.pid)]:
@@ -103,7 +99,7 @@ def test_no_request_or_response_content_in_any_log(service):
 
     out_sample = out_b64[len(out_b64) // 2 : len(out_b64) // 2 + 40]
     raw_sample = base64.b64decode(MARKER).hex()
-    logs = {"proxy/client_infer output": "".join(service.output)}
+    logs = {"proxy/client_infer output": service.log()}
     for f in service.run_dir.rglob("*"):
         if f.is_file() and f.suffix in (".log", ".txt", ".json", "") and f.stat().st_size < 50 * 2**20:
             logs[str(f.relative_to(service.run_dir))] = f.read_text(errors="replace")

@@ -12,7 +12,9 @@ import psutil
 import pytest
 from conftest import ROOT
 
-from serving.service import StartupError, check_java, request_limit_bytes, resolve_checkpoint
+from handler.settings import Limits
+from serving.contract import request_limit_bytes, response_limit_bytes
+from serving.service import StartupError, check_device, check_java, resolve_checkpoint
 from serving.torchserve import (
     Ports,
     RunState,
@@ -36,8 +38,8 @@ def test_committed_config_properties():
     assert props["model_store"] == "model_store" and props["enable_model_api"] == "true"
     assert props["disable_token_authorization"] == "false"
     assert props["default_workers_per_model"] == "1"
-    assert int(props["max_request_size"]) >= request_limit_bytes(__import__("handler.settings", fromlist=["Limits"]).Limits())
-    assert int(props["max_response_size"]) > 6553500
+    assert int(props["max_request_size"]) >= request_limit_bytes(Limits())
+    assert int(props["max_response_size"]) >= response_limit_bytes(Limits())
     assert "model_store" in props["allowed_urls"] and "http" not in props["allowed_urls"]
 
 
@@ -103,3 +105,14 @@ def test_missing_java_and_checkpoint_messages(monkeypatch, tmp_path):
         check_java()
     with pytest.raises(StartupError, match=r"not found: .*FRVSR_GAN_default.pth.*--model_path and --used_model"):
         resolve_checkpoint(str(tmp_path), "FRVSR_GAN_default.pth")
+
+
+def test_device_errors_say_what_to_use():
+    import torch
+
+    with pytest.raises(StartupError, match="must be cpu, cuda or cuda:N, got 'gpu'"):
+        check_device("gpu")
+    check_device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(StartupError, match="no CUDA GPU.*use --device cpu"):
+            check_device("cuda:0")
