@@ -52,7 +52,7 @@ def random_frvsr(cfg, seed: int = 0):
 def tiny_cfg():
     from model.frvsr import FRVSRConfig
 
-    return FRVSRConfig(channels=8, blocks=1, fnet_channels=4)
+    return FRVSRConfig(channels=8, blocks=1, fnet_channels=4, hidden=4)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +60,7 @@ def tiny_model():
     """A tiny FRVSR in eval mode with every layer random (see ``random_frvsr``); tests must not train it."""
     from model.frvsr import FRVSRConfig
 
-    return random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).eval()
+    return random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4, hidden=4)).eval()
 
 
 @pytest.fixture

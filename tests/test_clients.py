@@ -2,6 +2,7 @@
 and a 2-process torchrun training."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from openpyxl import load_workbook
 
 from conftest import ROOT
 
-TINY = "{'advance_settings': {'channels': 8, 'blocks': 1, 'fnet_channels': 4, 'crop_size': 32, 'num_frames': 3, 'epochs': 2, 'crops_per_clip': 2, 'batch_size': 2, 'max_minutes': 2}}"
+TINY = "{'advance_settings': {'channels': 8, 'blocks': 1, 'fnet_channels': 4, 'hidden': 4, 'crop_size': 32, 'num_frames': 3, 'epochs': 2, 'crops_per_clip': 2, 'batch_size': 2, 'max_minutes': 2}}"
 EVAL_KEYS = {"MSE", "SSIMs", "PSNR", "SSIM"}
 
 
@@ -50,7 +51,11 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
     test = json.loads((runs / "metric" / "trial.txt").read_text())
     assert set(test) == {"model_path", "predict_result_filename", "preview_data", "test_result", "predict_prob", "test_consuming"}
     assert set(test["test_result"]) == {"FRVSR_GAN", "Bicubic"}
-    assert all(set(v["test"]) == EVAL_KEYS for v in test["test_result"].values())
+    assert all(set(v) == {"test", "test_h264_crf23"} for v in test["test_result"].values())  # clean + the default CRF 23
+    assert all(set(c) == EVAL_KEYS for v in test["test_result"].values() for c in v.values())
+    for v in test["test_result"].values():  # MSE on the 8-bit scale: PSNR = 10 log10(255^2 / MSE)
+        assert v["test"]["PSNR"] == pytest.approx(10 * math.log10(255**2 / v["test"]["MSE"]), abs=2e-4)
+        assert v["test_h264_crf23"]["PSNR"] < v["test"]["PSNR"]  # the compressed input is harder
     assert test["preview_data"] == {} and test["predict_prob"] == {} and test["test_consuming"]["test"] > 0
     out_dir = Path(test["model_path"])
     assert out_dir.parent == runs / "models" and out_dir != model_dir
@@ -62,6 +67,8 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
     assert sorted(r[0] for r in rows[1:]) == [f"sample_{i}" for i in range(4)]  # no sep_testlist: every sample
     assert all(r[1] == 7 and r[2] == "64x64" for r in rows[1:])
     assert len(wb["per_sample"]._charts) == 1
+    crf = {r[0]: r for r in wb["h264_crf23"].values if r and r[0] in ("FRVSR_GAN", "Bicubic")}
+    assert crf["FRVSR_GAN"][2] == pytest.approx(test["test_result"]["FRVSR_GAN"]["test_h264_crf23"]["PSNR"], abs=1e-3)
     summary = {r[0]: r for r in wb["summary"].values if r and r[0] in ("FRVSR_GAN", "Bicubic")}
     assert summary["Bicubic"][2] == pytest.approx(test["test_result"]["Bicubic"]["test"]["PSNR"], abs=1e-3)
     assert summary["FRVSR_GAN"][2] == pytest.approx(test["test_result"]["FRVSR_GAN"]["test"]["PSNR"], abs=1e-3)

@@ -111,6 +111,19 @@ def test_recurrence_uses_the_previous_estimate(tiny_cfg):
     assert not torch.allclose(out1, out2)
 
 
+def test_hidden_state_carries_the_past_on_its_own(tiny_cfg):
+    """With the warped estimate cut off from SRNet, frame 2 still depends on frame 1 through the
+    feature state; with ``hidden=0`` it then cannot."""
+    a, b, c = (torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    for hidden, depends in ((4, True), (0, False)):
+        model = random_frvsr(FRVSRConfig(**{**vars(tiny_cfg), "hidden": hidden})).eval()
+        with torch.no_grad():
+            model.srnet.head.weight[:, 3:3 + 48] = 0  # SRNet no longer sees the warped previous estimate
+            out1 = list(model.iterate([a, c]))[1][0]
+            out2 = list(model.iterate([b, c]))[1][0]
+        assert (not torch.allclose(out1, out2)) is depends
+
+
 def test_scene_cut_restarts_the_recurrence(tiny_cfg):
     """Across a cut, the output equals that of a fresh clip starting at the cut."""
     torch.manual_seed(0)
