@@ -10,7 +10,8 @@ import yaml
 
 import serving.archive as archive
 from handler.settings import HandlerSettings, Limits
-from model.frvsr import FRVSR, FRVSRConfig, save_checkpoint
+from model.checkpoint import save_checkpoint
+from model.frvsr import FRVSR, FRVSRConfig
 from serving.archive import build_mar, estimate_response_timeout, mar_file_name, model_name_from, write_model_config
 
 

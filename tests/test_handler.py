@@ -11,7 +11,7 @@ from ts.torch_handler.unit_tests.test_utils.mock_context import MockContext
 from ts.utils.util import PredictionException
 
 from clips import make_video, probe
-from model.frvsr import save_checkpoint
+from model.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from handler.errors import LimitExceeded, Unprocessable
 from handler.pipeline import open_job, upscale_video
 from handler.settings import HandlerSettings, Limits
 from handler.video import VideoReader
-from model.frvsr import super_resolve
+from model.inference import super_resolve
 
 
 def _tiny_settings(**kw) -> HandlerSettings:
