@@ -37,7 +37,7 @@ bench: setup
 	$(VPY) bench/run_bench.py
 
 soak: setup
-	$(VPY) bench/soak.py
+	$(VPY) -m bench.soak
 
 clean:
 	rm -rf runs model_store/*.mar logs .pytest_cache
