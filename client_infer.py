@@ -21,8 +21,16 @@ DEFAULT_USED_MODEL = "FRVSR_GAN_default.pth"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", default=DEFAULT_MODEL_PATH, help=f"folder holding the checkpoint, or the checkpoint itself (default {DEFAULT_MODEL_PATH})")
-    p.add_argument("--used_model", default=DEFAULT_USED_MODEL, help=f"checkpoint file name inside --model_path; also names the model (default {DEFAULT_USED_MODEL})")
+    p.add_argument(
+        "--model_path",
+        default=DEFAULT_MODEL_PATH,
+        help=f"folder holding the checkpoint, or the checkpoint itself (default {DEFAULT_MODEL_PATH})",
+    )
+    p.add_argument(
+        "--used_model",
+        default=DEFAULT_USED_MODEL,
+        help=f"checkpoint file name inside --model_path; also names the model (default {DEFAULT_USED_MODEL})",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--service_port", type=int, default=8080, help="port of the /autotable/predict proxy (default 8080)")
     g = p.add_argument_group("TorchServe ports (all on 127.0.0.1; change them to run a second instance)")
@@ -35,38 +43,94 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--max_frames", type=int, default=300, help="frames per clip (default 300)")
     g.add_argument("--max_output_mb", type=float, default=192, help="encoded 4x video size (default 192)")
     g = p.add_argument_group("service")
-    g.add_argument("--host", default="127.0.0.1", help="address the proxy binds (default 127.0.0.1; 0.0.0.0 to accept other machines)")
-    g.add_argument("--workers", type=int, default=1, help="TorchServe workers; each gets cores/workers torch threads (default 1)")
-    g.add_argument("--max_inflight", type=int, default=0, help="requests the proxy hands to TorchServe at once; the rest wait in the proxy's queue (default 0 = workers + 1)")
-    g.add_argument("--max_queued", type=int, default=32, help="requests that may wait in the proxy's queue, in arrival order; more get 503 with Retry-After (default 32)")
-    g.add_argument("--max_queued_mb", type=float, default=512, help="MiB of request bodies that may wait in the queue (default 512)")
-    g.add_argument("--response_timeout", type=int, default=None, help="seconds per clip before TorchServe gives up (default: measured)")
-    g.add_argument("--startup_timeout", type=float, default=180, help="seconds to wait for the model to be READY (default 180)")
+    g.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the proxy binds (default 127.0.0.1; 0.0.0.0 to accept other machines)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=1, help="TorchServe workers; each gets cores/workers torch threads (default 1)"
+    )
+    g.add_argument(
+        "--max_inflight",
+        type=int,
+        default=0,
+        help="requests the proxy hands to TorchServe at once; the rest wait in the proxy's queue "
+        "(default 0 = workers + 1)",
+    )
+    g.add_argument(
+        "--max_queued",
+        type=int,
+        default=32,
+        help="requests that may wait in the proxy's queue, in arrival order; more get 503 with Retry-After "
+        "(default 32)",
+    )
+    g.add_argument(
+        "--max_queued_mb",
+        type=float,
+        default=512,
+        help="MiB of request bodies that may wait in the queue (default 512)",
+    )
+    g.add_argument(
+        "--response_timeout",
+        type=int,
+        default=None,
+        help="seconds per clip before TorchServe gives up (default: measured)",
+    )
+    g.add_argument(
+        "--startup_timeout", type=float, default=180, help="seconds to wait for the model to be READY (default 180)"
+    )
     g.add_argument("--model_name", default=None, help="TorchServe model name (default: --used_model without extension)")
     g.add_argument("--model_version", default="1.0", help="model version written into the .mar (default 1.0)")
     g.add_argument("--model_store", default=None, help="where .mar files go (default model_store/ in the repository)")
-    g.add_argument("--run_dir", default=None, help="run folder for config, logs and tokens (default runs/serve/<stamp>-<pid>)")
+    g.add_argument(
+        "--run_dir", default=None, help="run folder for config, logs and tokens (default runs/serve/<stamp>-<pid>)"
+    )
     g.add_argument("--x264_preset", default="veryfast", help="H.264 encoder speed preset (default veryfast)")
-    g.add_argument("--x264_crf", type=int, default=18, help="H.264 constant quality, lower = better and larger (default 18)")
-    g.add_argument("--x264_rgb", action="store_true", help="fidelity mode: H.264 in RGB (libx264rgb), no 4:2:0 chroma loss; ~4x larger, not playable in browsers")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="convolution precision; auto = bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, else fp32 (default auto)")
-    g.add_argument("--always_420", action="store_true", help="encode 4:2:0 even for RGB/4:4:4 sources (by default they keep full-resolution colour)")
-    g.add_argument("--archive_only", action="store_true", help="build the .mar into --model_store and exit (e.g. a version to register)")
+    g.add_argument(
+        "--x264_crf", type=int, default=18, help="H.264 constant quality, lower = better and larger (default 18)"
+    )
+    g.add_argument(
+        "--x264_rgb",
+        action="store_true",
+        help="fidelity mode: H.264 in RGB (libx264rgb), no 4:2:0 chroma loss; ~4x larger, not playable in browsers",
+    )
+    g.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="convolution precision; auto = bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, "
+        "else fp32 (default auto)",
+    )
+    g.add_argument(
+        "--always_420",
+        action="store_true",
+        help="encode 4:2:0 even for RGB/4:4:4 sources (by default they keep full-resolution colour)",
+    )
+    g.add_argument(
+        "--archive_only",
+        action="store_true",
+        help="build the .mar into --model_store and exit (e.g. a version to register)",
+    )
     return p.parse_args(argv)
 
 
 def print_banner(info: dict) -> None:
     p, lim, url = info["ports"], info["limits"], info["url"]
+    inflight, queued, queued_bytes = info["queue"]
+    metrics = f"http://127.0.0.1:{p.metrics}/metrics"
+    curl = "curl -s -X POST -H 'Content-Type: application/json' --data-binary @-"
     print(
         f"""
 FRVSR 4x video super-resolution is being served.
-  model       {info['model']} v{info['version']} ({info['checkpoint']}) on {info['device']}, {info['workers']} worker(s)
+  model       {info["model"]} v{info["version"]} ({info["checkpoint"]}) on {info["device"]}, {info["workers"]} worker(s)
   web page    {url}/   (pick a video, compare before and after)
   endpoint    POST {url}/autotable/predict      health: GET {url}/health
-  queue       {info['queue'][0]} at a time to TorchServe, then up to {info['queue'][1]} waiting ({info['queue'][2] / 2**20:.0f} MiB of uploads) in arrival order
-  TorchServe  inference 127.0.0.1:{p.inference}, management 127.0.0.1:{p.management}, metrics http://127.0.0.1:{p.metrics}/metrics
-  limits      {lim.max_pixels} pixels/frame, {lim.max_seconds:g} s, {lim.max_frames} frames; {info['response_timeout']} s per clip
-  run folder  {info['run_dir']}  (logs/, key_file.json with the management token)
+  queue       {inflight} at a time to TorchServe, then up to {queued} waiting ({queued_bytes / 2**20:.0f} MiB) in order
+  TorchServe  inference 127.0.0.1:{p.inference}, management 127.0.0.1:{p.management}, metrics {metrics}
+  limits      {lim.max_pixels} pixels/frame, {lim.max_seconds:g} s, {lim.max_frames} frames; \
+{info["response_timeout"]} s per clip
+  run folder  {info["run_dir"]}  (logs/, key_file.json with the management token)
 
 Try it (writes out.<ext> next to your video):
   python - input.avi <<'EOF'
@@ -77,7 +141,7 @@ body = r.json(); print(r.status_code, body["msg"], body["data"] and body["data"]
 if r.ok: open("out." + src.rsplit(".", 1)[-1], "wb").write(base64.b64decode(body["data"]["content"]))
 EOF
 or with curl:
-  (printf '{{"content": "'; base64 -w0 input.avi; printf '"}}') | curl -s -X POST -H 'Content-Type: application/json' --data-binary @- {url}/autotable/predict > out.json
+  (printf '{{"content": "'; base64 -w0 input.avi; printf '"}}') | {curl} {url}/autotable/predict > out.json
 
 Ctrl-C stops the proxy and TorchServe.""",
         flush=True,
@@ -94,22 +158,41 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         checkpoint = resolve_checkpoint(args.model_path, args.used_model)
-        name = args.model_name or model_name_from(args.used_model if Path(args.model_path).is_dir() else Path(args.model_path).name)
+        name = args.model_name or model_name_from(
+            args.used_model if Path(args.model_path).is_dir() else Path(args.model_path).name
+        )
         limits = Limits(args.max_pixels, args.max_seconds, args.max_frames, int(args.max_output_mb * 2**20))
         opts = ServeOptions(
-            checkpoint=checkpoint, model_name=name, version=args.model_version, device=args.device, host=args.host,
+            checkpoint=checkpoint,
+            model_name=name,
+            version=args.model_version,
+            device=args.device,
+            host=args.host,
             ports=Ports(args.service_port, args.inference_port, args.management_port, args.metrics_port),
-            workers=max(1, args.workers), limits=limits, encoder=EncoderSettings(x264_preset=args.x264_preset, x264_crf=args.x264_crf, x264_rgb=args.x264_rgb, keep_full_chroma=not args.always_420),
-            precision=args.precision, response_timeout=args.response_timeout, startup_timeout=args.startup_timeout,
-            max_inflight=max(0, args.max_inflight), max_queued=max(0, args.max_queued), max_queued_bytes=int(args.max_queued_mb * 2**20),
+            workers=max(1, args.workers),
+            limits=limits,
+            encoder=EncoderSettings(
+                x264_preset=args.x264_preset,
+                x264_crf=args.x264_crf,
+                x264_rgb=args.x264_rgb,
+                keep_full_chroma=not args.always_420,
+            ),
+            precision=args.precision,
+            response_timeout=args.response_timeout,
+            startup_timeout=args.startup_timeout,
+            max_inflight=max(0, args.max_inflight),
+            max_queued=max(0, args.max_queued),
+            max_queued_bytes=int(args.max_queued_mb * 2**20),
             run_dir=Path(args.run_dir) if args.run_dir else None,
             model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
         )
         if args.archive_only:
             mar = archive_only(opts)
-            print(f"built {mar}\nregister it (management token in runs/serve/<run>/key_file.json):\n"
-                  f"  curl -X POST -H \"Authorization: Bearer $MANAGEMENT_KEY\" "
-                  f"\"http://127.0.0.1:{args.management_port}/models?url={mar.name}&initial_workers=1&synchronous=true\"")
+            print(
+                f"built {mar}\nregister it (management token in runs/serve/<run>/key_file.json):\n"
+                f'  curl -X POST -H "Authorization: Bearer $MANAGEMENT_KEY" '
+                f'"http://127.0.0.1:{args.management_port}/models?url={mar.name}&initial_workers=1&synchronous=true"'
+            )
             return 0
         return run(opts, on_ready=print_banner)
     except (StartupError, ServeError, ValueError, FileNotFoundError) as e:

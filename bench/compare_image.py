@@ -29,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip", default="00002/0007")
     p.add_argument("--frame", type=int, default=4)
     p.add_argument("--box", default="150,60,128,128", help="x,y,w,h of the high-res crop")
-    p.add_argument("--model", nargs="+", default=[str(ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth")], help="one or more checkpoints, shown left to right")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=[str(ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth")],
+        help="one or more checkpoints, shown left to right",
+    )
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "default_compare.png"))
     a = p.parse_args(argv)
     sample = next(s for s in discover_samples(a.dataset_path) if s.name == a.clip)
@@ -45,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     row = cv2.resize(row, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(a.out, cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
-    print(f"wrote {a.out}: bicubic | {' | '.join(Path(m).name for m in a.model)} | ground truth, clip {a.clip} frame {a.frame}, crop {a.box}")
+    print(
+        f"wrote {a.out}: bicubic | {' | '.join(Path(m).name for m in a.model)} | ground truth, "
+        f"clip {a.clip} frame {a.frame}, crop {a.box}"
+    )
     return 0
 
 

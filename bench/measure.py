@@ -70,8 +70,14 @@ def measure(name: str, video: bytes, repeat: int, work: Path, extra: list[str], 
             wall = time.perf_counter() - t
             r.raise_for_status()
             data = r.json()["data"]
-            runs.append({"wall": wall, "elapsed": data["elapsed_time"], **parse_timing(r.headers[TIMING_HEADER]),
-                         "out_bytes": b64_decoded_len(len(data["content"]))})
+            runs.append(
+                {
+                    "wall": wall,
+                    "elapsed": data["elapsed_time"],
+                    **parse_timing(r.headers[TIMING_HEADER]),
+                    "out_bytes": b64_decoded_len(len(data["content"])),
+                }
+            )
         return runs
 
 
@@ -92,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     clip = moving_clip(int(a.seconds * a.fps), a.height, a.width)
     video = encode_video(clip, CONTAINERS[a.container], a.fps)
     threads = available_cores()
-    print(f"clip: {a.width}x{a.height}, {len(clip)} frames at {a.fps} fps, {a.container} {len(video) / 1e3:.0f} kB; {threads} cores")
+    print(
+        f"clip: {a.width}x{a.height}, {len(clip)} frames at {a.fps} fps, {a.container} {len(video) / 1e3:.0f} kB; "
+        f"{threads} cores"
+    )
     with tempfile.TemporaryDirectory(dir=ROOT / "runs" if (ROOT / "runs").is_dir() else None) as tmp:
         for name in a.models.split(","):
             runs = measure(name, video, a.repeat, Path(tmp), a.extra.split())
@@ -100,9 +109,11 @@ def main(argv: list[str] | None = None) -> None:
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             transport = med["wall"] - med["total"]
             print(
-                f"{name:>5}: wall {med['wall']:.2f} s (min {min(r['wall'] for r in runs):.2f}) | worker total {med['total']:.2f}: "
+                f"{name:>5}: wall {med['wall']:.2f} s (min {min(r['wall'] for r in runs):.2f}) | "
+                f"worker total {med['total']:.2f}: "
                 f"decode {med['decode']:.2f}, model {med['model']:.2f}, encode {med['encode']:.2f} (overlapped) | "
-                f"transport {transport:.2f} | model alone {alone:.2f} s -> not-model share {(med['wall'] - alone) / med['wall']:.0%} | "
+                f"transport {transport:.2f} | model alone {alone:.2f} s -> "
+                f"not-model share {(med['wall'] - alone) / med['wall']:.0%} | "
                 f"out {med['out_bytes'] / 1e6:.1f} MB"
             )
 

@@ -46,12 +46,26 @@ def run_once(driver, url: str, clip: Path) -> dict:
     wait(driver, "document.getElementById('limits').textContent.includes('frames up to')", 30)
     t0 = time.perf_counter()
     driver.find_element("id", "file").send_keys(str(clip))
-    t_up = wait(driver, "document.getElementById('phase').textContent.startsWith('Processing') || !document.getElementById('result').hidden", 60)
-    t_done = wait(driver, "!document.getElementById('result').hidden && document.getElementById('after').readyState >= 2 "
-                          "|| !document.getElementById('error').hidden", 600)
+    t_up = wait(
+        driver,
+        "document.getElementById('phase').textContent.startsWith('Processing') "
+        "|| !document.getElementById('result').hidden",
+        60,
+    )
+    t_done = wait(
+        driver,
+        "!document.getElementById('result').hidden && document.getElementById('after').readyState >= 2 "
+        "|| !document.getElementById('error').hidden",
+        600,
+    )
     if not js(driver, "document.getElementById('error').hidden"):
         raise SystemExit("the page shows an error: " + js(driver, "document.getElementById('error').innerText"))
-    return {"upload": t_up - t0, "processing": t_done - t_up, "total": t_done - t0, "info": js(driver, "document.getElementById('info').textContent")}
+    return {
+        "upload": t_up - t0,
+        "processing": t_done - t_up,
+        "total": t_done - t0,
+        "info": js(driver, "document.getElementById('info').textContent"),
+    }
 
 
 def sample_clip() -> np.ndarray:
@@ -69,7 +83,9 @@ def sample_clip() -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--screenshot", type=Path, default=None, help="also save a screenshot of the page with a result here")
+    p.add_argument(
+        "--screenshot", type=Path, default=None, help="also save a screenshot of the page with a result here"
+    )
     a = p.parse_args(argv)
     if missing():
         raise SystemExit(f"no headless Chromium: {missing()}")
@@ -82,17 +98,26 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 runs = [run_once(driver, svc.url, clip) for _ in range(a.repeat)]
                 for i, r in enumerate(runs):
-                    print(f"run {i + 1}: upload {r['upload']:.2f} s, processing {r['processing']:.2f} s, "
-                          f"total {r['total']:.2f} s | {r['info']}")
+                    print(
+                        f"run {i + 1}: upload {r['upload']:.2f} s, processing {r['processing']:.2f} s, "
+                        f"total {r['total']:.2f} s | {r['info']}"
+                    )
                 totals = sorted(r["total"] for r in runs)
-                print(f"median wait {totals[len(totals) // 2]:.2f} s for a 5 s 176x144 30 fps clip (from choosing it to the 4x video playing)")
+                print(
+                    f"median wait {totals[len(totals) // 2]:.2f} s for a 5 s 176x144 30 fps clip "
+                    "(from choosing it to the 4x video playing)"
+                )
                 if a.screenshot:
                     real = work / "vimeo_sample_lowres.mp4"
-                    real.write_bytes(encode_video(sample_clip(), "mp4_h264", 30, options={"crf": "12", "preset": "veryfast"}))
+                    real.write_bytes(
+                        encode_video(sample_clip(), "mp4_h264", 30, options={"crf": "12", "preset": "veryfast"})
+                    )
                     run_once(driver, svc.url, real)
                     driver.set_window_size(1280, 900)
-                    driver.execute_script("const a = document.getElementById('after'), b = document.getElementById('before');"
-                                          "a.pause(); b.pause(); a.currentTime = 0.5; b.currentTime = 0.5;")
+                    driver.execute_script(
+                        "const a = document.getElementById('after'), b = document.getElementById('before');"
+                        "a.pause(); b.pause(); a.currentTime = 0.5; b.currentTime = 0.5;"
+                    )
                     time.sleep(1.0)
                     a.screenshot.parent.mkdir(parents=True, exist_ok=True)
                     driver.save_screenshot(str(a.screenshot))

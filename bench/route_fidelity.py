@@ -44,18 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     names = set(read_list(SHARED, "sep_testlist.txt"))
     clips = {s.name: crop_to_scale(read_clip(s)) for s in discover_samples(SHARED) if s.name in names}
     model = load_checkpoint(MODEL)[0]
-    with tempfile.TemporaryDirectory() as tmp, ServiceProcess(MODEL.parent, MODEL.name, Path(tmp), extra=extra).start() as svc:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ServiceProcess(MODEL.parent, MODEL.name, Path(tmp), extra=extra).start() as svc,
+    ):
         print("| clip | in-process PSNR | through the route PSNR | difference (dB) |\n|---|---|---|---|")
         for name, hr in sorted(clips.items()):
             lr = lowres_frames(to_float(hr), "bicubic")
             local = np.stack(list(super_resolve(model, lr)))
             lossless = encode_video(lr, "mkv_ffv1_rgb", 30)
-            r = requests.post(svc.url + PREDICT_PATH, json={"content": base64.b64encode(lossless).decode()}, timeout=600)
+            r = requests.post(
+                svc.url + PREDICT_PATH, json={"content": base64.b64encode(lossless).decode()}, timeout=600
+            )
             r.raise_for_status()
             routed = np.stack(decode_frames(base64.b64decode(r.json()["data"]["content"])))
             assert routed.shape == local.shape, (routed.shape, local.shape)
             a, b = psnr(local, hr), psnr(routed, hr)
-            print(f"| {name} ({lr.shape[2]}x{lr.shape[1]} -> {routed.shape[2]}x{routed.shape[1]}) | {a:.3f} | {b:.3f} | {a - b:.3f} |")
+            print(
+                f"| {name} ({lr.shape[2]}x{lr.shape[1]} -> {routed.shape[2]}x{routed.shape[1]}) "
+                f"| {a:.3f} | {b:.3f} | {a - b:.3f} |"
+            )
     return 0
 
 

@@ -124,6 +124,7 @@ def at_once(n: int, fn) -> list:
 
 # ----------------------------------------------------------------------------- cases
 
+
 def parallel_clients(svc: ServiceProcess, clients: int, per_client: int, clips: list[bytes], name: str) -> Case:
     """``clients`` clients at once, ``per_client`` requests each, over ``clips``: every answer must be 200 and
     equal that clip's answer sent alone (no retries: requests beyond the workers wait in the proxy's queue)."""
@@ -144,7 +145,9 @@ def parallel_clients(svc: ServiceProcess, clients: int, per_client: int, clips: 
         for ok, s, note in results:
             case.record(ok, s, note)
     if case.passed == case.requests:
-        case.notes.append(f"all {case.requests} answers 200 and identical to the same request sent alone, without retries")
+        case.notes.append(
+            f"all {case.requests} answers 200 and identical to the same request sent alone, without retries"
+        )
     return case
 
 
@@ -162,14 +165,24 @@ def overload(svc: ServiceProcess, clients: int, clip: bytes) -> Case:
             ok = r.json()["data"]["content"] == alone
             served += ok
             case.record(ok, s, None if ok else "a 200 with another answer's content")
-        elif is_envelope(r, range(503, 504)) and "queue is full" in r.json()["msg"] and r.headers.get("Retry-After", "").isdigit():
+        elif (
+            is_envelope(r, range(503, 504))
+            and "queue is full" in r.json()["msg"]
+            and r.headers.get("Retry-After", "").isdigit()
+        ):
             refused += 1
             retry_after.append(int(r.headers["Retry-After"]))
-            case.record(True, s, None if refused > 1 else f"first refusal: {describe(r)} (Retry-After {r.headers['Retry-After']})")
+            case.record(
+                True,
+                s,
+                None if refused > 1 else f"first refusal: {describe(r)} (Retry-After {r.headers['Retry-After']})",
+            )
         else:
             case.record(False, s, f"unexpected: {describe(r)}")
-    case.notes.append(f"{served} served (identical to the answer alone), {refused} refused with 503 queue full; "
-                      f"Retry-After {min(retry_after, default=0)}-{max(retry_after, default=0)} s")
+    case.notes.append(
+        f"{served} served (identical to the answer alone), {refused} refused with 503 queue full; "
+        f"Retry-After {min(retry_after, default=0)}-{max(retry_after, default=0)} s"
+    )
     if not served or not refused:
         case.fail("expected both served and refused requests")
     healthy = wait_healthy(svc.url, 60, svc.proc)
@@ -194,16 +207,24 @@ def sequential_memory(svc: ServiceProcess, n: int = 50, warmup: int = 5, max_gro
     base_rss = None
     for i in range(n):
         r, s = post(svc.url, payload)
-        case.record(r is not None and r.status_code == 200, s, None if r is not None and r.status_code == 200 else f"request {i}: {None if r is None else r.status_code}")
+        case.record(
+            r is not None and r.status_code == 200,
+            s,
+            None if r is not None and r.status_code == 200 else f"request {i}: {None if r is None else r.status_code}",
+        )
         if i + 1 == warmup:
             base_rss = worker.memory_info().rss
     final_rss = worker.memory_info().rss
     growth = final_rss / base_rss - 1
     left_worker_tmp = sorted(str(p) for p in set(worker_tmp.rglob("*")) - before_worker_tmp)
     new_tmp = sorted(set(os.listdir("/tmp")) - before_tmp)
-    case.notes.append(f"worker RSS {base_rss / 2**20:.0f} -> {final_rss / 2**20:.0f} MiB ({growth:+.1%}, limit +{max_growth:.0%})")
-    case.notes.append(f"worker TMPDIR={tmpdir}: {len(left_worker_tmp)} new entries {left_worker_tmp[:3]}; "
-                      f"/tmp: {len(new_tmp)} new entries during the run (shared machine, any owner) {new_tmp[:3]}")
+    case.notes.append(
+        f"worker RSS {base_rss / 2**20:.0f} -> {final_rss / 2**20:.0f} MiB ({growth:+.1%}, limit +{max_growth:.0%})"
+    )
+    case.notes.append(
+        f"worker TMPDIR={tmpdir}: {len(left_worker_tmp)} new entries {left_worker_tmp[:3]}; "
+        f"/tmp: {len(new_tmp)} new entries during the run (shared machine, any owner) {new_tmp[:3]}"
+    )
     if growth > max_growth or left_worker_tmp:
         case.fail("memory growth or temp files left")
     return case
@@ -215,7 +236,7 @@ def killed_worker(svc: ServiceProcess, restart_timeout_s: float = 120) -> Case:
     case = Case("kill -9 worker mid-request")
     payload = b64_payload(make_video("avi_mjpeg", frames=60, width=160, height=120, fps=15))  # several seconds of work
     result: dict = {}
-    t = threading.Thread(target=lambda: result.update(zip(("r", "s"), post(svc.url, payload))))
+    t = threading.Thread(target=lambda: result.update(zip(("r", "s"), post(svc.url, payload), strict=True)))
     t.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait until the worker is busy on it
@@ -232,13 +253,21 @@ def killed_worker(svc: ServiceProcess, restart_timeout_s: float = 120) -> Case:
     t.join(REQUEST_TIMEOUT_S + 10)
     r = result.get("r")
     ok = killed is not None and is_envelope(r, range(500, 600))
-    case.record(ok, result.get("s", float("nan")), f"in-flight answer: {None if r is None else r.status_code} {'' if r is None else r.json().get('msg', '')[:100]}")
+    case.record(
+        ok,
+        result.get("s", float("nan")),
+        f"in-flight answer: {describe(r)}",
+    )
     t0 = time.perf_counter()
     healthy = wait_healthy(svc.url, restart_timeout_s, svc.proc)
-    case.notes.append(f"healthy again after {time.perf_counter() - t0:.1f} s; new worker pid "
-                      f"{[p.pid for p in svc.processes(worker=True)]} (killed {killed})")
+    case.notes.append(
+        f"healthy again after {time.perf_counter() - t0:.1f} s; new worker pid "
+        f"{[p.pid for p in svc.processes(worker=True)]} (killed {killed})"
+    )
     r, s = post(svc.url, b64_payload(make_video("avi_mjpeg", frames=6)))
-    case.record(healthy and r is not None and r.status_code == 200, s, f"next request: {None if r is None else r.status_code}")
+    case.record(
+        healthy and r is not None and r.status_code == 200, s, f"next request: {None if r is None else r.status_code}"
+    )
     return case
 
 
@@ -250,10 +279,24 @@ def torchserve_stopped(svc: ServiceProcess, work: Path) -> Case:
     key_copy = work / "key_file.json"
     key_copy.write_bytes((svc.run_dir / "key_file.json").read_bytes())  # client_infer deletes its own on exit
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "proxy.app", "--model", "tiny", "--port", str(port),
-         "--inference_url", f"http://127.0.0.1:{svc.ports['inference_port']}",
-         "--management_url", f"http://127.0.0.1:{svc.ports['management_port']}", "--key_file", str(key_copy)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "proxy.app",
+            "--model",
+            "tiny",
+            "--port",
+            str(port),
+            "--inference_url",
+            f"http://127.0.0.1:{svc.ports['inference_port']}",
+            "--management_url",
+            f"http://127.0.0.1:{svc.ports['management_port']}",
+            "--key_file",
+            str(key_copy),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -267,15 +310,25 @@ def torchserve_stopped(svc: ServiceProcess, work: Path) -> Case:
         payload = b64_payload(make_video("avi_mjpeg", frames=4))
         for _ in range(5):
             r, s = post(url, payload)
-            case.record(is_envelope(r, range(503, 504)) and s < 5.0, s, f"predict: {None if r is None else r.status_code} {'' if r is None else r.json()['msg'][:90]}")
+            case.record(
+                is_envelope(r, range(503, 504)) and s < 5.0,
+                s,
+                f"predict: {None if r is None else r.status_code} {'' if r is None else r.json()['msg'][:90]}",
+            )
         t0 = time.perf_counter()
         h = requests.get(url + HEALTH_PATH, timeout=30)
         s = time.perf_counter() - t0
         d = h.json()
-        case.record(h.status_code == 503 and d["data"]["torchserve"] == "unreachable" and s < 15, s, f"health: {h.status_code} {d['msg'][:90]}")
+        case.record(
+            h.status_code == 503 and d["data"]["torchserve"] == "unreachable" and s < 15,
+            s,
+            f"health: {h.status_code} {d['msg'][:90]}",
+        )
         code = svc.proc.wait(timeout=60)  # the supervisor notices within ~2 s and stops everything
         left = group_members(pgid) if pgid else []
-        case.notes.append(f"client_infer.py exited with {code} after TorchServe died; {len(left)} processes left in its group")
+        case.notes.append(
+            f"client_infer.py exited with {code} after TorchServe died; {len(left)} processes left in its group"
+        )
         if left:
             case.fail("TorchServe processes left behind")
     finally:
@@ -288,6 +341,7 @@ def torchserve_stopped(svc: ServiceProcess, work: Path) -> Case:
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             svc.start(START_TIMEOUT_S)
             print(f"service up in {time.perf_counter() - t0:.1f} s at {svc.url}", flush=True)
-            six = make_video("mp4_h264", frames=20, width=176, height=144, fps=30)  # the issue's burst: one clip, 6 clients
+            six = make_video(
+                "mp4_h264", frames=20, width=176, height=144, fps=30
+            )  # the issue's burst: one clip, 6 clients
             small = [make_video("avi_mjpeg", frames=8 + i, width=48 + 8 * i, height=32) for i in range(4)]
             runs = [
                 lambda: parallel_clients(svc, 6, 1, [six], "6 parallel clients, same 20-frame 176x144 clip"),

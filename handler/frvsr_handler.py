@@ -20,8 +20,8 @@ from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
 from handler.errors import VideoRequestError
-from handler.settings import HandlerSettings, resolve_device, threads_per_worker
 from handler.pipeline import Job, Result, open_job, upscale_video
+from handler.settings import HandlerSettings, resolve_device, threads_per_worker
 from model.checkpoint import load_checkpoint
 from model.inference import resolve_precision, super_resolve
 from serving.contract import FORMAT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
@@ -45,7 +45,9 @@ class FRVSRHandler(BaseHandler):
         self.settings = HandlerSettings.from_dict(yaml_config.get("handler"))
         self.device = pick_device(props.get("gpu_id"))
         if self.device.type == "cpu":
-            torch.set_num_threads(threads_per_worker(self.settings.torch_threads, int(yaml_config.get("minWorkers") or 1)))
+            torch.set_num_threads(
+                threads_per_worker(self.settings.torch_threads, int(yaml_config.get("minWorkers") or 1))
+            )
         ckpt = Path(props["model_dir"]) / self.manifest["model"]["serializedFile"]
         self.model, _ = load_checkpoint(ckpt, self.device)  # rebuilds FRVSR from the stored config, eval mode
         self._warm_up()
@@ -54,7 +56,11 @@ class FRVSRHandler(BaseHandler):
         self.initialized = True
         log.info(
             "FRVSR ready: %s on %s (%s), %d torch threads, limits %s",
-            ckpt.name, self.device, resolve_precision(self.settings.precision, self.device), torch.get_num_threads(), self.settings.limits,
+            ckpt.name,
+            self.device,
+            resolve_precision(self.settings.precision, self.device),
+            torch.get_num_threads(),
+            self.settings.limits,
         )
 
     def _warm_up(self) -> None:
@@ -102,7 +108,15 @@ class FRVSRHandler(BaseHandler):
             res.timings.encode += dt
             res.timings.total += dt
             timing = res.timings.header()
-            log.info("timing %s: %s %dx%d, %d bytes out; %s", TIMING_HEADER, res.family, res.width, res.height, len(res.video), timing)
+            log.info(
+                "timing %s: %s %dx%d, %d bytes out; %s",
+                TIMING_HEADER,
+                res.family,
+                res.width,
+                res.height,
+                len(res.video),
+                timing,
+            )
             _set_header(self.context, idx, TIMING_HEADER, timing)
             _set_header(self.context, idx, FORMAT_HEADER, res.family)
             _set_header(self.context, idx, MODEL_HEADER, self.model_label)
@@ -117,7 +131,9 @@ def _to_prediction_error(e: Exception) -> PredictionException:
         log.info("rejected (%d): %s", e.status, e)
         return PredictionException(str(e), e.status)
     log.error("super-resolution failed", exc_info=e)
-    return PredictionException(f"internal error while super-resolving ({type(e).__name__}: {e}); see the TorchServe log", 500)
+    return PredictionException(
+        f"internal error while super-resolving ({type(e).__name__}: {e}); see the TorchServe log", 500
+    )
 
 
 def _set_header(context, idx: int, key: str, value: str) -> None:

@@ -14,8 +14,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,8 @@ from model.frvsr import SCALE
 from model.inference import super_resolve
 from serving.contract import format_timing
 
-from .settings import HandlerSettings
 from .payload import parse_body
+from .settings import HandlerSettings
 from .video import VideoReader, VideoWriter
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,15 @@ def open_job(row: dict, settings: HandlerSettings) -> Job:
         raise
     log.info(
         "request: %d bytes %s/%s %dx%d %.3g fps, %s frames, %s s, audio %s",
-        len(req.video), i.family, i.codec, i.width, i.height, float(i.fps), i.frames,
-        None if i.seconds is None else round(i.seconds, 3), i.audio_codec,
+        len(req.video),
+        i.family,
+        i.codec,
+        i.width,
+        i.height,
+        float(i.fps),
+        i.frames,
+        None if i.seconds is None else round(i.seconds, 3),
+        i.audio_codec,
     )
     return Job(reader, req.out_format, time.perf_counter() - t)
 
@@ -123,7 +131,9 @@ def _get(q: queue.Queue, stop: threading.Event) -> Any:
                 return _END
 
 
-def upscale_video(model, reader: VideoReader, settings: HandlerSettings, out_family: str | None = None, device=None) -> Result:
+def upscale_video(
+    model, reader: VideoReader, settings: HandlerSettings, out_family: str | None = None, device=None
+) -> Result:
     """Super-resolve the clip behind ``reader`` (whose header was already checked) into a 4x video.
 
     Raises whatever a stage raised: ``VideoRequestError`` subclasses for the client's faults
@@ -193,7 +203,9 @@ def upscale_video(model, reader: VideoReader, settings: HandlerSettings, out_fam
     encoder.start()
     try:
         t = time.perf_counter()
-        for hr in super_resolve(model, low_res(), device=device, cut_threshold=_cut(settings), precision=settings.precision):
+        for hr in super_resolve(
+            model, low_res(), device=device, cut_threshold=_cut(settings), precision=settings.precision
+        ):
             tm.model += time.perf_counter() - t
             _put(hr_q, (hr, pts_q.popleft()), stop)
             if encoder.error is not None:

@@ -25,7 +25,9 @@ class Limits:
     max_pixels: int = 40_000  # frame area width*height: 200x200; the 4x output is 16x that
     max_seconds: float = 5.0  # clip duration from the video timestamps
     max_frames: int = 300  # frames decoded (5 s at 60 fps)
-    max_output_bytes: int = 192 * 1024 * 1024  # encoded 4x video; must stay under TorchServe's max_response_size after base64
+    max_output_bytes: int = (
+        192 * 1024 * 1024
+    )  # encoded 4x video; must stay under TorchServe's max_response_size after base64
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.max_seconds <= 0 or self.max_frames < 1 or self.max_output_bytes < 1:
@@ -35,7 +37,9 @@ class Limits:
         """The largest accepted video file: uncompressed 8-bit RGB at the limits (compressed ones are smaller)."""
         return max_video_bytes(self.max_pixels, self.max_frames)
 
-    def check_header(self, width: int, height: int, seconds: float | None, frames: int | None, fps: Fraction | None) -> None:
+    def check_header(
+        self, width: int, height: int, seconds: float | None, frames: int | None, fps: Fraction | None
+    ) -> None:
         """Reject from container metadata before decoding; unknown values (None) are checked while decoding."""
         self.check_area(width, height)
         if seconds is not None:
@@ -47,7 +51,8 @@ class Limits:
         if width * height > self.max_pixels:
             raise LimitExceeded(
                 f"frame size {width}x{height} = {width * height} pixels is over the limit of {self.max_pixels} pixels "
-                f"(max_pixels, e.g. 200x200); downscale the video, or {RAISE_HINT.format(flag='max_pixels', key='max_pixels')}"
+                f"(max_pixels, e.g. 200x200); downscale the video, "
+                f"or {RAISE_HINT.format(flag='max_pixels', key='max_pixels')}"
             )
 
     def check_seconds(self, seconds: float, fps: Fraction | None = None) -> None:
@@ -80,9 +85,15 @@ class EncoderSettings:
 
     x264_crf: int = 18  # H.264 constant quality: 17-18 is the usual "visually lossless"
     x264_preset: str = "veryfast"  # encoder speed; slower presets shrink files ~10% at 2x the CPU
-    x264_rgb: bool = False  # fidelity mode: libx264rgb, no YUV 4:2:0 conversion (-0.1 dB vs in-process at CRF 12, instead of -1.8 dB); ~4x larger, plays in FFmpeg/VLC, not in browsers
-    keep_full_chroma: bool = True  # a source with full-resolution colour (RGB, 4:4:4) is encoded 4:4:4 (RGB H.264 for RGB sources), not 4:2:0: plays in FFmpeg/VLC, not in browsers; 4:2:0 sources (nearly all) stay 4:2:0
-    x264_crf_full_chroma: int = 12  # H.264 quality for those RGB/4:4:4 sources (lossless, screen or studio footage): route PSNR within 0.1 dB of in-process where CRF 18 loses 0.6 dB on smooth clips
+    # fidelity mode: libx264rgb, no YUV 4:2:0 conversion (-0.1 dB vs in-process at CRF 12, instead of -1.8 dB);
+    # ~4x larger, plays in FFmpeg/VLC, not in browsers
+    x264_rgb: bool = False
+    # a source with full-resolution colour (RGB, 4:4:4) is encoded 4:4:4 (RGB H.264 for RGB sources), not 4:2:0:
+    # plays in FFmpeg/VLC, not in browsers; 4:2:0 sources (nearly all) stay 4:2:0
+    keep_full_chroma: bool = True
+    # H.264 quality for those RGB/4:4:4 sources (lossless, screen or studio footage): route PSNR within 0.1 dB
+    # of in-process where CRF 18 loses 0.6 dB on smooth clips
+    x264_crf_full_chroma: int = 12
     vp9_crf: int = 20  # VP9 (WebM) constant quality on its 0-63 scale
     vp9_cpu_used: int = 8  # libvpx realtime speed 0-8; 8 keeps VP9 about as fast as x264 veryfast
     threads: int = 0  # encoder threads; 0 lets the codec decide
@@ -105,7 +116,7 @@ class HandlerSettings:
         check_precision(self.precision)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "HandlerSettings":
+    def from_dict(cls, d: dict | None) -> HandlerSettings:
         d = dict(d or {})
         groups = {"limits": Limits, "encoder": EncoderSettings}
         top = {f.name for f in fields(cls)} - set(groups)
@@ -145,11 +156,17 @@ def resolve_device(device: str):
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} requested, but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); use --device cpu")
+        raise ValueError(
+            f"--device {device} requested, but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); "
+            "use --device cpu"
+        )
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from None
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA GPU(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+        raise ValueError(
+            f"--device {device}: there are only {torch.cuda.device_count()} CUDA GPU(s) "
+            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+        )
     return dev

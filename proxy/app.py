@@ -75,9 +75,14 @@ def validate(body: bytes) -> None:
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
-        raise BadRequest(f'request body is not valid JSON ({e}); send {{"content": "<base64 video>"}} with Content-Type: application/json') from None
+        raise BadRequest(
+            f'request body is not valid JSON ({e}); send {{"content": "<base64 video>"}} '
+            "with Content-Type: application/json"
+        ) from None
     if not isinstance(doc, dict):  # parse_body would take a JSON string as a document to parse again
-        raise BadRequest(f'request body must be a JSON object like {{"content": "<base64 video>"}}, got {type(doc).__name__}')
+        raise BadRequest(
+            f'request body must be a JSON object like {{"content": "<base64 video>"}}, got {type(doc).__name__}'
+        )
     parse_body(doc)
 
 
@@ -140,7 +145,9 @@ class WaitingRoom:
 
     def position(self, ticket: Ticket) -> int:
         """Active tickets that arrived before this one (0: it is with the model server or next)."""
-        return 0 if ticket.running else sum(1 for t in self.tickets[: self.tickets.index(ticket)] if t.running or t.ready)
+        return (
+            0 if ticket.running else sum(1 for t in self.tickets[: self.tickets.index(ticket)] if t.running or t.ready)
+        )
 
     # -- transitions
     def admit(self, nbytes: int, request_id: str | None = None) -> Ticket:
@@ -152,7 +159,10 @@ class WaitingRoom:
         if len(waiting) >= self.max_waiting + free:
             full = f"{len(waiting)} videos are waiting (the limit is {self.max_waiting})"
         elif waiting and queued_bytes + nbytes > self.max_bytes:
-            full = f"the waiting videos hold {queued_bytes / 2**20:.0f} MiB and this one {nbytes / 2**20:.1f} MiB (the limit is {self.max_bytes / 2**20:.0f} MiB)"
+            full = (
+                f"the waiting videos hold {queued_bytes / 2**20:.0f} MiB and this one {nbytes / 2**20:.1f} MiB "
+                f"(the limit is {self.max_bytes / 2**20:.0f} MiB)"
+            )
         if full:
             wait = self.estimated_wait(len(self.tickets))
             retry = max(1, math.ceil(wait))
@@ -196,9 +206,14 @@ class WaitingRoom:
     def status(self) -> dict:
         """For GET /health."""
         return {
-            "waiting": len(self.waiting()), "running": self.running(), "bytes_waiting": self.waiting_bytes(),
-            "max_waiting": self.max_waiting, "max_bytes": self.max_bytes, "slots": self.slots,
-            "seconds_per_clip": round(self.seconds_per_clip(), 3), "estimated_wait_s": round(self.estimated_wait(len(self.tickets)), 1),
+            "waiting": len(self.waiting()),
+            "running": self.running(),
+            "bytes_waiting": self.waiting_bytes(),
+            "max_waiting": self.max_waiting,
+            "max_bytes": self.max_bytes,
+            "slots": self.slots,
+            "seconds_per_clip": round(self.seconds_per_clip(), 3),
+            "estimated_wait_s": round(self.estimated_wait(len(self.tickets)), 1),
         }
 
 
@@ -227,21 +242,34 @@ async def predict(request: web.Request) -> web.Response:
             return envelope(400, str(e))
         try:
             await asyncio.wait_for(room.turn(ticket), timeout=max(0.0, t0 + cfg.timeout_s - time.perf_counter()))
-        except asyncio.TimeoutError:
-            return envelope(504, f"waited {time.perf_counter() - t0:.0f} s in the queue without reaching a worker (the limit per request is "
-                                 f"{cfg.timeout_s:.0f} s, queue included); retry later or send a shorter clip")
+        except TimeoutError:
+            return envelope(
+                504,
+                f"waited {time.perf_counter() - t0:.0f} s in the queue without reaching a worker "
+                "(the limit per request is "
+                f"{cfg.timeout_s:.0f} s, queue included); retry later or send a shorter clip",
+            )
         started = time.perf_counter()
         try:
             status, payload, headers = await backend.predict(body, t0 + cfg.timeout_s - started)
-        except asyncio.TimeoutError:
-            return envelope(504, f"no answer from the model within {cfg.timeout_s:.0f} s (queue included; the server is overloaded or the clip "
-                                 "is too heavy); retry later or send a shorter clip")
+        except TimeoutError:
+            return envelope(
+                504,
+                f"no answer from the model within {cfg.timeout_s:.0f} s "
+                "(queue included; the server is overloaded or the clip "
+                "is too heavy); retry later or send a shorter clip",
+            )
         if status != 200:
             return envelope(status, str(payload))
         timing = headers.get(TIMING_HEADER, "")
         request[TIMING] = timing
         room.record(parse_timing(timing).get("total") or time.perf_counter() - started)
-        return web.Response(status=200, body=success_body(payload, time.perf_counter() - t0), content_type="application/json", headers=headers)
+        return web.Response(
+            status=200,
+            body=success_body(payload, time.perf_counter() - t0),
+            content_type="application/json",
+            headers=headers,
+        )
     finally:
         room.leave(ticket)
 
@@ -250,11 +278,19 @@ async def queue_position(request: web.Request) -> web.Response:
     """GET /autotable/queue?request=<id>: where a request sent with X-FRVSR-Request-Id stands."""
     room = request.app[ROOM]
     ticket = room.by_id.get(request.query.get("request", ""))
-    data = {"state": "unknown", "position": None, "estimated_wait_s": None, **{k: v for k, v in room.status().items() if k in ("waiting", "running")}}
+    data = {
+        "state": "unknown",
+        "position": None,
+        "estimated_wait_s": None,
+        **{k: v for k, v in room.status().items() if k in ("waiting", "running")},
+    }
     if ticket is not None:
         ahead = room.position(ticket)
-        data.update(state="running" if ticket.running else ("waiting" if ticket.ready else "uploading"), position=ahead,
-                    estimated_wait_s=round(room.estimated_wait(ahead), 1))
+        data.update(
+            state="running" if ticket.running else ("waiting" if ticket.ready else "uploading"),
+            position=ahead,
+            estimated_wait_s=round(room.estimated_wait(ahead), 1),
+        )
     return web.json_response({"code": 200, "data": data, "msg": "ok"})
 
 
@@ -262,7 +298,13 @@ async def health(request: web.Request) -> web.Response:
     """GET /health: 200 when the model server is ready; the queue and the limits in either case."""
     room = request.app[ROOM]
     h = await request.app[BACKEND].health()
-    data = {"proxy": "ok", **h.data, "inflight": len(room.tickets), "queue": room.status(), "limits": request.app[CONFIG].limits}
+    data = {
+        "proxy": "ok",
+        **h.data,
+        "inflight": len(room.tickets),
+        "queue": room.status(),
+        "limits": request.app[CONFIG].limits,
+    }
     code = 200 if h.ready else 503
     return web.json_response({"code": code, "data": data, "msg": h.msg}, status=code)
 
@@ -280,7 +322,13 @@ def log_request(request: web.Request, resp: web.StreamResponse) -> None:
     transport = f" transport={elapsed - total:.3f}" if total is not None else ""
     log.info(
         "%s %s -> %d in=%d out=%d elapsed=%.3f%s%s",
-        request.method, request.path, resp.status, request.content_length or 0, resp.content_length or 0, elapsed, transport,
+        request.method,
+        request.path,
+        resp.status,
+        request.content_length or 0,
+        resp.content_length or 0,
+        elapsed,
+        transport,
         f" [{timing}]" if timing else "",
     )
 
@@ -289,7 +337,8 @@ def _too_large(length: int | None, limit: int) -> web.Response:
     seen = f"{length / 2**20:.1f} MiB" if length else "the body"
     resp = envelope(
         413,
-        f"request body {seen} is over the limit of {limit / 2**20:.0f} MiB (the largest accepted video, base64-encoded); "
+        f"request body {seen} is over the limit of {limit / 2**20:.0f} MiB "
+        "(the largest accepted video, base64-encoded); "
         "send a shorter or smaller clip (limits: frame area, duration, frames)",
         {"Connection": "close"},
     )
@@ -329,9 +378,15 @@ def create_app(cfg: ProxyConfig, backend: Backend) -> web.Application:
                 return _too_large(request.content_length, cfg.max_body_bytes)
             if e.status == 405:
                 allowed = ", ".join(sorted(getattr(e, "allowed_methods", ()) or ["POST"]))
-                return envelope(405, f"method {request.method} is not allowed on {request.path}; use {allowed}", {"Allow": allowed})
+                return envelope(
+                    405, f"method {request.method} is not allowed on {request.path}; use {allowed}", {"Allow": allowed}
+                )
             if e.status == 404:
-                return envelope(404, f"no such endpoint {request.path}; use POST {PREDICT_PATH}, GET {HEALTH_PATH} or the page at GET {PAGE_PATH}")
+                return envelope(
+                    404,
+                    f"no such endpoint {request.path}; use POST {PREDICT_PATH}, GET {HEALTH_PATH} "
+                    f"or the page at GET {PAGE_PATH}",
+                )
             return envelope(e.status, e.reason or e.text or "error")
 
     async def backend_ctx(app: web.Application):
@@ -343,13 +398,15 @@ def create_app(cfg: ProxyConfig, backend: Backend) -> web.Application:
     app[CONFIG] = cfg
     app[BACKEND] = backend
     app[ROOM] = WaitingRoom(cfg.max_inflight, cfg.max_queued, cfg.max_queued_bytes, cfg.workers, cfg.clip_seconds_hint)
-    app.add_routes([
-        web.post(PREDICT_PATH, predict, expect_handler=too_large_first),
-        web.get(HEALTH_PATH, health),
-        web.get(QUEUE_PATH, queue_position),
-        web.get(PAGE_PATH, page),
-        web.static(STATIC_PATH, STATIC_DIR),
-    ])
+    app.add_routes(
+        [
+            web.post(PREDICT_PATH, predict, expect_handler=too_large_first),
+            web.get(HEALTH_PATH, health),
+            web.get(QUEUE_PATH, queue_position),
+            web.get(PAGE_PATH, page),
+            web.static(STATIC_PATH, STATIC_DIR),
+        ]
+    )
     app.cleanup_ctx.append(backend_ctx)
     return app
 
@@ -378,8 +435,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max_queued_mb", type=float, default=ProxyConfig.max_queued_bytes / 2**20)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = ProxyConfig(int(a.max_body_mb * 2**20), a.timeout_s, a.max_inflight, a.max_queued, int(a.max_queued_mb * 2**20))
-    backend = TorchServeBackend(a.model, a.inference_url, a.management_url, a.key_file, connections=max(8, 2 * a.max_inflight))
+    cfg = ProxyConfig(
+        int(a.max_body_mb * 2**20), a.timeout_s, a.max_inflight, a.max_queued, int(a.max_queued_mb * 2**20)
+    )
+    backend = TorchServeBackend(
+        a.model, a.inference_url, a.management_url, a.key_file, connections=max(8, 2 * a.max_inflight)
+    )
     web.run_app(create_app(cfg, backend), host=a.host, port=a.port, access_log=None)
 
 

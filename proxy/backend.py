@@ -108,13 +108,15 @@ class TokenSource:
             api_key = await self.key("API")
             try:
                 async with session.post(
-                    f"{self.management_url}/token", params={"type": "inference"},
-                    headers=auth(api_key), timeout=ClientTimeout(total=10),
+                    f"{self.management_url}/token",
+                    params={"type": "inference"},
+                    headers=auth(api_key),
+                    timeout=ClientTimeout(total=10),
                 ) as r:
                     ok = r.status == 200
                     if not ok:
                         log.warning("renewing the inference key failed: HTTP %d", r.status)
-            except (ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, ClientError) as e:
                 log.warning("renewing the inference key failed: %s", e)
                 ok = False
             self._mtime = None  # TorchServe rewrote the file (or we re-read it to be sure)
@@ -145,8 +147,15 @@ def torchserve_message(body: bytes) -> tuple[str, str]:
 class TorchServeBackend:
     """``POST /predictions/<model>`` (the model's default version) and health from TorchServe's APIs."""
 
-    def __init__(self, model: str, inference_url: str = "http://127.0.0.1:8085", management_url: str = "http://127.0.0.1:8081",
-                 key_file: Path | None = None, connections: int = 8, renew_margin_s: float = RENEW_MARGIN_S):
+    def __init__(
+        self,
+        model: str,
+        inference_url: str = "http://127.0.0.1:8085",
+        management_url: str = "http://127.0.0.1:8081",
+        key_file: Path | None = None,
+        connections: int = 8,
+        renew_margin_s: float = RENEW_MARGIN_S,
+    ):
         self.model = model
         self.inference_url = inference_url
         self.management_url = management_url
@@ -182,27 +191,53 @@ class TorchServeBackend:
                         break
                     return self.map_error(r.status, message)
         except ClientError as e:
-            return Reply(503, f"TorchServe is not reachable at {self.inference_url} ({type(e).__name__}); it may be down or restarting, retry in a minute", {})
-        return Reply(503, "TorchServe rejected the proxy's inference key (even after renewing it); the operator should restart client_infer.py", {})
+            return Reply(
+                503,
+                f"TorchServe is not reachable at {self.inference_url} ({type(e).__name__}); "
+                "it may be down or restarting, retry in a minute",
+                {},
+            )
+        return Reply(
+            503,
+            "TorchServe rejected the proxy's inference key (even after renewing it); "
+            "the operator should restart client_infer.py",
+            {},
+        )
 
     def map_error(self, status: int, message: str) -> Reply:
         """TorchServe's error statuses -> the contract's (the handler's own 4xx pass through with their message)."""
         if status in (400, 415, 422):
             return Reply(status, message, {})
         if status == 404:
-            return Reply(503, f"model {self.model!r} is not registered in TorchServe ({message}); register it with the management API (see docs/serving.md)", {})
+            return Reply(
+                503,
+                f"model {self.model!r} is not registered in TorchServe ({message}); "
+                "register it with the management API (see docs/serving.md)",
+                {},
+            )
         if status == 503:
-            return Reply(503, f"the model has no free worker or its queue is full ({message}); retry in a few seconds", {})
+            return Reply(
+                503, f"the model has no free worker or its queue is full ({message}); retry in a few seconds", {}
+            )
         if status in (408, 504):
             return Reply(504, f"the model did not answer in time ({message}); send a shorter clip or retry later", {})
         if status == 507 and "worker died" in message.lower():
             # TorchServe answers 507 for any worker death (a crash or kill), not only for memory
-            return Reply(503, f"the model worker stopped during this request and is being restarted ({message}); retry in a few seconds", {})
+            return Reply(
+                503,
+                f"the model worker stopped during this request and is being restarted ({message}); "
+                "retry in a few seconds",
+                {},
+            )
         if status == 507:
             return Reply(507, f"the server ran out of memory on this clip ({message}); send a smaller clip", {})
         if 400 <= status < 500:
             return Reply(status, message or f"TorchServe answered HTTP {status}", {})
-        return Reply(500, f"inference failed on the server ({message or status}); the operator can see why in the TorchServe log", {})
+        return Reply(
+            500,
+            f"inference failed on the server ({message or status}); the operator can see why in the TorchServe log",
+            {},
+        )
 
     async def health(self) -> Health:
         data: dict = {"torchserve": "unreachable", "model": {"name": self.model, "ready": False}}
@@ -210,20 +245,33 @@ class TorchServeBackend:
         try:
             key = await self.tokens.inference_key(self.session)
             async with self.session.get(f"{self.inference_url}/ping", headers=auth(key), timeout=timeout) as r:
-                data["torchserve"] = (await r.json(content_type=None)).get("status", f"HTTP {r.status}") if r.status == 200 else f"HTTP {r.status}"
+                data["torchserve"] = (
+                    (await r.json(content_type=None)).get("status", f"HTTP {r.status}")
+                    if r.status == 200
+                    else f"HTTP {r.status}"
+                )
             mkey = await self.tokens.key("management")
-            async with self.session.get(f"{self.management_url}/models/{self.model}", headers=auth(mkey), timeout=timeout) as r:
+            async with self.session.get(
+                f"{self.management_url}/models/{self.model}", headers=auth(mkey), timeout=timeout
+            ) as r:
                 if r.status == 200:
                     d = (await r.json(content_type=None))[0]
                     workers = [w.get("status") for w in d.get("workers", [])]
                     data["model"] = {
-                        "name": self.model, "version": d.get("modelVersion"), "workers": workers,
-                        "queue": d.get("jobQueueStatus", {}), "ready": "READY" in workers,
+                        "name": self.model,
+                        "version": d.get("modelVersion"),
+                        "workers": workers,
+                        "queue": d.get("jobQueueStatus", {}),
+                        "ready": "READY" in workers,
                     }
                 else:
                     data["model"]["error"] = torchserve_message(await r.read())[1]
-        except (ClientError, asyncio.TimeoutError, ValueError, KeyError, IndexError) as e:
+        except (TimeoutError, ClientError, ValueError, KeyError, IndexError) as e:
             data["error"] = f"{type(e).__name__}: {e}"[:200]
         ready = bool(data["model"].get("ready"))
-        why = data.get("error") or data["model"].get("error") or f"TorchServe {data['torchserve']}, workers {data['model'].get('workers')}"
+        why = (
+            data.get("error")
+            or data["model"].get("error")
+            or f"TorchServe {data['torchserve']}, workers {data['model'].get('workers')}"
+        )
         return Health(ready, data, "ok" if ready else f"the model is not ready: {why}")

@@ -25,7 +25,9 @@ STATIC_PATH = "/static"  # GET /static/<file>: the page's JavaScript and CSS
 # ----------------------------------------------------------------------------- headers
 
 HEADER_PREFIX = "X-FRVSR-"  # response headers the proxy passes through from the model server
-TIMING_HEADER = "X-FRVSR-Timing"  # per-stage seconds inside the worker: open=..;decode=..;model=..;encode=..;total=..;frames=N
+TIMING_HEADER = (
+    "X-FRVSR-Timing"  # per-stage seconds inside the worker: open=..;decode=..;model=..;encode=..;total=..;frames=N
+)
 FORMAT_HEADER = "X-FRVSR-Format"  # container family of the answer: avi, mp4, mkv, webm
 MODEL_HEADER = "X-FRVSR-Model"  # <model name>/<version> that served the request
 REQUEST_ID_HEADER = "X-FRVSR-Request-Id"  # optional, chosen by the client: lets it ask QUEUE_PATH for its place
@@ -41,7 +43,13 @@ def error_body(status: int, msg: str) -> bytes:
 
 def success_body(content_b64: bytes, elapsed_s: float) -> bytes:
     """200 with the base64 video; built as bytes (the content can be hundreds of MB and never needs escaping)."""
-    return b'{"code": 200, "data": {"content": "' + content_b64 + b'", "elapsed_time": ' + f"{elapsed_s:.4f}".encode() + b'}, "msg": "ok"}'
+    return (
+        b'{"code": 200, "data": {"content": "'
+        + content_b64
+        + b'", "elapsed_time": '
+        + f"{elapsed_s:.4f}".encode()
+        + b'}, "msg": "ok"}'
+    )
 
 
 # ----------------------------------------------------------------------------- timing header

@@ -70,17 +70,29 @@ class ServiceProcess:
 
     def args(self, *extra: str) -> list[str]:
         """The full command line (``extra`` last, so it overrides)."""
-        args = [sys.executable, str(ROOT / "client_infer.py"), "--model_path", str(self.model_dir), "--used_model", self.used_model,
-                "--model_store", str(self.work / "store"), "--run_dir", str(self.run_dir)]
+        args = [
+            sys.executable,
+            str(ROOT / "client_infer.py"),
+            "--model_path",
+            str(self.model_dir),
+            "--used_model",
+            self.used_model,
+            "--model_store",
+            str(self.work / "store"),
+            "--run_dir",
+            str(self.run_dir),
+        ]
         for k, v in self.ports.items():
             args += [f"--{k}", str(v)]
         return args + self.extra + list(extra)
 
-    def start(self, timeout_s: float = 300) -> "ServiceProcess":
+    def start(self, timeout_s: float = 300) -> ServiceProcess:
         """Start and wait for ``GET /health`` 200; ServiceError (with the output's end) otherwise."""
         self.work.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.args(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.args(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         if not wait_healthy(self.url, timeout_s, self.proc):
             code = self.proc.poll()
             self.stop()
@@ -135,7 +147,7 @@ class ServiceProcess:
                 self.proc.wait()
         return self.proc.returncode
 
-    def __enter__(self) -> "ServiceProcess":
+    def __enter__(self) -> ServiceProcess:
         return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc) -> None:

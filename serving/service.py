@@ -56,7 +56,9 @@ class ServeOptions:
     precision: str = "auto"  # handler precision (model.inference.PRECISIONS)
     response_timeout: int | None = None  # None: measured
     startup_timeout: float = 180.0
-    max_inflight: int = 0  # requests handed to TorchServe at once; 0: workers + 1 (the next body is there when a worker frees)
+    max_inflight: int = (
+        0  # requests handed to TorchServe at once; 0: workers + 1 (the next body is there when a worker frees)
+    )
     max_queued: int = 32  # requests waiting in the proxy beyond those; more get 503 with Retry-After
     max_queued_bytes: int = 512 * 2**20  # and at most this many bytes of request bodies waiting
     run_dir: Path | None = None
@@ -70,6 +72,7 @@ class StartupError(RuntimeError):
 
 # ----------------------------------------------------------------------------- checks
 
+
 def resolve_checkpoint(model_path: str, used_model: str) -> Path:
     """``--model_path`` (folder or file) + ``--used_model`` (file name) -> an existing checkpoint path."""
     for base in (Path.cwd(), ROOT):  # relative paths: from here, else from the repository root
@@ -81,10 +84,12 @@ def resolve_checkpoint(model_path: str, used_model: str) -> Path:
     found = sorted((ROOT / "runs" / "models").glob("*/*.pth"), key=lambda q: q.stat().st_mtime, reverse=True)[:3]
     example = (
         "\n  trained models found:\n" + "\n".join(f"    --model_path {q.parent}/ --used_model {q.name}" for q in found)
-        if found else "\n  e.g. --model_path runs/models/<uuid>/ --used_model FRVSR_GAN_<trial>.pth (written by client_train.py)"
+        if found
+        else "\n  e.g. --model_path runs/models/<uuid>/ --used_model FRVSR_GAN_<trial>.pth (written by client_train.py)"
     )
     raise StartupError(
-        f"model checkpoint not found: {ckpt}. (The shipped default model lives at model/pretrained/FRVSR_GAN_default.pth "
+        f"model checkpoint not found: {ckpt}. "
+        "(The shipped default model lives at model/pretrained/FRVSR_GAN_default.pth "
         f"once it is published.) Pass --model_path and --used_model to serve another model.{example}"
     )
 
@@ -142,8 +147,11 @@ def default_run_dir() -> Path:
 
 # ----------------------------------------------------------------------------- build
 
+
 def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> Path:
-    settings = HandlerSettings(limits=opts.limits, encoder=opts.encoder, torch_threads=opts.torch_threads, precision=opts.precision)
+    settings = HandlerSettings(
+        limits=opts.limits, encoder=opts.encoder, torch_threads=opts.torch_threads, precision=opts.precision
+    )
     model_config = archive.write_model_config(work_dir / "model-config.yaml", settings, opts.workers, response_timeout)
     return archive.build_mar(opts.checkpoint, opts.model_name, opts.model_store, model_config, work_dir, opts.version)
 
@@ -153,7 +161,9 @@ def plan_timeout(opts: ServeOptions) -> tuple[int, float | None]:
     the option, else measured from one frame at the limits."""
     if opts.response_timeout:
         return int(opts.response_timeout), None
-    spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads_per_worker(opts.torch_threads, opts.workers), opts.precision)
+    spf = seconds_per_frame(
+        opts.checkpoint, opts.device, opts.limits, threads_per_worker(opts.torch_threads, opts.workers), opts.precision
+    )
     timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits))
     log.info("model: %.3f s per %d-pixel frame -> responseTimeout %d s", spf, opts.limits.max_pixels, timeout)
     return timeout, spf * opts.limits.max_frames
@@ -172,6 +182,7 @@ def request_timeout(opts: ServeOptions, response_timeout: int) -> float:
 
 # ----------------------------------------------------------------------------- run
 
+
 def run(opts: ServeOptions, on_ready=None) -> int:
     """Serve until interrupted. ``on_ready(info: dict)`` is called once everything answers (prints the banner)."""
     check_device(opts.device)
@@ -186,14 +197,18 @@ def run(opts: ServeOptions, on_ready=None) -> int:
 
     response_timeout, clip_seconds = plan_timeout(opts)
     mar = build_archive(opts, run_dir, response_timeout)
-    overrides = run_overrides(ports, opts.model_store, request_limit_bytes(opts.limits), response_limit_bytes(opts.limits))
+    overrides = run_overrides(
+        ports, opts.model_store, request_limit_bytes(opts.limits), response_limit_bytes(opts.limits)
+    )
     overrides["number_of_gpu"] = "1" if opts.device.startswith("cuda") else "0"
     overrides["default_workers_per_model"] = str(opts.workers)
     config = write_properties(opts.config_template, run_dir / "config.properties", overrides)
 
     ts = TorchServe(run_dir, config, opts.model_store, ports, env=_worker_env(opts))
     me = psutil.Process()
-    state = RunState(owner_pid=me.pid, owner_started=me.create_time(), ts_pgid=None, ports=asdict(ports), run_dir=str(run_dir))
+    state = RunState(
+        owner_pid=me.pid, owner_started=me.create_time(), ts_pgid=None, ports=asdict(ports), run_dir=str(run_dir)
+    )
     stop_signals = _SignalGuard()
     try:
         ts.start()
@@ -205,10 +220,19 @@ def run(opts: ServeOptions, on_ready=None) -> int:
         proxy_timeout = request_timeout(opts, response_timeout)
         info = {
             "url": f"http://{_display_host(opts.host)}:{ports.service}",
-            "model": opts.model_name, "version": described.get("modelVersion"), "checkpoint": str(opts.checkpoint),
-            "device": opts.device, "workers": opts.workers, "ports": ports, "run_dir": str(run_dir),
-            "response_timeout": response_timeout, "proxy_timeout": proxy_timeout, "limits": opts.limits, "mar": str(mar),
-            "queue": (inflight(opts), opts.max_queued, opts.max_queued_bytes), "clip_seconds_hint": clip_seconds or 10.0,
+            "model": opts.model_name,
+            "version": described.get("modelVersion"),
+            "checkpoint": str(opts.checkpoint),
+            "device": opts.device,
+            "workers": opts.workers,
+            "ports": ports,
+            "run_dir": str(run_dir),
+            "response_timeout": response_timeout,
+            "proxy_timeout": proxy_timeout,
+            "limits": opts.limits,
+            "mar": str(mar),
+            "queue": (inflight(opts), opts.max_queued, opts.max_queued_bytes),
+            "clip_seconds_hint": clip_seconds or 10.0,
         }
         return asyncio.run(_serve_proxy(opts, ts, ports, proxy_timeout, info, on_ready, stop_signals))
     except _Interrupted:
@@ -235,7 +259,9 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-async def _serve_proxy(opts: ServeOptions, ts: TorchServe, ports: Ports, timeout_s: float, info: dict, on_ready, guard: "_SignalGuard") -> int:
+async def _serve_proxy(
+    opts: ServeOptions, ts: TorchServe, ports: Ports, timeout_s: float, info: dict, on_ready, guard: _SignalGuard
+) -> int:
     from proxy.app import ProxyConfig, serve
     from proxy.backend import TorchServeBackend
 
@@ -249,14 +275,18 @@ async def _serve_proxy(opts: ServeOptions, ts: TorchServe, ports: Ports, timeout
         clip_seconds_hint=info["clip_seconds_hint"],
         limits={**asdict(opts.limits), "max_body_bytes": request_limit_bytes(opts.limits)},
     )
-    backend = TorchServeBackend(opts.model_name, ts.inference_url, ts.management_url, ts.key_file, connections=max(8, 2 * cfg.max_inflight))
+    backend = TorchServeBackend(
+        opts.model_name, ts.inference_url, ts.management_url, ts.key_file, connections=max(8, 2 * cfg.max_inflight)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     guard.to_event(loop, stop)
     try:
         runner = await serve(cfg, backend, opts.host, ports.service)
     except OSError as e:
-        raise StartupError(f"the proxy cannot listen on {opts.host}:{ports.service} ({e.strerror or e}); choose another --service_port") from None
+        raise StartupError(
+            f"the proxy cannot listen on {opts.host}:{ports.service} ({e.strerror or e}); choose another --service_port"
+        ) from None
     code = 0
     try:
         if on_ready:
@@ -264,10 +294,12 @@ async def _serve_proxy(opts: ServeOptions, ts: TorchServe, ports: Ports, timeout
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if ts.proc is not None and ts.proc.poll() is not None:
-                log.error("TorchServe exited unexpectedly (code %s); shutting down.\n%s", ts.proc.returncode, ts.log_tail())
+                log.error(
+                    "TorchServe exited unexpectedly (code %s); shutting down.\n%s", ts.proc.returncode, ts.log_tail()
+                )
                 code = 1
                 break
     finally:
@@ -305,6 +337,7 @@ class _SignalGuard:
 
 
 # ----------------------------------------------------------------------------- archive only
+
 
 def archive_only(opts: ServeOptions) -> Path:
     """Build ``model_store/<name>[_v<version>].mar`` without serving (to register it as another version)."""

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -45,10 +45,16 @@ class Ports:
 
     def required(self) -> dict[str, int]:
         """The ports a user addresses (a clash is an error); gRPC ones are moved instead."""
-        return {"service": self.service, "inference": self.inference, "management": self.management, "metrics": self.metrics}
+        return {
+            "service": self.service,
+            "inference": self.inference,
+            "management": self.management,
+            "metrics": self.metrics,
+        }
 
 
 # ----------------------------------------------------------------------------- config.properties
+
 
 def read_properties(path: Path) -> dict[str, str]:
     """``key=value`` lines of a Java properties file (no continuation lines; ours has none)."""
@@ -102,6 +108,7 @@ def run_overrides(ports: Ports, model_store: Path, max_request_bytes: int, max_r
 
 
 # ----------------------------------------------------------------------------- ports and leftovers
+
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -164,7 +171,7 @@ class RunState:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, run_dir: Path) -> "RunState | None":
+    def load(cls, run_dir: Path) -> RunState | None:
         try:
             return cls(**json.loads((Path(run_dir) / STATE_FILE).read_text()))
         except (OSError, ValueError, TypeError):
@@ -266,13 +273,14 @@ def check_ports(ports: Ports, runs_root: Path) -> None:
 
 # ----------------------------------------------------------------------------- the server
 
+
 def parse_expiry(text: str | None) -> float | None:
     """TorchServe's ``'2026-01-01T10:00:00.123456789Z'`` -> Unix time (Python takes at most microseconds)."""
     if not text:
         return None
     try:
         head, _, frac = text.rstrip("Z").partition(".")
-        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 
@@ -283,7 +291,9 @@ def read_key_file(key_file: Path) -> tuple[dict[str, str], dict[str, float | Non
     Raises OSError or ValueError while TorchServe is (re)writing it; callers retry."""
     data = json.loads(Path(key_file).read_text())
     entries = {k: v for k, v in data.items() if isinstance(v, dict)}
-    return {k: v.get("key") for k, v in entries.items()}, {k: parse_expiry(v.get("expiration time")) for k, v in entries.items()}
+    return {k: v.get("key") for k, v in entries.items()}, {
+        k: parse_expiry(v.get("expiration time")) for k, v in entries.items()
+    }
 
 
 def read_keys(key_file: Path) -> dict[str, str]:
@@ -320,11 +330,27 @@ class TorchServe:
             **self.env,
         }
         cmd = [
-            sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
-            "--model-store", str(self.model_store), "--ts-config", str(self.config),
+            sys.executable,
+            "-m",
+            "ts.model_server",
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--model-store",
+            str(self.model_store),
+            "--ts-config",
+            str(self.config),
         ]
         out = open(self.run_dir / "torchserve.out", "ab")
-        self.proc = subprocess.Popen(cmd, cwd=self.run_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.run_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.close()
         self.pgid = self.proc.pid  # start_new_session: the CLI leads a new group; the JVM and workers join it
 
@@ -348,11 +374,15 @@ class TorchServe:
 
     def management(self, method: str, path: str, timeout: float = 30, **params) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.keys()['management']}"}
-        return requests.request(method, f"{self.management_url}{path}", params=params or None, headers=headers, timeout=timeout)
+        return requests.request(
+            method, f"{self.management_url}{path}", params=params or None, headers=headers, timeout=timeout
+        )
 
     def register(self, mar_name: str, workers: int, timeout_s: float) -> None:
         """Register ``mar_name`` from the model store and wait until its workers are up (synchronous)."""
-        r = self.management("POST", "/models", timeout=timeout_s + 10, url=mar_name, initial_workers=workers, synchronous="true")
+        r = self.management(
+            "POST", "/models", timeout=timeout_s + 10, url=mar_name, initial_workers=workers, synchronous="true"
+        )
         if r.status_code != 200:
             raise ServeError(f"registering {mar_name} failed: HTTP {r.status_code} {r.text.strip()}\n{self.log_tail()}")
 
@@ -373,7 +403,9 @@ class TorchServe:
             if self.proc is not None and self.proc.poll() is not None:
                 break
             time.sleep(0.5)
-        raise ServeError(f"model {model} did not become READY within {timeout_s:.0f} s (last status: {last}).\n{self.log_tail()}")
+        raise ServeError(
+            f"model {model} did not become READY within {timeout_s:.0f} s (last status: {last}).\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 30) -> str:
         """The worker's last error (the usual reason a start fails), then the end of TorchServe's logs."""
@@ -381,7 +413,11 @@ class TorchServe:
         parts = []
         model_log = self.logs / "model_log.log"
         if model_log.exists():
-            errors = [ln for ln in model_log.read_text(errors="replace").splitlines() if re.search(r"\b\w*(Error|Exception): ", ln)]
+            errors = [
+                ln
+                for ln in model_log.read_text(errors="replace").splitlines()
+                if re.search(r"\b\w*(Error|Exception): ", ln)
+            ]
             if errors:
                 parts.append("worker error: " + errors[-1].split("MODEL_LOG - ", 1)[-1])
         for name in ("model_log.log", "ts_log.log"):

@@ -13,10 +13,18 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1400,1000",
 )
-INSTALL_HINT = "install Debian's chromium and chromium-driver (`apt-get install -y chromium chromium-driver`, as .ci/run does)"
+INSTALL_HINT = (
+    "install Debian's chromium and chromium-driver (`apt-get install -y chromium chromium-driver`, as .ci/run does)"
+)
 
 
 def missing() -> str | None:

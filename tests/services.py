@@ -17,7 +17,8 @@ from serving.launcher import ServiceProcess
 
 TINY = FRVSRConfig(channels=8, blocks=1, fnet_channels=4)
 needs_java = pytest.mark.skipif(
-    subprocess.run(["java", "-version"], capture_output=True).returncode != 0, reason="TorchServe needs Java >= 17 (not found)"
+    subprocess.run(["java", "-version"], capture_output=True).returncode != 0,
+    reason="TorchServe needs Java >= 17 (not found)",
 )
 
 

@@ -13,9 +13,9 @@ import base64
 import cv2
 import pytest
 import requests
+
 from clips import audio_only, encode_video, make_video, moving_clip, probe
 from services import b64, needs_java, predict, tiny_service
-
 from serving.contract import HEALTH_PATH
 
 pytestmark = [pytest.mark.slow, needs_java]
@@ -38,8 +38,17 @@ def healthy_after(service):
 
 # ----------------------------------------------------------------------------- input makers
 
-def encode(muxer: str, codec: str, pix_fmt: str, frames: int = 4, width: int = 32, height: int = 24, fps: int = 10,
-           gray: bool = False) -> bytes:
+
+def encode(
+    muxer: str,
+    codec: str,
+    pix_fmt: str,
+    frames: int = 4,
+    width: int = 32,
+    height: int = 24,
+    fps: int = 10,
+    gray: bool = False,
+) -> bytes:
     """A moving texture in any muxer/codec/pixel format PyAV has (``frames=0``: the stream header only)."""
     clip = moving_clip(frames, height, width)
     if gray:
@@ -75,6 +84,7 @@ def envelope(r: requests.Response, status: int) -> dict:
 
 # ----------------------------------------------------------------------------- refused
 
+
 @pytest.mark.parametrize(
     "name,payload,status,words",
     [
@@ -91,7 +101,12 @@ def envelope(r: requests.Response, status: int) -> dict:
         ("mp4_header_only", {"content": b64(make_video("mp4_h264", frames=12)[:1500])}, 415, "not a video"),
         ("mp4_truncated", {"content": b64(cut(make_video("mp4_h264", frames=12), 0.9))}, 422, "truncated"),
         ("avi_truncated", {"content": b64(cut(make_video("avi_mjpeg", frames=12), 0.9))}, 422, "corrupt"),
-        ("over_max_frames", {"content": b64(encode("matroska", "ffv1", "yuv420p", frames=301, width=16, height=16, fps=100))}, 422, "max_frames"),
+        (
+            "over_max_frames",
+            {"content": b64(encode("matroska", "ffv1", "yuv420p", frames=301, width=16, height=16, fps=100))},
+            422,
+            "max_frames",
+        ),
     ],
 )
 def test_bad_input_gets_a_clean_json_4xx(healthy_after, name, payload, status, words):
@@ -101,6 +116,7 @@ def test_bad_input_gets_a_clean_json_4xx(healthy_after, name, payload, status, w
 
 
 # ----------------------------------------------------------------------------- odd but valid
+
 
 @pytest.mark.parametrize(
     "name,video,size",

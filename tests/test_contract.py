@@ -6,8 +6,8 @@ import base64
 import json
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from handler.pipeline import Timings
 from handler.settings import Limits
 from serving.contract import (
@@ -28,7 +28,14 @@ def test_timing_header_round_trips_and_tolerates_junk():
     t = Timings(open=0.0012, decode=0.1, model=4.25, encode=1.5, total=5.0, frames=150)
     text = t.header()
     assert text == "open=0.001;decode=0.100;model=4.250;encode=1.500;total=5.000;frames=150"
-    assert parse_timing(text) == {"open": 0.001, "decode": 0.1, "model": 4.25, "encode": 1.5, "total": 5.0, "frames": 150}
+    assert parse_timing(text) == {
+        "open": 0.001,
+        "decode": 0.1,
+        "model": 4.25,
+        "encode": 1.5,
+        "total": 5.0,
+        "frames": 150,
+    }
     assert parse_timing(format_timing({"total": 2.0})) == {"total": 2.0}
     assert parse_timing("total=abc;frames=3;garbage;=1") == {"frames": 3.0}
     assert parse_timing(None) == {} and parse_timing("") == {}
@@ -53,7 +60,9 @@ def test_limits_map_to_the_byte_sizes_torchserve_is_configured_with():
     assert lim.max_input_bytes() == max_video_bytes(40_000, 300) == 40_000 * 3 * 300 + 2**20
     assert request_limit_bytes(lim) == b64_len(lim.max_input_bytes()) + 64 * 1024 == 49_463_640
     props = read_properties(ROOT / "config.properties")
-    assert request_limit_bytes(lim) <= int(props["max_request_size"]) < request_limit_bytes(lim) + 4 * 2**20  # rounded up to 50 MiB
+    assert (
+        request_limit_bytes(lim) <= int(props["max_request_size"]) < request_limit_bytes(lim) + 4 * 2**20
+    )  # rounded up to 50 MiB
     assert response_limit_bytes(lim) <= int(props["max_response_size"]) < response_limit_bytes(lim) + 2**20
     bigger = Limits(max_pixels=80_000, max_frames=600)
     assert request_limit_bytes(bigger) > 3.9 * request_limit_bytes(lim)

@@ -60,7 +60,7 @@ class FakeBackend:
 
 
 def run(scenario, backend=None, **cfg_kw):
-    """Start the proxy in front of ``backend`` (a FakeBackend by default), run ``await scenario(fake, url, session)``."""
+    """Start the proxy in front of ``backend`` (a FakeBackend by default); ``await scenario(fake, url, session)``."""
 
     async def main():
         fake = backend or FakeBackend()
@@ -94,6 +94,7 @@ async def until(cond, timeout=5.0):
 
 
 # ----------------------------------------------------------------------------- route and envelope
+
 
 def test_success_envelope_headers_and_backend_lifecycle():
     async def scenario(fake, url, s):
@@ -178,13 +179,15 @@ def test_page_and_its_files_are_served():
 
 # ----------------------------------------------------------------------------- the queue
 
+
 def test_requests_beyond_the_slots_wait_in_arrival_order_and_all_succeed():
     async def scenario(fake, url, s):
         fake.gate = asyncio.Event()
         tasks = []
         for i in range(5):
             tasks.append(asyncio.create_task(post(s, url, body_of(str(i)), headers={REQUEST_ID_HEADER: f"id{i}"})))
-            await until(lambda: len(fake.seen) >= 1 if i == 0 else True)
+            if i == 0:
+                await until(lambda: len(fake.seen) == 1)
             await asyncio.sleep(0.05)  # arrival order = creation order
         _, q = await get_json(s, url, f"{QUEUE_PATH}?request=id3")
         assert q["data"]["state"] == "waiting" and q["data"]["position"] == 3 and q["data"]["waiting"] == 4
@@ -193,7 +196,12 @@ def test_requests_beyond_the_slots_wait_in_arrival_order_and_all_succeed():
         assert first["data"]["state"] == "running" and first["data"]["position"] == 0
         _, h = await get_json(s, url, HEALTH_PATH)
         queue = h["data"]["queue"]
-        assert queue["waiting"] == 4 and queue["running"] == 1 and queue["bytes_waiting"] > 0 and queue["estimated_wait_s"] > 0
+        assert (
+            queue["waiting"] == 4
+            and queue["running"] == 1
+            and queue["bytes_waiting"] > 0
+            and queue["estimated_wait_s"] > 0
+        )
         assert h["data"]["inflight"] == 5
         fake.gate.set()
         results = await asyncio.gather(*tasks)
@@ -306,6 +314,7 @@ def test_waiting_room_estimates_from_recent_clips():
 
 # ----------------------------------------------------------------------------- TorchServeBackend without a server
 
+
 def test_torchserve_down_is_503_and_health_says_unreachable():
     async def scenario(fake, url, s):
         status, body, _ = await post(s, url, body_of("a"))
@@ -319,7 +328,9 @@ def test_torchserve_down_is_503_and_health_says_unreachable():
 
 def test_failed_key_renewal_is_not_logged_as_renewed(tmp_path, caplog):
     key_file = tmp_path / "key_file.json"
-    key_file.write_text(json.dumps({"inference": {"key": "old", "expiration time": "2000-01-01T00:00:00.0Z"}, "API": {"key": "api"}}))
+    key_file.write_text(
+        json.dumps({"inference": {"key": "old", "expiration time": "2000-01-01T00:00:00.0Z"}, "API": {"key": "api"}})
+    )
 
     async def scenario():
         tokens = TokenSource(key_file, f"http://127.0.0.1:{free_port()}")
@@ -337,7 +348,8 @@ def _headers_only_post(port: int, length: int) -> tuple[int, bytes]:
     """Announce a huge body and send none of it: the answer must come from the Content-Length alone."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(
-            f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+            f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
         )
         data = b""
         while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):

@@ -14,9 +14,9 @@ import uuid
 import psutil
 import pytest
 import requests
+
 from clips import make_video
 from services import b64, needs_java, predict, tiny_service
-
 from serving.torchserve import read_properties
 
 pytestmark = [pytest.mark.slow, needs_java]

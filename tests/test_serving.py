@@ -11,17 +11,16 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
-from clips import make_video, probe
-from services import b64, needs_java, predict, tiny_checkpoint
 
+from clips import make_video, probe
 from model.frvsr import FRVSRConfig
 from proxy.backend import TorchServeBackend
+from services import b64, needs_java, predict, tiny_checkpoint
 from serving.contract import HEALTH_PATH, MODEL_HEADER, PREDICT_PATH, TIMING_HEADER
 from serving.launcher import ROOT, ServiceProcess
 from serving.torchserve import TS_MAIN_CLASS, RunState, group_alive
@@ -38,7 +37,9 @@ def ts_processes(run_dir: Path) -> list[psutil.Process]:
             cwd = p.cwd()
         except psutil.Error:
             continue
-        if (TS_MAIN_CLASS in cmd and f"{run_dir}/" in cmd) or ("model_service_worker" in cmd and f"{cwd}/".startswith(f"{run_dir}/")):
+        if (TS_MAIN_CLASS in cmd and f"{run_dir}/" in cmd) or (
+            "model_service_worker" in cmd and f"{cwd}/".startswith(f"{run_dir}/")
+        ):
             found.append(p)
     return found
 
@@ -64,6 +65,7 @@ def service(tmp_models):
 
 # ----------------------------------------------------------------------------- happy paths
 
+
 def test_avi_mjpeg_clip_is_upscaled_4x(service):
     video = make_video("avi_mjpeg", frames=30, width=96, height=64, fps=15)  # 2 s
     assert video[:4] == b"RIFF" and video[8:12] == b"AVI "
@@ -72,7 +74,10 @@ def test_avi_mjpeg_clip_is_upscaled_4x(service):
     body = r.json()
     assert set(body) == {"code", "data", "msg"} and body["code"] == 200 and body["msg"] == "ok"
     assert set(body["data"]) == {"content", "elapsed_time"}
-    assert isinstance(body["data"]["elapsed_time"], float) and round(body["data"]["elapsed_time"], 4) == body["data"]["elapsed_time"]
+    assert (
+        isinstance(body["data"]["elapsed_time"], float)
+        and round(body["data"]["elapsed_time"], 4) == body["data"]["elapsed_time"]
+    )
     out = base64.b64decode(body["data"]["content"], validate=True)
     assert out[:4] == b"RIFF" and out[8:12] == b"AVI "
     src, dst = probe(video), probe(out)
@@ -107,7 +112,11 @@ def test_health_reports_proxy_torchserve_and_model(service):
     assert r.status_code == 200 and d["proxy"] == "ok" and d["torchserve"] == "Healthy"
     assert d["model"]["name"] == "tiny" and d["model"]["ready"] and d["model"]["workers"] == ["READY"]
     assert d["queue"]["waiting"] == 0 and d["queue"]["slots"] == 2 and d["queue"]["max_waiting"] == 32
-    assert d["limits"]["max_pixels"] == 40000 and d["limits"]["max_seconds"] == 5.0 and d["limits"]["max_body_bytes"] > 36e6
+    assert (
+        d["limits"]["max_pixels"] == 40000
+        and d["limits"]["max_seconds"] == 5.0
+        and d["limits"]["max_body_bytes"] > 36e6
+    )
 
 
 def test_page_is_served_on_the_service_port(service):
@@ -116,6 +125,7 @@ def test_page_is_served_on_the_service_port(service):
 
 
 # ----------------------------------------------------------------------------- errors
+
 
 @pytest.mark.parametrize(
     "kw,status,words",
@@ -126,7 +136,11 @@ def test_page_is_served_on_the_service_port(service):
         ({"json": {"content": "###"}}, 400, "not valid base64"),
         ({"json": {"content": b64(b"Dear user, this is plain text and not a video. " * 20)}}, 415, "not a video"),
         ({"json": {"content": b64(make_video("avi_mjpeg", frames=2, width=240, height=200))}}, 422, "max_pixels"),
-        ({"json": {"content": b64(make_video("mkv_ffv1", frames=80, width=16, height=16, fps=10))}}, 422, "max_seconds"),
+        (
+            {"json": {"content": b64(make_video("mkv_ffv1", frames=80, width=16, height=16, fps=10))}},
+            422,
+            "max_seconds",
+        ),
     ],
 )
 def test_bad_requests_get_documented_status(service, kw, status, words):
@@ -144,7 +158,10 @@ def test_wrong_method_is_405(service):
 def test_oversized_content_length_is_refused_before_upload(service):
     port = service.ports["service_port"]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"POST /autotable/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {2 * 10**9}\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {2 * 10**9}\r\n\r\n".encode()
+        )
         data = b""
         while b'"code"' not in data or not data.rstrip().endswith(b"}"):
             chunk = sock.recv(65536)
@@ -157,20 +174,36 @@ def test_oversized_content_length_is_refused_before_upload(service):
 
 # ----------------------------------------------------------------------------- model versions
 
+
 def test_second_version_registered_and_made_default_is_served(service, tmp_models):
     video = make_video("avi_mjpeg", frames=3, width=24, height=24)
     r1 = predict(service, json={"content": b64(video)})
     assert r1.status_code == 200 and r1.headers[MODEL_HEADER] == "tiny/1.0"
 
     built = subprocess.run(
-        service.args("--archive_only", "--model_name", "tiny", "--model_version", "2.0", "--used_model", "tiny2.pth",
-                     "--run_dir", str(tmp_models / "archive_v2")),
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        service.args(
+            "--archive_only",
+            "--model_name",
+            "tiny",
+            "--model_version",
+            "2.0",
+            "--used_model",
+            "tiny2.pth",
+            "--run_dir",
+            str(tmp_models / "archive_v2"),
+        ),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert built.returncode == 0, built.stdout + built.stderr
     assert (tmp_models / "store" / "tiny_v2.0.mar").is_file()
 
-    assert service.management("POST", "/models", url="tiny_v2.0.mar", initial_workers=1, synchronous="true").status_code == 200
+    assert (
+        service.management("POST", "/models", url="tiny_v2.0.mar", initial_workers=1, synchronous="true").status_code
+        == 200
+    )
     versions = service.management("GET", "/models/tiny/all").json()
     assert sorted(v["modelVersion"] for v in versions) == ["1.0", "2.0"]
     assert service.management("PUT", "/models/tiny/2.0/set-default").status_code == 200
@@ -193,10 +226,16 @@ def test_management_requires_the_token(service):
 
 # ----------------------------------------------------------------------------- TorchServeBackend on the real TorchServe
 
+
 def _backend_run(service: ServiceProcess, scenario, model: str = "tiny", **kw):
     async def main():
-        backend = TorchServeBackend(model, f"http://127.0.0.1:{service.ports['inference_port']}", service.mgmt,
-                                    service.run_dir / "key_file.json", **kw)
+        backend = TorchServeBackend(
+            model,
+            f"http://127.0.0.1:{service.ports['inference_port']}",
+            service.mgmt,
+            service.run_dir / "key_file.json",
+            **kw,
+        )
         await backend.start()
         try:
             return await scenario(backend)
@@ -217,8 +256,13 @@ def test_backend_renews_a_key_torchserve_rejected_and_logs_it(service, caplog):
         # backend keeps its cached key, now invalid (a request racing the rewrite sees exactly this)
         st = key_file.stat()
         api = service.keys()["API"]
-        r = await asyncio.to_thread(requests.post, service.mgmt + "/token", params={"type": "inference"},
-                                    headers={"Authorization": f"Bearer {api}"}, timeout=30)
+        r = await asyncio.to_thread(
+            requests.post,
+            service.mgmt + "/token",
+            params={"type": "inference"},
+            headers={"Authorization": f"Bearer {api}"},
+            timeout=30,
+        )
         assert r.status_code == 200 and service.keys()["inference"] != stale
         os.utime(key_file, ns=(st.st_atime_ns, st.st_mtime_ns))
         status, payload, headers = await backend.predict(body, 60)  # refused once, renewed, retried
@@ -229,7 +273,9 @@ def test_backend_renews_a_key_torchserve_rejected_and_logs_it(service, caplog):
     with caplog.at_level("INFO", logger="proxy.backend"):
         _backend_run(service, scenario)
     assert caplog.text.count("inference key renewed") == 1 and "failed" not in caplog.text
-    assert predict(service, json={"content": b64(make_video(frames=2))}).status_code == 200  # the service's own proxy copes
+    assert (
+        predict(service, json={"content": b64(make_video(frames=2))}).status_code == 200
+    )  # the service's own proxy copes
 
 
 def test_backend_renews_an_expiring_key_before_using_it(service):
@@ -254,6 +300,7 @@ def test_backend_maps_an_unregistered_model_to_503(service):
 
 
 # ----------------------------------------------------------------------------- start-up checks (no server)
+
 
 def test_refuses_ports_taken_by_something_else(tmp_models, capsys):
     import client_infer
@@ -285,13 +332,20 @@ def test_missing_checkpoint_and_gpu_have_clear_errors(tmp_models, capsys):
 def test_model_that_fails_to_load_is_reported_with_the_worker_error(tmp_models):
     (tmp_models / "broken.pth").write_bytes(b"this is not a checkpoint")
     svc = service_for(tmp_models, "broken")
-    run = subprocess.run(svc.args("--used_model", "broken.pth", "--startup_timeout", "60"), cwd=ROOT, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        svc.args("--used_model", "broken.pth", "--startup_timeout", "60"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 2
     assert "worker error: ValueError: cannot load model checkpoint" in run.stderr and "model_log.log" in run.stderr
     assert not ts_processes(svc.run_dir)
 
 
 # ----------------------------------------------------------------------------- shutdown (last: it stops the service)
+
 
 def test_crashed_run_leftover_is_cleaned_and_shutdown_leaves_nothing(service, tmp_models):
     state = RunState.load(service.run_dir)

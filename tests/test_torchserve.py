@@ -10,8 +10,8 @@ import time
 
 import psutil
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from handler.settings import Limits
 from serving.contract import request_limit_bytes, response_limit_bytes
 from serving.service import StartupError, check_device, check_java, resolve_checkpoint
@@ -45,7 +45,9 @@ def test_committed_config_properties():
 
 def test_run_copy_keeps_comments_and_overrides_keys(tmp_path):
     ports = Ports(1, 2, 3, 4, 5, 6)
-    dest = write_properties(ROOT / "config.properties", tmp_path / "config.properties", run_overrides(ports, tmp_path / "store", 100, 200))
+    dest = write_properties(
+        ROOT / "config.properties", tmp_path / "config.properties", run_overrides(ports, tmp_path / "store", 100, 200)
+    )
     text = dest.read_text()
     props = read_properties(dest)
     assert "# TorchServe configuration" in text

@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 import pytest
 import requests
+
 from browser import chromium, missing
 from clips import make_video
-from services import needs_java, tiny_service
-
 from handler.pipeline import open_job, upscale_video
 from handler.settings import HandlerSettings
 from model.frvsr import FRVSR, FRVSRConfig
 from proxy.app import ProxyConfig, serve
 from proxy.backend import Health, Reply
+from services import needs_java, tiny_service
 from serving.contract import FORMAT_HEADER, PAGE_PATH, PREDICT_PATH, TIMING_HEADER
 from serving.torchserve import free_port
 
@@ -54,22 +54,40 @@ def wait_for(driver, cond, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout:.0f} s; page says: {js(driver, 'document.body.innerText')[:800]}")
+            raise AssertionError(
+                f"{what} within {timeout:.0f} s; page says: {js(driver, 'document.body.innerText')[:800]}"
+            )
         time.sleep(0.1)
 
 
 def upload(driver, url: str, path: Path) -> None:
     driver.get(url + PAGE_PATH)
-    wait_for(driver, lambda: "Limits: frames up to" in js(driver, "document.getElementById('limits').textContent"), 20, "limits shown")
+    wait_for(
+        driver,
+        lambda: "Limits: frames up to" in js(driver, "document.getElementById('limits').textContent"),
+        20,
+        "limits shown",
+    )
     driver.find_element("id", "file").send_keys(str(path))
 
 
 def videos(driver) -> dict:
     """What the two <video> elements report once both have their metadata."""
-    wait_for(driver, lambda: js(driver, "document.getElementById('after').readyState >= 2 && document.getElementById('before').readyState >= 2"),
-             30, "both videos loaded")
-    return js(driver, "(() => { const a = document.getElementById('after'), b = document.getElementById('before'); return "
-                      "{aw: a.videoWidth, ah: a.videoHeight, ad: a.duration, bw: b.videoWidth, bh: b.videoHeight, bd: b.duration}; })()")
+    wait_for(
+        driver,
+        lambda: js(
+            driver,
+            "document.getElementById('after').readyState >= 2 && document.getElementById('before').readyState >= 2",
+        ),
+        30,
+        "both videos loaded",
+    )
+    return js(
+        driver,
+        "(() => { const a = document.getElementById('after'), b = document.getElementById('before'); return "
+        "{aw: a.videoWidth, ah: a.videoHeight, ad: a.duration, "
+        "bw: b.videoWidth, bh: b.videoHeight, bd: b.duration}; })()",
+    )
 
 
 def not_blank(png: bytes) -> float:
@@ -89,6 +107,7 @@ def check_result(driver, frames: int, fps: int) -> None:
 
 
 # ----------------------------------------------------------------------------- the real service
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
@@ -128,6 +147,7 @@ def test_page_says_a_text_file_is_not_a_video(browser, service, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the seam: no TorchServe
+
 
 class InProcessBackend:
     """The handler's pipeline in this process (tiny model) behind the Backend protocol; ``gate`` holds the
@@ -198,13 +218,20 @@ def test_page_works_against_another_backend_and_shows_the_queue(browser, tmp_pat
     with proxy_thread(backend, max_inflight=1) as (url, loop):
         backend.gate = asyncio.Event()
         first: dict = {}
-        blocker = threading.Thread(target=lambda: first.update(r=requests.post(
-            url + PREDICT_PATH, json={"content": base64.b64encode(video).decode()}, timeout=60)))
+        blocker = threading.Thread(
+            target=lambda: first.update(
+                r=requests.post(url + PREDICT_PATH, json={"content": base64.b64encode(video).decode()}, timeout=60)
+            )
+        )
         blocker.start()
         wait_for(browser, lambda: backend.calls == 1, 10, "the first request at the backend")
         upload(browser, url, clip)
-        wait_for(browser, lambda: "position 2 (1 ahead)" in js(browser, "document.getElementById('detail').textContent"), 20,
-                 "the queue position shown")
+        wait_for(
+            browser,
+            lambda: "position 2 (1 ahead)" in js(browser, "document.getElementById('detail').textContent"),
+            20,
+            "the queue position shown",
+        )
         assert "Processing" in js(browser, "document.getElementById('phase').textContent")
         loop.call_soon_threadsafe(backend.gate.set)
         blocker.join(60)
