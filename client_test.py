@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from train.metrics import json_safe
     from train.report import build_test_trial, summarize, write_workbook
     from train.results import atomic_write_json, runs_dir, trial_path
-    from train.trainer import Dist, resolve_device
+    from handler.settings import resolve_device
 
     t_start = time.perf_counter()
     try:
-        device = resolve_device(args.device, Dist())
+        device = resolve_device(args.device)
         ckpt_path = Path(args.model_path) / args.used_model
         model, ckpt = load_checkpoint(ckpt_path, device)
         # the platform's clean input: BI, or BD for a model trained on BD ('realistic' models are scored on BI)

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.frvsr import FRVSR, FRVSRConfig, load_checkpoint, super_resolve
+from model.checkpoint import load_checkpoint
+from model.frvsr import FRVSR, FRVSRConfig
+from model.inference import super_resolve
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
-from train.trainer import evaluate, train_step
+from train.trainer import train_step, validation_scores
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int =
             if done >= steps:
                 break
     seconds = time.perf_counter() - t0
-    return evaluate(model.eval(), val_s, tc, "cpu")["PSNR"], seconds
+    return validation_scores(model.eval(), val_s, tc, "cpu")["PSNR"], seconds
 
 
 def shipped_default() -> tuple[FRVSR, dict] | None:

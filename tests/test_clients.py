@@ -87,7 +87,7 @@ def test_runs_dir_is_under_the_project_root_not_the_cwd(monkeypatch, tmp_path):
     (["--dataset_path", "/does/not/exist"], "does not exist"),
     (["--dataset_path", "{data}", "--annotation_data", "{'advance_settings': {'bogus': 1}}"], "valid keys"),
     (["--dataset_path", "{data}", "--annotation_data", "not a dict"], "annotation_data"),
-    (["--dataset_path", "{data}", "--device", "cuda"], "CUDA is not available"),
+    (["--dataset_path", "{data}", "--device", "cuda"], "sees no CUDA GPU"),
 ])
 def test_train_bad_input_exits_with_a_clear_message(args, message, seed_dataset, tmp_path):
     if "cuda" in args:

@@ -1,4 +1,4 @@
-"""The adversarial stage (train/gan.py, trainer.gan_step): settings, ping-pong, the spatio-temporal
+"""The adversarial stage (train/gan.py, ``GanStage``): settings, ping-pong, the spatio-temporal
 discriminator, checkpoint selection, and a short GAN fine-tune through client_train.py."""
 
 import json
@@ -18,10 +18,9 @@ from model.frvsr import FRVSR, FRVSRConfig
 from train.config import TrainConfig
 from train.data import to_float
 from train.gan import (
-    D_IN_CHANNELS, DETAIL_GAIN, Discriminator, discriminator_input, discriminator_path, load_discriminator, neighbour_flows, pingpong,
-    pingpong_loss, save_discriminator,
+    D_IN_CHANNELS, DETAIL_GAIN, Discriminator, GanStage, discriminator_input, discriminator_path, load_discriminator, neighbour_flows,
+    pingpong, pingpong_loss, save_discriminator,
 )
-from train.trainer import RunState, build_discriminator, gan_step, keep_checkpoint
 
 TINY = {"crop_size": 32, "num_frames": 3, "epochs": 2, "crops_per_clip": 2, "batch_size": 2, "max_minutes": 2, "threads": 1}
 GAN = {**TINY, "gan": True, "d_channels": 8, "lr": 5e-5}
@@ -115,7 +114,7 @@ def test_gan_step_trains_both_networks(tiny_cfg):
     model, disc = random_frvsr(tiny_cfg), Discriminator(8)
     opt_g, opt_d = torch.optim.Adam(model.parameters(), lr=1e-3), torch.optim.Adam(disc.parameters(), lr=1e-3)
     g0, d0 = [p.detach().clone() for p in model.parameters()], [p.detach().clone() for p in disc.parameters()]
-    stats = gan_step(model, disc, opt_g, opt_d, *_window(), cfg)
+    stats = GanStage(cfg, disc, opt_d).step(model, opt_g, *_window())
     assert {"loss", "psnr", "pixel", "flow", "pingpong", "adv", "fm", "d_loss", "d_real", "d_fake"} <= set(stats)
     assert all(math.isfinite(v) for v in stats.values()) and stats["pingpong"] > 0
     assert all(not torch.equal(a, p) for a, p in zip(g0, model.parameters()) if p.numel() > 1)
@@ -124,14 +123,19 @@ def test_gan_step_trains_both_networks(tiny_cfg):
 
 
 def test_checkpoint_selection():
-    base, gan = TrainConfig(), TrainConfig(gan=True, gan_psnr_drop=1.0)
-    st = RunState(best_psnr=30.0, best_eval={"PSNR": 30.0})
-    assert keep_checkpoint({"PSNR": 30.5}, base, st) and not keep_checkpoint({"PSNR": 29.9}, base, st)
-    st = RunState(best_psnr=30.0, best_eval={"PSNR": 30.0}, ref_psnr=30.2, kept_within=True)
-    assert keep_checkpoint({"PSNR": 29.3}, gan, st)  # later and within 1 dB of the start: kept
-    assert not keep_checkpoint({"PSNR": 29.1}, gan, st)  # too far below the start
-    st = RunState(best_psnr=28.0, best_eval={"PSNR": 28.0}, ref_psnr=30.2, kept_within=False)
-    assert keep_checkpoint({"PSNR": 28.5}, gan, st)  # nothing within budget yet: the best PSNR so far
+    def stage(ref_psnr: float, kept_within: bool) -> GanStage:
+        disc = Discriminator(8)
+        return GanStage(TrainConfig(gan=True, gan_psnr_drop=1.0), disc, torch.optim.Adam(disc.parameters()), ref_psnr, kept_within)
+
+    assert stage(30.2, False).keep({"PSNR": 25.0}, None)  # nothing kept yet: keep the first
+    within = stage(30.2, True)
+    assert within.keep({"PSNR": 29.3}, 30.0)  # later and within 1 dB of the start: kept
+    assert not within.keep({"PSNR": 29.1}, 29.3)  # too far below the start
+    early = stage(30.2, False)
+    assert early.keep({"PSNR": 28.5}, 28.0) and not early.kept_within  # nothing within budget yet: the best PSNR so far
+    assert not early.keep({"PSNR": 28.2}, 28.5)
+    assert early.keep({"PSNR": 29.5}, 28.5) and early.kept_within  # the first within budget
+    assert not early.keep({"PSNR": 29.0}, 29.5)  # from then on, only checkpoints within budget
 
 
 def test_discriminator_file_and_resume(tmp_path):
@@ -144,7 +148,7 @@ def test_discriminator_file_and_resume(tmp_path):
     save_discriminator(discriminator_path(gen), disc, step=3)
     for k, v in load_discriminator(discriminator_path(gen)).state_dict().items():
         assert torch.equal(v, disc.state_dict()[k])
-    resumed, _ = build_discriminator(TrainConfig(gan=True, init_from=str(gen), d_channels=16), "cpu")
+    resumed = GanStage.build(TrainConfig(gan=True, init_from=str(gen), d_channels=16), "cpu").disc
     assert resumed.channels == 8  # the saved discriminator's architecture wins, like init_from's generator
 
 

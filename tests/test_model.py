@@ -209,7 +209,7 @@ def test_model_trains_on_a_moving_clip(tiny_cfg):
     from conftest import moving_clip
     from train.config import TrainConfig
     from train.data import degrade, to_float
-    from train.trainer import frvsr_loss
+    from train.losses import frvsr_loss
 
     torch.manual_seed(0)
     hr = to_float(moving_clip(4, 32, 32)).unsqueeze(0)  # (1, 4, 3, 32, 32)
@@ -219,7 +219,7 @@ def test_model_trains_on_a_moving_clip(tiny_cfg):
     losses = []
     for _ in range(15):
         opt.zero_grad()
-        loss, _ = frvsr_loss(model, lr, hr, TrainConfig())
+        loss, _ = frvsr_loss(model, lr, hr, TrainConfig().flow_loss_weight)
         loss.backward()
         losses.append(loss.item())
         opt.step()

@@ -1,5 +1,6 @@
-"""FRVSR_GAN's adversarial stage: ping-pong windows, the spatio-temporal discriminator, its inputs, the
-losses, and the discriminator's own checkpoint file. ``train.trainer.gan_step`` puts them together.
+"""FRVSR_GAN's adversarial stage, all of it: ping-pong windows, the spatio-temporal discriminator, its
+inputs, the losses, the discriminator's own checkpoint file, and ``GanStage``, which puts them together
+(one step, checkpoint selection, saving and resuming). The trainer calls ``GanStage`` and nothing else.
 
 The discriminator sees time (in the spirit of TecoGAN, Chu et al. 2020): it judges windows of three
 consecutive high-res frames, with the previous and next frame warped onto the middle one, conditioned
@@ -17,6 +18,8 @@ Shapes: b = batch, t = frames, (h, w) low-res, (H, W) = (4h, 4w) high-res; image
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +29,9 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from model.frvsr import FNet, flow_warp, pad_to_multiple, upsample_image, upscale_flow
+from train.config import TrainConfig
+from train.losses import warp_loss
+from train.metrics import psnr_from_mse
 from train.results import MODEL_NAME
 
 log = logging.getLogger(__name__)
@@ -197,3 +203,117 @@ def load_discriminator(path: str | Path) -> Discriminator:
     except Exception as e:
         raise ValueError(f"cannot load discriminator checkpoint {path}: {e}") from e
     return disc
+
+
+# ----------------------------------------------------------------------------- the stage
+
+@dataclass
+class GanStage:
+    """What the adversarial stage adds to a training run: the discriminator and its optimiser, the step
+    that trains both networks, and which validated checkpoint to keep.
+
+    The generator's ``.pth`` stays a plain FRVSR checkpoint; the discriminator is saved beside it
+    (``discriminator_path``) so a later fine-tune can resume it.
+    """
+
+    cfg: TrainConfig
+    disc: Discriminator
+    opt_d: torch.optim.Optimizer
+    ref_psnr: float = -math.inf  # validation PSNR of the starting model (init_from)
+    kept_within: bool = False  # the kept checkpoint is within gan_psnr_drop of ref_psnr
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, device: torch.device | str) -> "GanStage":
+        """A fresh discriminator, or the one saved beside ``init_from`` (its architecture wins)."""
+        resume = discriminator_path(cfg.init_from) if cfg.init_from else None
+        if resume is not None and resume.is_file():
+            disc = load_discriminator(resume)
+            log.info("discriminator resumed from %s", resume)
+        else:
+            disc = Discriminator(cfg.d_channels)
+        disc = disc.to(device).train()
+        sync_discriminator(disc)
+        # beta1 0.5: the usual GAN setting, momentum lags behind a moving target less
+        return cls(cfg, disc, torch.optim.Adam(disc.parameters(), lr=cfg.gan_lr_d, betas=(0.5, 0.999)))
+
+    def step(self, net: nn.Module, opt_g: torch.optim.Optimizer, lr: torch.Tensor, hr: torch.Tensor) -> dict:
+        """One adversarial step on a ping-pong window: the discriminator first, then the generator.
+
+        lr (b, n, 3, h, w), hr (b, n, 3, 4h, 4w). Generator loss = pixel L2 + flow_loss_weight * warp
+        + w_pingpong * ping-pong + w_adv * hinge + w_fm * feature matching, all on x_1..x_n..x_1.
+        """
+        cfg, disc = self.cfg, self.disc
+        n = lr.shape[1]
+        lr_pp, hr_pp = pingpong(lr), pingpong(hr)  # (b, 2n-1, ...)
+        out, flows = net(lr_pp)  # (b, 2n-1, 3, H, W), (b, 2n-1, 2, h, w)
+        nflows = neighbour_flows(getattr(net, "module", net).fnet, lr_pp)  # (b, 2n-3, 2, 2, h, w), no gradient
+        real = discriminator_input(hr_pp, lr_pp, nflows)  # (b*(2n-3), 12, H, W)
+        fake = discriminator_input(out, lr_pp, nflows)
+
+        # discriminator: real and generated windows in one batch (generated ones detached)
+        set_requires_grad(disc, True)
+        self.opt_d.zero_grad(set_to_none=True)
+        logits, _ = disc(torch.cat((real, fake.detach())))
+        d_real, d_fake = logits.chunk(2)
+        loss_d = d_hinge_loss(d_real, d_fake)
+        loss_d.backward()
+        average_gradients(disc)
+        self.opt_d.step()
+
+        # generator, through the frozen (just updated) discriminator
+        set_requires_grad(disc, False)
+        logits, feats = disc(torch.cat((real, fake)))
+        fake_logits = logits.chunk(2)[1]
+        fm = feature_matching_loss([f.chunk(2)[1] for f in feats], [f.chunk(2)[0] for f in feats])
+        adv = g_hinge_loss(fake_logits)
+        pixel = F.mse_loss(out, hr_pp)
+        warp = warp_loss(lr_pp, flows)
+        pp = pingpong_loss(out, n)
+        loss = pixel + cfg.flow_loss_weight * warp + cfg.w_pingpong * pp + cfg.w_adv * adv + cfg.w_fm * fm
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt_g.step()
+        set_requires_grad(disc, True)
+        return {
+            "loss": loss.item(), "pixel": pixel.item(), "flow": warp.item(), "psnr": psnr_from_mse(pixel.item()), "pingpong": pp.item(),
+            "adv": adv.item(), "fm": fm.item(), "d_loss": loss_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
+        }
+
+    def set_reference(self, scores: dict) -> None:
+        """The starting model's validation scores: ``keep`` measures the PSNR drop from them."""
+        self.ref_psnr = scores["PSNR"]
+        log.info("GAN stage starts from val PSNR %.4f dB SSIM %.4f tOF %.4f; keeping checkpoints above %.4f dB",
+                 scores["PSNR"], scores["SSIM"], scores["tOF"], self.ref_psnr - self.cfg.gan_psnr_drop)
+
+    def keep(self, scores: dict, best_psnr: float | None) -> bool:
+        """Whether this validation's weights replace the kept checkpoint (``best_psnr``: the kept one's, or None).
+
+        PSNR falls as the generator trades fidelity for detail, so the best PSNR would just be the
+        starting model; instead the latest checkpoint whose PSNR is within ``gan_psnr_drop`` dB of the
+        starting model's (a guard against a diverging GAN) is kept, and until one qualifies, the best PSNR.
+        """
+        if best_psnr is None:
+            keep = True
+        elif scores["PSNR"] >= self.ref_psnr - self.cfg.gan_psnr_drop:
+            keep = True
+        else:
+            keep = not self.kept_within and scores["PSNR"] > best_psnr
+        if keep:
+            self.kept_within = self.kept_within or scores["PSNR"] >= self.ref_psnr - self.cfg.gan_psnr_drop
+        return keep
+
+    def save(self, generator_path: Path, **extra) -> None:
+        """The discriminator beside the kept generator checkpoint."""
+        save_discriminator(discriminator_path(generator_path), self.disc, **extra)
+
+    def state_dict(self) -> dict:
+        """For ``resume``: the discriminator, its optimiser and the selection state."""
+        disc = {k: v.detach().cpu() for k, v in self.disc.state_dict().items()}
+        return {"disc": disc, "opt_d": self.opt_d.state_dict(), "ref_psnr": self.ref_psnr, "kept_within": self.kept_within}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.disc.load_state_dict(state["disc"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.ref_psnr, self.kept_within = state["ref_psnr"], state["kept_within"]

@@ -1,4 +1,5 @@
-"""Offline evaluation report: the xlsx workbook and trial.txt that client_test.py writes."""
+"""The result files the platform reads: trial.txt of a training run (``build_trial``) and of an
+evaluation run (``build_test_trial``), and the evaluation workbook that client_test.py writes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference
 
 from train.evaluate import ClipResult
-from train.metrics import MSE_SCALE, PSNR_CAP, Aggregate, psnr_from_mse
+from train.metrics import MSE_SCALE, PSNR_CAP, Aggregate, Exact, psnr_from_mse
 from train.results import MODEL_NAME, atomic_write_bytes
 
 PER_SAMPLE_COLUMNS = ["sample", "frames", "size", "MSE", "PSNR", "SSIM", "PSNR_Y", "tOF", "bicubic PSNR", "bicubic SSIM", "bicubic PSNR_Y", "bicubic tOF", "seconds"]
@@ -104,4 +105,24 @@ def build_test_trial(out_dir: Path, xlsx_name: str, summary: dict, seconds: floa
         "test_result": {name: {cond: {k: summ[name][k] for k in keys} for cond, summ in conditions.items()} for name in summary},
         "predict_prob": {},
         "test_consuming": {"test": seconds},
+    }
+
+
+def build_trial(trial_name: str, out_dir: Path, model_params: dict, scores: dict, consuming: dict) -> dict:
+    """The platform's trial.txt for a training run (field names are a contract).
+
+    ``model_params``: the flat settings and ``model_args``; ``scores``: the kept checkpoint's validation
+    {MSE, SSIMs, PSNR, SSIM}; ``consuming``: {total, train_time, valid_time} in seconds.
+    """
+    return {
+        "recom_model": MODEL_NAME,
+        "gened_model_name": f"{MODEL_NAME}_{trial_name}",
+        "metric_type": "PSNR",
+        "metric_value": scores.get("PSNR"),
+        "used_models": MODEL_NAME,
+        "model_path": str(out_dir.resolve()),
+        "model_params": Exact(model_params),
+        "eval_result": {MODEL_NAME: {"eval": {k: scores.get(k) for k in ("MSE", "SSIMs", "PSNR", "SSIM")}}},
+        "predict_prob": {},
+        "train_consuming": consuming,
     }

@@ -1,0 +1,31 @@
+"""FRVSR's training losses, shared by the pixel stage (``train.trainer``) and the GAN stage (``train.gan``).
+
+Shapes: b = batch, t = frames, (h, w) low-res, (H, W) = (4h, 4w) high-res; images float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.frvsr import flow_warp
+from train.metrics import psnr_from_mse
+
+
+def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """FNet's warping L2: each low-res frame warped by its flow should match the next.
+
+    lr (b, t, 3, h, w), flows (b, t, 2, h, w) where ``flows[:, i]`` warps frame i-1 onto frame i.
+    """
+    prev = lr[:, :-1].reshape(-1, *lr.shape[2:])  # (b*(t-1), 3, h, w)
+    warped = flow_warp(prev, flows[:, 1:].reshape(-1, 2, *lr.shape[3:]))
+    return F.mse_loss(warped, lr[:, 1:].reshape(-1, *lr.shape[2:]))
+
+
+def frvsr_loss(model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, flow_loss_weight: float) -> tuple[torch.Tensor, dict]:
+    """Pixel L2 on the output + ``flow_loss_weight`` * FNet's warping L2. lr (b, t, 3, h, w), hr (b, t, 3, H, W)."""
+    out, flows = model(lr)  # (b, t, 3, H, W), (b, t, 2, h, w)
+    pixel = F.mse_loss(out, hr)
+    flow = warp_loss(lr, flows)
+    return pixel + flow_loss_weight * flow, {"pixel": pixel.item(), "flow": flow.item(), "psnr": psnr_from_mse(pixel.item())}
