@@ -315,12 +315,14 @@ async def page(request: web.Request) -> web.FileResponse:
 
 
 def log_request(request: web.Request, resp: web.StreamResponse) -> None:
-    """One line per request: sizes, status, timings (worker stages and transport); never content."""
+    """One line per request: sizes, status, timings (worker stages and transport); never content.
+    Successful GETs (the page, its files, health and queue polls) log at DEBUG: a waiting page polls."""
     elapsed = time.perf_counter() - request[T0]
     timing = request.get(TIMING, "")
     total = parse_timing(timing).get("total")
     transport = f" transport={elapsed - total:.3f}" if total is not None else ""
-    log.info(
+    log.log(
+        logging.DEBUG if request.method == "GET" and resp.status < 400 else logging.INFO,
         "%s %s -> %d in=%d out=%d elapsed=%.3f%s%s",
         request.method,
         request.path,

@@ -126,7 +126,7 @@ async function start() {
   const id = (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2);
   const body = `{"content": "${b64}", "format": "${outputFormat(file)}"}`;
   const xhr = new XMLHttpRequest();
-  let t0 = 0, timer = 0, polling = false, where = "";
+  let t0 = 0, timer = 0, poller = 0, where = "";
   xhr.open("POST", PREDICT);
   xhr.setRequestHeader("Content-Type", "application/json");
   xhr.setRequestHeader(REQUEST_ID_HEADER, id);
@@ -140,12 +140,7 @@ async function start() {
   xhr.upload.onload = () => {
     t0 = performance.now();
     $("bar").removeAttribute("value"); // indeterminate: processing
-    const tick = async () => {
-      const s = ((performance.now() - t0) / 1000).toFixed(1);
-      $("phase").textContent = `Processing… ${s} s`;
-      $("detail").textContent = where;
-      if (polling) return;
-      polling = true;
+    const poll = async () => {
       try {
         const r = await fetch(`${QUEUE}?request=${encodeURIComponent(id)}`, { cache: "no-store" });
         const d = (await r.json()).data;
@@ -156,13 +151,19 @@ async function start() {
           where = "Your video is being super-resolved.";
         }
       } catch (e) { /* informational only */ }
-      polling = false;
     };
+    const tick = () => {
+      $("phase").textContent = `Processing… ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+      $("detail").textContent = where;
+    };
+    poll();
     tick();
-    timer = setInterval(tick, 500);
+    timer = setInterval(tick, 100);
+    poller = setInterval(poll, 1000);
   };
   xhr.onloadend = () => {
     clearInterval(timer);
+    clearInterval(poller);
     $("progress").hidden = true;
     const res = xhr.response;
     if (xhr.status === 200 && res && res.code === 200) {
