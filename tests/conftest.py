@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from clips import moving_clip
 
@@ -19,6 +20,10 @@ __all__ = ["ROOT", "SHARED_DATA", "moving_clip", "random_frvsr", "write_clip"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
+
+# The suite's tensors are tiny: one intra-op thread beats two on the 2-core box, where a training job often
+# holds the other core. The same for every test whatever ran before (the handler sets it per worker).
+torch.set_num_threads(1)
 
 
 def write_clip(folder: Path, clip: np.ndarray, pattern: str = "frame_{}.png", start: int = 1) -> Path:

@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+import torch
 import yaml
 from ts.torch_handler.unit_tests.test_utils.mock_context import MockContext
 from ts.utils.util import PredictionException
@@ -26,13 +27,12 @@ def handler_ctx(tmp_path_factory, tiny_model):
         model_pt_file="tiny.pth", model_dir=str(d), model_file=None, model_yaml_config_file="model-config.yaml"
     )
     h = FRVSRHandler()
+    torch.set_num_threads(2)  # the handler must set its worker's threads (1 here) itself
     h.initialize(ctx)
     return h, ctx
 
 
 def test_initialize_builds_model_from_checkpoint_config(handler_ctx):
-    import torch
-
     h, _ = handler_ctx
     assert h.initialized and not h.model.training
     assert h.model.cfg.channels == 8 and h.device == torch.device("cpu")
