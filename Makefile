@@ -34,7 +34,7 @@ serve: setup
 	$(VPY) client_infer.py
 
 bench: setup
-	$(VPY) bench/run_bench.py
+	$(VPY) -m bench.run_bench
 
 soak: setup
 	$(VPY) -m bench.soak

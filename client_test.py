@@ -27,11 +27,25 @@ EVAL_CRF = 23  # train.degradations.EVAL_CRF (not imported here: the CLI parses 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset_path", required=True, help="folder of clips; on a Vimeo-90K folder with sep_testlist.txt only those clips")
-    p.add_argument("--model_path", default=str(DEFAULT_MODEL_PATH), help="folder holding the checkpoint (default: the shipped model)")
+    p.add_argument(
+        "--dataset_path",
+        required=True,
+        help="folder of clips; on a Vimeo-90K folder with sep_testlist.txt only those clips",
+    )
+    p.add_argument(
+        "--model_path",
+        default=str(DEFAULT_MODEL_PATH),
+        help="folder holding the checkpoint (default: the shipped model)",
+    )
     p.add_argument("--used_model", default=DEFAULT_USED_MODEL, help="checkpoint file name inside --model_path")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--crf", type=int, nargs="*", default=[EVAL_CRF], help=f"also score with the low-res input H.264-compressed at these CRFs (default {EVAL_CRF}; none: clean only)")
+    p.add_argument(
+        "--crf",
+        type=int,
+        nargs="*",
+        default=[EVAL_CRF],
+        help=f"also score with the low-res input H.264-compressed at these CRFs (default {EVAL_CRF}; none: clean only)",
+    )
     return p.parse_args(argv)
 
 
@@ -45,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
+    from handler.settings import resolve_device
     from model.checkpoint import load_checkpoint
     from train.data import DataError, discover_samples, read_list
     from train.evaluate import evaluate_clips
     from train.metrics import json_safe
     from train.report import build_test_trial, summarize, write_workbook
     from train.results import atomic_write_json, runs_dir, trial_path
-    from handler.settings import resolve_device
 
     t_start = time.perf_counter()
     try:
@@ -67,13 +81,24 @@ def main(argv: list[str] | None = None) -> int:
         if test_list is not None:
             chosen = [s for s in samples if s.name in set(test_list)]
             if not chosen:
-                raise DataError(f"none of the clips in {args.dataset_path}/sep_testlist.txt were found under {args.dataset_path}")
+                raise DataError(
+                    f"none of the clips in {args.dataset_path}/sep_testlist.txt were found under {args.dataset_path}"
+                )
             samples = chosen
         torch.set_num_threads(os.cpu_count() or 1)
         runs = {}  # condition -> results: None = the clean input, else the CRF
         for crf in [None, *dict.fromkeys(args.crf)]:
             label = "clean input" if crf is None else f"H.264 CRF {crf} input"
-            runs[crf] = list(tqdm(evaluate_clips(model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True, crf=crf), total=len(samples), unit="clip", desc=label))
+            runs[crf] = list(
+                tqdm(
+                    evaluate_clips(
+                        model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True, crf=crf
+                    ),
+                    total=len(samples),
+                    unit="clip",
+                    desc=label,
+                )
+            )
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -82,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = runs_dir() / "models" / str(uuid.uuid4())
     xlsx_name = f"evaluation_{int(time.time())}.xlsx"
     seconds = time.perf_counter() - t_start
-    info = {"model": ckpt_path.resolve(), "dataset": Path(args.dataset_path).resolve(), "degradation": degradation, "compressed input": f"H.264 CRF {args.crf} (libx264 yuv420p)" if args.crf else "none",
-            "device": device, "model_args": ckpt.get("model_args"), "seconds": round(seconds, 2)}
+    info = {
+        "model": ckpt_path.resolve(),
+        "dataset": Path(args.dataset_path).resolve(),
+        "degradation": degradation,
+        "compressed input": f"H.264 CRF {args.crf} (libx264 yuv420p)" if args.crf else "none",
+        "device": device,
+        "model_args": ckpt.get("model_args"),
+        "seconds": round(seconds, 2),
+    }
     sheets = {f"h264_crf{crf}": (runs[crf], summaries[crf]) for crf in runs if crf is not None}
     write_workbook(out_dir / xlsx_name, runs[None], summaries[None], info, sheets)
     extra = {f"test_h264_crf{crf}": summaries[crf] for crf in runs if crf is not None}
@@ -96,12 +128,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, s in (("model", m), ("bicubic", b)):
             tof = f"{s['tOF']:7.4f}" if s["tOF"] is not None else f"{'n/a':>7s}"  # json_safe turns nan into None
             cond = "clean" if crf is None else f"H.264 CRF {crf}"
-            print(f"{cond:14s} {name:8s} {s['PSNR']:8.4f} {s['PSNR_Y']:8.4f} {s['SSIM']:7.4f} {tof} {s['PSNR_clip_mean']:15.4f}")
-        print(f"{'':14s} {'gain':8s} {m['PSNR'] - b['PSNR']:+8.4f} {m['PSNR_Y'] - b['PSNR_Y']:+8.4f} {m['SSIM'] - b['SSIM']:+7.4f}")
+            print(
+                f"{cond:14s} {name:8s} {s['PSNR']:8.4f} {s['PSNR_Y']:8.4f} {s['SSIM']:7.4f} {tof} "
+                f"{s['PSNR_clip_mean']:15.4f}"
+            )
+        print(
+            f"{'':14s} {'gain':8s} {m['PSNR'] - b['PSNR']:+8.4f} {m['PSNR_Y'] - b['PSNR_Y']:+8.4f} "
+            f"{m['SSIM'] - b['SSIM']:+7.4f}"
+        )
     print(f"report: {out_dir / xlsx_name}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
-    sys.exit(main())
+    sys.exit(main())  # python puts this script's folder (the project root) first on sys.path

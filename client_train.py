@@ -3,7 +3,8 @@
     python client_train.py --dataset_path ../shared/data/vimeo90k_sample \
         --annotation_data "{'advance_settings': {'max_minutes': 3}}"
     torchrun --nproc_per_node=2 client_train.py --dataset_path ...   # multi-process (DDP)
-    python client_train.py --dataset_path ... --annotation_data "{'advance_settings': {'resume': 'runs/models/<uuid>'}}"  # continue a run
+    # continue a run from its last validation (after Ctrl-C, a crash or the end of a session):
+    python client_train.py --dataset_path ... --annotation_data "{'advance_settings': {'resume': 'runs/models/<uuid>'}}"
     python client_train.py --dataset_path ... --trial_name gan --annotation_data \
         "{'advance_settings': {'gan': True, 'init_from': 'runs/models/<uuid>/FRVSR_GAN_default.pth', 'lr': 5e-5}}"
 """
@@ -22,14 +23,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset_path", required=True, help="folder of clips (seed layout or Vimeo-90K layout)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--trial_name", default="trial", help="names the checkpoint FRVSR_GAN_{trial_name}.pth")
-    p.add_argument("--annotation_data", default="{'advance_settings':{}}", help="dict (Python literal or JSON) whose 'advance_settings' override training settings")
+    p.add_argument(
+        "--annotation_data",
+        default="{'advance_settings':{}}",
+        help="dict (Python literal or JSON) whose 'advance_settings' override training settings",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     from tqdm import tqdm
 
@@ -50,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
-        print("\nstopping: validating and writing the best checkpoint and trial.txt (Ctrl-C again to abort)", file=sys.stderr)
+        print(
+            "\nstopping: validating and writing the best checkpoint and trial.txt (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -59,10 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     def on_step(s: dict) -> None:
         bar.update(1)
         extra = {"d_loss": f"{s['d_loss']:.3f}"} if "d_loss" in s else {}  # GAN stage: the discriminator's hinge loss
-        bar.set_postfix(epoch=s["epoch"], loss=f"{s['loss']:.5f}", psnr=f"{s['psnr']:.2f}", lr=f"{s['lr']:.1e}", **extra)
+        bar.set_postfix(
+            epoch=s["epoch"], loss=f"{s['loss']:.5f}", psnr=f"{s['psnr']:.2f}", lr=f"{s['lr']:.1e}", **extra
+        )
 
     try:
-        trial = train(args.dataset_path, cfg, args.trial_name, args.device, lambda: stop["requested"], on_step, given=set(settings))
+        trial = train(
+            args.dataset_path,
+            cfg,
+            args.trial_name,
+            args.device,
+            lambda: stop["requested"],
+            on_step,
+            given=set(settings),
+        )
     except (DataError, ValueError, FileNotFoundError) as e:
         bar.close()
         print(f"error: {e}", file=sys.stderr)
@@ -75,5 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    sys.exit(main())
+    sys.exit(main())  # python puts this script's folder (the project root) first on sys.path

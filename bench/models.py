@@ -31,22 +31,43 @@ class Candidate:
     name: str
     cfg: FRVSRConfig
     note: str
-    serving_path: bool = True  # False: fp32, NCHW weights (how FRVSR is commonly run); True: as served (precision auto, NHWC)
+    serving_path: bool = (
+        True  # False: fp32, NCHW weights (how FRVSR is commonly run); True: as served (precision auto, NHWC)
+    )
     train: bool = True  # False: same weights as another row, only the runtime differs: no quality column
 
 
 CANDIDATES = [
-    Candidate("ref-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "reference: the common FRVSR 10-64 (2 transposed convs at high res), fp32 NCHW", serving_path=False),
-    Candidate("paper-10-128", FRVSRConfig(channels=128, blocks=10, fnet_channels=32, upsampler="deconv", residual=False), "the paper's FRVSR 10-128, fp32 NCHW", serving_path=False),
-    Candidate("ps-10-64", FRVSRConfig(channels=64, blocks=10, fnet_channels=32), "10-64 with pixel-shuffle at low res + bicubic residual"),
-    Candidate("ps-6-32-f16", FRVSRConfig(channels=32, blocks=6, fnet_channels=16), "slim SRNet, slim FNet"),
-    Candidate("ps-4-32-f8 fp32", FRVSRConfig(channels=32, blocks=4, fnet_channels=8), "default architecture, fp32 NCHW (what bf16 + NHWC add)", serving_path=False, train=False),
-    Candidate("ps-4-32-f8", FRVSRConfig(channels=32, blocks=4, fnet_channels=8), "default candidate"),
-    Candidate("ps-2-32-f8", FRVSRConfig(channels=32, blocks=2, fnet_channels=8), "real-time candidate"),
+    Candidate(
+        "ref-10-64",
+        FRVSRConfig(channels=64, blocks=10, fnet_channels=32, upsampler="deconv", residual=False, hidden=0),
+        "reference: the common FRVSR 10-64 (2 transposed convs at high res), fp32 NCHW",
+        serving_path=False,
+    ),
+    Candidate(
+        "ps-10-64",
+        FRVSRConfig(channels=64, blocks=10, fnet_channels=32, hidden=0),
+        "10-64 with pixel-shuffle at low res + bicubic residual",
+    ),
+    Candidate("ps-4-32-f8", FRVSRConfig(channels=32, blocks=4, fnet_channels=8, hidden=0), "the previous default"),
+    Candidate(
+        "ps-8-48-f12",
+        FRVSRConfig(channels=48, blocks=8, fnet_channels=12, hidden=0),
+        "the new default without the hidden state",
+    ),
+    Candidate(
+        "ps-8-48-f12-h32",
+        FRVSRConfig(channels=48, blocks=8, fnet_channels=12, hidden=32),
+        "the new default: + 32-channel feature state warped along the recurrence",
+    ),
+    Candidate("ps-8-64-f16-h32", FRVSRConfig(channels=64, blocks=8, fnet_channels=16, hidden=32), "wider candidate"),
+    Candidate("ps-2-32-f8", FRVSRConfig(channels=32, blocks=2, fnet_channels=8, hidden=0), "real-time candidate"),
 ]
 
 
-def frame_ms(cfg_or_model, width: int, height: int, frames: int = 8, repeats: int = 3, serving_path: bool = True) -> float:
+def frame_ms(
+    cfg_or_model, width: int, height: int, frames: int = 8, repeats: int = 3, serving_path: bool = True
+) -> float:
     """Median over ``repeats`` of the per-frame time of ``super_resolve`` on a random ``frames``-frame clip.
 
     ``serving_path``: NHWC weights and ``precision="auto"``, as ``load_checkpoint`` + the handler run it;
@@ -70,7 +91,16 @@ def frame_ms(cfg_or_model, width: int, height: int, frames: int = 8, repeats: in
 
 def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int = 0) -> tuple[float, float]:
     """Train ``cfg`` for ``steps`` steps (same data, seed and schedule for every candidate); (val PSNR, seconds)."""
-    tc = TrainConfig(batch_size=4, lr=5e-4, crop_size=64, num_frames=5, crops_per_clip=64, seed=seed)
+    tc = TrainConfig(
+        batch_size=4,
+        lr=5e-4,
+        crop_size=64,
+        num_frames=5,
+        crops_per_clip=64,
+        seed=seed,
+        degradation="bicubic",
+        model=cfg,
+    )
     random.seed(seed)
     torch.manual_seed(seed)
     samples = discover_samples(dataset)
@@ -101,11 +131,23 @@ def run_model_bench(dataset: Path | None, steps: int, sizes=((176, 144), (200, 2
     entries = [(c, None) for c in CANDIDATES]
     default = shipped_default()
     if default is not None:
-        entries.append((Candidate("shipped default", default[0].cfg, "model/pretrained/FRVSR_GAN_default.pth (its full training)"), default))
+        entries.append(
+            (
+                Candidate(
+                    "shipped default", default[0].cfg, "model/pretrained/FRVSR_GAN_default.pth (its full training)"
+                ),
+                default,
+            )
+        )
     for c, loaded in entries:
         name, cfg = c.name, c.cfg
-        row = {"name": name, "note": c.note, "config": asdict(cfg), "params": sum(p.numel() for p in FRVSR(cfg).parameters()),
-               "runtime": "precision auto, NHWC" if c.serving_path else "fp32, NCHW"}
+        row = {
+            "name": name,
+            "note": c.note,
+            "config": asdict(cfg),
+            "params": sum(p.numel() for p in FRVSR(cfg).parameters()),
+            "runtime": "precision auto, NHWC" if c.serving_path else "fp32, NCHW",
+        }
         for w, h in sizes:
             row[f"ms_{w}x{h}"] = frame_ms(loaded[0] if loaded else cfg, w, h, serving_path=c.serving_path)
             log.info("%s %dx%d: %.1f ms/frame", name, w, h, row[f"ms_{w}x{h}"])
@@ -120,4 +162,55 @@ def run_model_bench(dataset: Path | None, steps: int, sizes=((176, 144), (200, 2
     for r in rows:
         for w, h in sizes:
             r[f"speedup_{w}x{h}"] = ref[f"ms_{w}x{h}"] / r[f"ms_{w}x{h}"]
+    return rows
+
+
+def degradation_cost(dataset: Path, steps: int = 30) -> list[dict]:
+    """What the ``realistic`` degradation costs training: ms to make one training window in the data
+    pipeline, and seconds per step of the default model with the degradation in one DataLoader worker
+    (as ``client_train.py`` runs it), each against ``bicubic`` on the same clips and settings."""
+    tc0 = TrainConfig(seed=0)
+    samples, _ = split_samples(dataset, discover_samples(dataset), tc0.val_split, 0)
+    rows = []
+    for kind in ("bicubic", "realistic"):
+        tc = TrainConfig(seed=0, degradation=kind, threads=torch.get_num_threads())
+        data = TrainClips(samples, tc.num_frames, tc.crop_size, kind, tc.crops_per_clip, 0)
+        random.seed(0)
+        t0 = time.perf_counter()
+        for i in range(64):
+            data[i % len(data)]
+        window_ms = (time.perf_counter() - t0) / 64 * 1000
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=tc.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=tc.workers,
+            persistent_workers=True,
+        )
+        torch.manual_seed(0)
+        model = FRVSR(tc.model_config()).to(memory_format=torch.channels_last).train()
+        opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+        it = iter(loader)
+        train_step(model, opt, *next(it), tc)  # warm-up (and the worker's first batches)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            train_step(model, opt, *batch, tc)
+        rows.append(
+            {
+                "degradation": kind,
+                "window_ms": window_ms,
+                "step_s": (time.perf_counter() - t0) / steps,
+                "batch": tc.batch_size,
+                "frames": tc.num_frames,
+                "crop": tc.crop_size,
+                "workers": tc.workers,
+            }
+        )
+        log.info("%s: %.1f ms/window, %.3f s/step", kind, window_ms, rows[-1]["step_s"])
     return rows

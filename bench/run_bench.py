@@ -2,9 +2,9 @@
 and the TorchServe worker's peak memory. Writes bench/results/bench.md, bench.json and
 speed_vs_psnr.png.
 
-    python bench/run_bench.py                 # everything (quality: 60 training steps per config)
-    python bench/run_bench.py --steps 0       # speed only
-    python bench/run_bench.py --skip-e2e
+    python -m bench.run_bench                 # everything (quality: 60 training steps per config)
+    python -m bench.run_bench --steps 0       # speed only
+    python -m bench.run_bench --skip-e2e
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from bench.models import CANDIDATES, run_model_bench, shipped_default  # noqa: E402
+from bench.models import CANDIDATES, degradation_cost, run_model_bench, shipped_default  # noqa: E402
 from model.frvsr import FRVSR  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -65,23 +64,36 @@ class PeakRSS:
 
 def end_to_end(model, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
     """A 176x144 30 fps clip through /autotable/predict on a running service serving ``model``."""
-    from serving import measure as m
+    from bench import measure as m
+    from tests.clips import encode_video, moving_clip
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for secs in seconds_list:
-            clip = m.moving_texture(int(secs * 30), 144, 176)
-            video = m.encode(clip, 30, "mp4")
+            clip = moving_clip(int(secs * 30), 144, 176)
+            video = encode_video(clip, "mp4_h264", fps=30)
             extra = ["--max_seconds", str(secs + 1), "--max_frames", str(len(clip) + 10)]
             with PeakRSS() as rss:
-                runs = m.measure("default", clip, video, repeat if secs <= 5 else 1, Path(tmp) / f"s{secs}", extra, model=model)
+                runs = m.measure(
+                    "default", video, repeat if secs <= 5 else 1, Path(tmp) / f"s{secs}", extra, model=model
+                )
             alone = m.model_only(model, clip, len(os.sched_getaffinity(0)))
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            rows.append({
-                "seconds": secs, "frames": len(clip), "wall": med["wall"], "decode": med["decode"], "model": med["model"],
-                "encode": med["encode"], "worker_total": med["total"], "transport": med["wall"] - med["total"],
-                "model_alone": alone, "not_model_share": (med["wall"] - alone) / med["wall"], "peak_rss_mb": rss.peak / 2**20,
-            })
+            rows.append(
+                {
+                    "seconds": secs,
+                    "frames": len(clip),
+                    "wall": med["wall"],
+                    "decode": med["decode"],
+                    "model": med["model"],
+                    "encode": med["encode"],
+                    "worker_total": med["total"],
+                    "transport": med["wall"] - med["total"],
+                    "model_alone": alone,
+                    "not_model_share": (med["wall"] - alone) / med["wall"],
+                    "peak_rss_mb": rss.peak / 2**20,
+                }
+            )
     return rows
 
 
@@ -96,32 +108,74 @@ def chart(rows: list[dict], path: Path) -> None:
     for r in pts:
         ax.scatter(r["ms_176x144"], r["psnr"])
         ax.annotate(r["name"], (r["ms_176x144"], r["psnr"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set(xscale="log", xlabel="ms/frame at 176x144 (2 CPU cores, log)", ylabel="val PSNR after equal training (dB)", title="FRVSR configurations: speed vs quality")
+    ax.set(
+        xscale="log",
+        xlabel="ms/frame at 176x144 (2 CPU cores, log)",
+        ylabel="val PSNR after equal training (dB)",
+        title="FRVSR configurations: speed vs quality",
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def markdown(rows: list[dict], e2e: list[dict], steps: int, machine: str) -> str:
-    out = [f"Machine: {machine}. torch {torch.__version__}, {torch.get_num_threads()} threads.", "",
-           f"### Model speed (ms/frame, median of 3 runs of an 8-frame clip after warm-up) and PSNR after {steps} equal training steps", "",
-           "| config | params | runtime | ms/frame 176x144 | x faster | ms/frame 200x200 | x faster | PSNR (dB) | note |", "|---|---|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict], e2e: list[dict], steps: int, machine: str, degr: list[dict] | None = None) -> str:
+    out = [
+        f"Machine: {machine}. torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        "",
+        f"### Model speed (ms/frame, median of 3 runs of an 8-frame clip after warm-up) and PSNR after {steps} equal "
+        "training steps",
+        "",
+        "| config | params | runtime | ms/frame 176x144 | x faster | ms/frame 200x200 | x faster | PSNR (dB) | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         psnr = f"{r['psnr']:.3f}" if r.get("psnr") is not None else "-"
-        out.append(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['runtime']} | {r['ms_176x144']:.1f} | {r['speedup_176x144']:.1f} | {r['ms_200x200']:.1f} | {r['speedup_200x200']:.1f} | {psnr} | {r['note']} |")
+        out.append(
+            f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['runtime']} | {r['ms_176x144']:.1f} | "
+            f"{r['speedup_176x144']:.1f} | {r['ms_200x200']:.1f} | {r['speedup_200x200']:.1f} | {psnr} | {r['note']} |"
+        )
     if e2e:
-        out += ["", "### End to end: 176x144, 30 fps clip through POST /autotable/predict (the shipped default model)", "",
-                "| clip | wall s | decode s | model s | encode s | transport s | model alone s | not-model share | worker peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "### End to end: 176x144, 30 fps clip through POST /autotable/predict (the shipped default model)",
+            "",
+            "| clip | wall s | decode s | model s | encode s | transport s | model alone s | not-model share | "
+            "worker peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for e in e2e:
-            out.append(f"| {e['seconds']:.0f} s ({e['frames']} frames) | {e['wall']:.2f} | {e['decode']:.2f} | {e['model']:.2f} | {e['encode']:.2f} | {e['transport']:.2f} | {e['model_alone']:.2f} | {e['not_model_share']:.0%} | {e['peak_rss_mb']:.0f} |")
-        out.append("\n(decode, model and encode overlap inside the worker; transport = wall - worker total: base64, JSON, proxy, TorchServe hop.)")
+            out.append(
+                f"| {e['seconds']:.0f} s ({e['frames']} frames) | {e['wall']:.2f} | {e['decode']:.2f} | "
+                f"{e['model']:.2f} | {e['encode']:.2f} | {e['transport']:.2f} | {e['model_alone']:.2f} | "
+                f"{e['not_model_share']:.0%} | {e['peak_rss_mb']:.0f} |"
+            )
+        out.append(
+            "\n(decode, model and encode overlap inside the worker; transport = wall - worker total: base64, JSON, "
+            "proxy, TorchServe hop.)"
+        )
+    if degr:
+        d0 = degr[0]
+        out += [
+            "",
+            f"### Training cost of the degradation (default model, batch {d0['batch']}, {d0['frames']}-frame windows "
+            f"of {d0['crop']} px, "
+            f"{d0['workers']} DataLoader worker)",
+            "",
+            "| degradation | ms to make one window | s/step | steps/s |",
+            "|---|---|---|---|",
+        ]
+        for d in degr:
+            out.append(f"| {d['degradation']} | {d['window_ms']:.1f} | {d['step_s']:.3f} | {1 / d['step_s']:.2f} |")
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=60, help="training steps per configuration for the quality column (0: skip)")
+    p.add_argument(
+        "--steps", type=int, default=60, help="training steps per configuration for the quality column (0: skip)"
+    )
     p.add_argument("--skip-e2e", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -131,16 +185,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {SHARED} not found: the quality column is skipped", file=sys.stderr)
     rows = run_model_bench(dataset, a.steps)
     default = shipped_default()
-    model = default[0] if default else FRVSR(next(c.cfg for c in CANDIDATES if c.name == "ps-4-32-f8"))
+    model = default[0] if default else FRVSR(next(c.cfg for c in CANDIDATES if c.name == "ps-8-48-f12-h32"))
     e2e = [] if a.skip_e2e else end_to_end(model)
-    from model.frvsr import resolve_precision
+    degr = degradation_cost(dataset) if dataset is not None and a.steps else None
+    from model.inference import resolve_precision
 
-    machine = (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
-               f"precision auto = {resolve_precision('auto', 'cpu')} on this CPU")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB; "
+        f"precision auto = {resolve_precision('auto', 'cpu')} on this CPU"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    md = markdown(rows, e2e, a.steps, machine)
+    md = markdown(rows, e2e, a.steps, machine, degr)
     (RESULTS / "bench.md").write_text(md)
-    (RESULTS / "bench.json").write_text(json.dumps({"models": rows, "e2e": e2e, "machine": machine}, indent=2, default=str))
+    (RESULTS / "bench.json").write_text(
+        json.dumps({"models": rows, "e2e": e2e, "degradation": degr, "machine": machine}, indent=2, default=str)
+    )
     chart(rows, RESULTS / "speed_vs_psnr.png")
     print(md)
     return 0

@@ -42,7 +42,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
     tmp.replace(path)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", channels_last: bool = True) -> tuple[nn.Module, dict]:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", channels_last: bool = True
+) -> tuple[nn.Module, dict]:
     """Rebuild the exact architecture stored in ``path``; returns (model in eval mode, checkpoint dict).
 
     ``channels_last`` lays the weights out NHWC, which oneDNN (CPU) and cuDNN (GPU) convolve faster
@@ -74,7 +76,7 @@ def _legacy_keys(state: dict) -> dict:
         return state
     pixelshuffle = "srnet.tail.4.weight" not in state  # the deconv tail's last conv was tail.4
     old = "srnet.tail.0." if pixelshuffle else "srnet.tail."
-    return {("srnet.upsample." + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+    return {("srnet.upsample." + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

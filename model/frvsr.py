@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
-from typing import Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ PAD_MULTIPLE = 8
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def flow_warp(x: torch.Tensor, flow: torch.Tensor, flow_scale: int = 1) -> torch.Tensor:
     """Backward-warp ``x`` with ``flow``: ``out[:, :, i, j] = x[:, :, i + flow_y, j + flow_x]``.
@@ -42,7 +43,9 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, flow_scale: int = 1) -> torch
     """
     n, _, h, w = x.shape
     if flow.shape[1] != 2 or (flow.shape[-2] * flow_scale, flow.shape[-1] * flow_scale) != (h, w):
-        raise ValueError(f"flow_warp: x {tuple(x.shape)} and flow {tuple(flow.shape)} (scale {flow_scale}) do not match")
+        raise ValueError(
+            f"flow_warp: x {tuple(x.shape)} and flow {tuple(flow.shape)} (scale {flow_scale}) do not match"
+        )
     # pixels -> grid_sample's normalised units (align_corners=False: one pixel is 2/w); a low-res pixel
     # is flow_scale high-res pixels. Scaling before the bilinear upsampling is exact: both are linear.
     units = torch.tensor([2.0 * flow_scale / w, 2.0 * flow_scale / h], device=flow.device).view(1, 2, 1, 1)
@@ -98,11 +101,11 @@ def _bicubic_phase_kernel(device: torch.device, dtype: torch.dtype) -> torch.Ten
     for t in range(k * k):
         imp[t, 0, k + t // k - 2, k + t % k - 2] = 1.0  # tap t = (u, v) of the output block at (k, k)
     up = F.interpolate(imp, scale_factor=SCALE, mode="bicubic", align_corners=False)  # (k*k, 1, 4*(2k+1), ...)
-    block = up[:, 0, k * SCALE:(k + 1) * SCALE, k * SCALE:(k + 1) * SCALE]  # (k*k taps, 4 phases y, 4 phases x)
+    block = up[:, 0, k * SCALE : (k + 1) * SCALE, k * SCALE : (k + 1) * SCALE]  # (k*k taps, 4 phases y, 4 phases x)
     per_phase = block.reshape(k, k, SCALE * SCALE).permute(2, 0, 1)  # (16 phases, 5, 5)
     kernel = torch.zeros(3 * SCALE * SCALE, 3, k, k, dtype=torch.float64)
     for c in range(3):  # pixel_shuffle reads channel c*16 + phase into colour c
-        kernel[c * SCALE * SCALE:(c + 1) * SCALE * SCALE, c] = per_phase
+        kernel[c * SCALE * SCALE : (c + 1) * SCALE * SCALE, c] = per_phase
     return kernel.to(device=device, dtype=dtype)
 
 
@@ -133,6 +136,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tens
 
 # ----------------------------------------------------------------------------- configuration
 
+
 @dataclass
 class FRVSRConfig:
     """Architecture hyper-parameters, the single source of their defaults (the shipped default model's);
@@ -141,10 +145,14 @@ class FRVSRConfig:
     channels: int = 48  # SRNet width: the main cost knob (time grows ~quadratically)
     blocks: int = 8  # SRNet residual blocks: depth, cost grows linearly
     fnet_channels: int = 12  # FNet base width (paper: 32-64-128 encoder); flow needs little capacity
-    upsampler: str = "pixelshuffle"  # 'pixelshuffle' (conv at low res) or 'deconv' (paper: 2 transposed convs at high res)
+    upsampler: str = (
+        "pixelshuffle"  # 'pixelshuffle' (conv at low res) or 'deconv' (paper: 2 transposed convs at high res)
+    )
     residual: bool = True  # add a bicubic upsample of the input: SRNet only learns the detail
     max_flow: float = 24.0  # FNet's tanh output is scaled to +-max_flow low-res pixels
-    hidden: int = 32  # channels of a low-res feature state carried along the recurrence (warped like the estimate); 0 = plain FRVSR
+    # channels of a low-res feature state carried along the recurrence beside the estimate (RLSP/RRN-style,
+    # warped with the same flow); 0 = plain FRVSR
+    hidden: int = 32
 
     def __post_init__(self) -> None:
         if self.upsampler not in ("pixelshuffle", "deconv"):
@@ -153,7 +161,7 @@ class FRVSRConfig:
             raise ValueError(f"channels, fnet_channels must be >= 1, blocks and hidden >= 0, got {self}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FRVSRConfig":
+    def from_dict(cls, d: dict) -> FRVSRConfig:
         """From a checkpoint's ``model_args``; a field the checkpoint predates takes the value that
         reproduces the network it was written with (``ADDED_LATER``), not today's default."""
         known = {f.name for f in fields(cls)}
@@ -167,6 +175,7 @@ ADDED_LATER = {"hidden": 0}  # fields added after checkpoints were shipped, with
 
 
 # ----------------------------------------------------------------------------- networks
+
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
@@ -192,7 +201,13 @@ class FNet(nn.Module):
             cin = c
         dec = []
         for c in [base * 8, base * 4, base * 2]:  # decoder: 2 convs then 2x bilinear upsample
-            dec += [_conv(cin, c), act, _conv(c, c), act, nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
+            dec += [
+                _conv(cin, c),
+                act,
+                _conv(c, c),
+                act,
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            ]
             cin = c
         self.body = nn.Sequential(*enc, *dec, _conv(cin, base), act, _conv(base, 2))
         _zero_init(self.body[-1])  # a fresh FNet predicts zero flow (the identity warp), not random displacements
@@ -228,8 +243,10 @@ class SRNet(nn.Module):
         else:
             # the paper's upsampler: two stride-2 transposed convolutions, then a conv at 4x
             self.upsample = nn.Sequential(
-                nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-                nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(c, c, 4, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(c, c, 4, stride=2, padding=1),
+                nn.ReLU(inplace=True),
                 _conv(c, 3),
             )
             last = self.upsample[-1]
@@ -282,7 +299,9 @@ class FRVSR(nn.Module):
         hr, state = self.srnet(torch.cat(inputs, dim=1), base)  # (n, 3, 4h, 4w), (n, hidden, h, w) | None
         return hr.float(), flow, state
 
-    def iterate(self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iterate(
+        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The recurrence over a clip: yields ``(hr, flow)`` per input frame, in order.
 
         Args:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,7 +27,10 @@ def native_bf16(device: torch.device | str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        checks = (
+            getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+            getattr(torch.cpu, "_is_amx_tile_supported", None),
+        )
         return any(bool(c()) for c in checks if c is not None)
     return False
 

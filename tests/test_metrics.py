@@ -7,7 +7,20 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from train.metrics import PSNR_CAP, Aggregate, Exact, json_safe, mse, psnr_from_mse, score_clip, ssim
+from clips import moving_clip
+from train.metrics import (
+    PSNR_CAP,
+    Aggregate,
+    Exact,
+    SampleScore,
+    json_safe,
+    mse,
+    optical_flows,
+    psnr_from_mse,
+    score_clip,
+    ssim,
+    tof,
+)
 
 
 def _clips(seed=0, t=3):
@@ -24,7 +37,8 @@ def test_psnr_matches_scikit_image():
 
 def test_ssim_is_mean_of_per_frame_scikit_image_ssim():
     pred, gt = _clips()
-    want = np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1) for a, b in zip(pred, gt)])
+    frames = zip(pred, gt, strict=True)
+    want = np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1) for a, b in frames])
     assert ssim(pred, gt) == pytest.approx(want, abs=1e-12)
 
 
@@ -60,9 +74,6 @@ def test_json_safe_rounds_metrics_but_not_settings():
 
 # ----------------------------------------------------------------------------- temporal consistency (tOF)
 # The flow convention, edge cases, and that flicker scores worse (moved here from test_temporal.py).
-
-from clips import moving_clip  # noqa: E402  (appended section; belongs with the imports at the top)
-from train.metrics import SampleScore, optical_flows, tof  # noqa: E402  (idem)
 
 
 def _as_float(clip: np.ndarray) -> np.ndarray:

@@ -1,13 +1,23 @@
 """FRVSR model: warping convention, shapes at odd sizes, recurrence, checkpoint round trip."""
 
 import numpy as np
-from conftest import random_frvsr
 import pytest
 import torch
 
+from conftest import random_frvsr
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.frvsr import FRVSR, FRVSRConfig, depth_to_space, flow_warp, pad_to_multiple, space_to_depth, upsample_image, upsample_image_phases, upscale_flow
-from model.inference import resolve_precision, super_resolve
+from model.frvsr import (
+    FRVSR,
+    FRVSRConfig,
+    depth_to_space,
+    flow_warp,
+    pad_to_multiple,
+    space_to_depth,
+    upsample_image,
+    upsample_image_phases,
+    upscale_flow,
+)
+from model.inference import super_resolve
 
 
 def test_flow_warp_zero_flow_is_identity():
@@ -61,13 +71,6 @@ def test_bicubic_residual_at_low_res_equals_bicubic_upsampling(h, w):
         assert upsample_image_phases(x).dtype == torch.float32
 
 
-def test_precision_names_are_checked():
-    assert resolve_precision("fp32", "cpu") == "fp32"
-    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
-    with pytest.raises(ValueError, match="precision must be one of"):
-        resolve_precision("int4", "cpu")
-
-
 def test_bf16_moves_the_output_by_at_most_a_few_levels(tiny_cfg):
     torch.manual_seed(0)
     model = random_frvsr(tiny_cfg).eval()
@@ -118,7 +121,7 @@ def test_hidden_state_carries_the_past_on_its_own(tiny_cfg):
     for hidden, depends in ((4, True), (0, False)):
         model = random_frvsr(FRVSRConfig(**{**vars(tiny_cfg), "hidden": hidden})).eval()
         with torch.no_grad():
-            model.srnet.head.weight[:, 3:3 + 48] = 0  # SRNet no longer sees the warped previous estimate
+            model.srnet.head.weight[:, 3 : 3 + 48] = 0  # SRNet no longer sees the warped previous estimate
             out1 = list(model.iterate([a, c]))[1][0]
             out2 = list(model.iterate([b, c]))[1][0]
         assert (not torch.allclose(out1, out2)) is depends
@@ -145,7 +148,7 @@ def test_no_state_is_kept_between_clips(tiny_cfg):
     first = list(super_resolve(model, clip))
     list(super_resolve(model, [np.zeros((20, 20, 3), np.uint8)] * 2))  # another clip, another size
     again = list(super_resolve(model, clip))
-    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
     assert first[0].shape == (48, 40, 3) and first[0].dtype == np.uint8
 
 

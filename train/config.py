@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from model.frvsr import FRVSRConfig
 from model.inference import check_precision
@@ -22,18 +22,26 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 2e-4  # Adam
     lr_min: float = 1e-5  # cosine decay floor (over the epoch budget or the time budget)
-    flow_loss_weight: float = 0.5  # weight of FNet's warping loss on low-res frames (the "warp" loss, also in the GAN stage)
+    flow_loss_weight: float = (
+        0.5  # weight of FNet's warping loss on low-res frames (the "warp" loss, also in the GAN stage)
+    )
     grad_clip: float = 1.0
     # data
-    extra_datasets: list = field(default_factory=list)  # more dataset folders, each split by its own sep_*list.txt (or val_split)
+    extra_datasets: list = field(
+        default_factory=list
+    )  # more dataset folders, each split by its own sep_*list.txt (or val_split)
     crop_size: int = 128  # high-res crop side; multiple of 32 (low-res side multiple of 8)
     num_frames: int = 10  # frames per training window (recurrence length); shorter clips fill it ping-pong
     crops_per_clip: int = 16  # random windows per clip per epoch
     val_split: float = 0.2  # fraction held out when the dataset has no sep_testlist.txt
-    degradation: str = "realistic"  # 'bicubic' (BI), 'blur' (BD, Gaussian sigma 1.5) or 'realistic' (train/degradations.py)
+    degradation: str = (
+        "realistic"  # 'bicubic' (BI), 'blur' (BD, Gaussian sigma 1.5) or 'realistic' (train/degradations.py)
+    )
     min_frames: int = 7  # folders with fewer images are skipped
     val_every: int = 1  # validate every N epochs (and at the end)
-    workers: int = 1  # DataLoader worker processes (the degradation, H.264 included, runs there); 0 = in the training process
+    workers: int = (
+        1  # DataLoader worker processes (the degradation, H.264 included, runs there); 0 = in the training process
+    )
     resume: str = ""  # continue the run in this runs/models/<uuid> folder (its settings win; see train/trainer.py)
     # model: FRVSRConfig's fields (channels, blocks, fnet_channels, upsampler, residual, max_flow, hidden)
     # are set by their own names in advance_settings; their defaults are FRVSRConfig's
@@ -41,16 +49,24 @@ class TrainConfig:
     # misc
     seed: int = 0
     threads: int = 0  # torch threads per process; 0 = cores / processes
-    precision: str = "auto"  # FRVSR steps and validation: auto = bf16 autocast where the CPU/GPU runs it natively (2x faster steps measured on an AMX CPU), else fp32; the GAN stage always steps in fp32
+    # FRVSR steps and validation: auto = bf16 autocast where the CPU/GPU runs it natively (2x faster steps
+    # measured on an AMX CPU), else fp32; the GAN stage always steps in fp32
+    precision: str = "auto"
     init_from: str = ""  # start from this FRVSR checkpoint's weights (its architecture wins)
     # adversarial stage (FRVSR_GAN, train/gan.py): fine-tune a trained FRVSR (init_from) against a
     # spatio-temporal discriminator. `lr` is then the generator's learning rate: ~5e-5 suits a fine-tune.
     gan: bool = False  # turn the adversarial stage on
-    gan_lr_d: float = 4e-4  # discriminator Adam learning rate, constant; faster than G (SAGAN-style) so its judgement keeps up
-    w_adv: float = 1e-3  # hinge adversarial loss (SRGAN's weight against pixel MSE); 3e-3 adds detail faster, and artifacts
+    gan_lr_d: float = (
+        4e-4  # discriminator Adam learning rate, constant; faster than G (SAGAN-style) so its judgement keeps up
+    )
+    w_adv: float = (
+        1e-3  # hinge adversarial loss (SRGAN's weight against pixel MSE); 3e-3 adds detail faster, and artifacts
+    )
     w_fm: float = 0.02  # L1 between D's features of output and ground truth: steadier detail than w_adv alone
     w_pingpong: float = 0.5  # MSE between the forward and backward pass of a ping-pong window: against drift (TecoGAN)
-    d_channels: int = 32  # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
+    d_channels: int = (
+        32  # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
+    )
     gan_psnr_drop: float = 1.0  # keep the latest validated checkpoint within this many dB of init_from's PSNR
 
     def __post_init__(self) -> None:
@@ -80,7 +96,7 @@ class TrainConfig:
         return self.model
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "TrainConfig":
+    def from_settings(cls, settings: dict) -> TrainConfig:
         """Apply ``advance_settings``; unknown keys and wrong types are errors listing what is valid.
 
         Architecture keys (``FRVSRConfig``'s fields) go to ``model``; everything else to this class."""
@@ -88,7 +104,9 @@ class TrainConfig:
         arch_defaults = asdict(FRVSRConfig())
         unknown = sorted(set(settings) - set(train_defaults) - set(arch_defaults))
         if unknown:
-            raise ValueError(f"unknown advance_settings key(s) {unknown}; valid keys: {sorted([*train_defaults, *arch_defaults])}")
+            raise ValueError(
+                f"unknown advance_settings key(s) {unknown}; valid keys: {sorted([*train_defaults, *arch_defaults])}"
+            )
         kwargs, arch = {}, {}
         for k, v in settings.items():
             default = train_defaults[k] if k in train_defaults else arch_defaults[k]
@@ -117,7 +135,10 @@ def parse_annotation_data(text: str) -> dict:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"--annotation_data is neither a Python literal nor JSON: {e}. Example: \"{{'advance_settings': {{'max_minutes': 3}}}}\"") from None
+            raise ValueError(
+                f"--annotation_data is neither a Python literal nor JSON: {e}. Example: "
+                f"\"{{'advance_settings': {{'max_minutes': 3}}}}\""
+            ) from None
     if not isinstance(data, dict):
         raise ValueError(f"--annotation_data must be a dict, got {type(data).__name__}")
     settings = data.get("advance_settings", {}) or {}

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -32,6 +32,7 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------- discovery
+
 
 def natural_key(name: str) -> list:
     """Sort key so that 'frame_2' comes before 'frame_10'."""
@@ -83,7 +84,7 @@ def discover_samples(root: str | Path, min_frames: int = 7) -> list[Sample]:
 
 def _short_name(rel: str) -> str:
     # Vimeo lists name clips without the 'sequences/' prefix
-    return rel[len("sequences/"):] if rel.startswith("sequences/") else rel
+    return rel[len("sequences/") :] if rel.startswith("sequences/") else rel
 
 
 def read_list(root: Path, name: str) -> list[str] | None:
@@ -94,7 +95,9 @@ def read_list(root: Path, name: str) -> list[str] | None:
     return [line.strip().strip("/") for line in path.read_text().splitlines() if line.strip()]
 
 
-def split_samples(root: str | Path, samples: list[Sample], val_split: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_samples(
+    root: str | Path, samples: list[Sample], val_split: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
     """(train, val): Vimeo's sep_testlist.txt / sep_trainlist.txt when present, else a seeded fraction."""
     by_name = {s.name: s for s in samples}
     test_list = read_list(Path(root), "sep_testlist.txt")
@@ -118,11 +121,14 @@ def split_samples(root: str | Path, samples: list[Sample], val_split: float, see
 
 # ----------------------------------------------------------------------------- images
 
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read any PNG/JPG/BMP as uint8 (h, w, 3) RGB: grayscale, RGBA and 16-bit are converted."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise DataError(f"cannot read image {path}: the file is missing, empty or not a valid image; replace or delete it")
+        raise DataError(
+            f"cannot read image {path}: the file is missing, empty or not a valid image; replace or delete it"
+        )
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -141,7 +147,10 @@ def read_clip(sample: Sample) -> np.ndarray:
     frames = [read_image(p) for p in sample.frames]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
-        raise DataError(f"sample {sample.name}: frames have different sizes {sorted(s[:2] for s in sizes)}; all frames of a clip must match")
+        raise DataError(
+            f"sample {sample.name}: frames have different sizes {sorted(s[:2] for s in sizes)}; all frames of a clip "
+            "must match"
+        )
     return np.stack(frames)
 
 
@@ -158,12 +167,14 @@ def crop_to_scale(clip: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- baseline
 
+
 def bicubic_upscale(lr: torch.Tensor) -> torch.Tensor:
     """The baseline: (n, 3, h, w) -> (n, 3, 4h, 4w) bicubic, clamped to [0, 1]."""
     return F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------- training set
+
 
 class TrainClips(Dataset):
     """Random (num_frames, crop, crop) windows of the training clips with flips and temporal reversal.
@@ -173,7 +184,15 @@ class TrainClips(Dataset):
     window, so 7-frame Vimeo clips train beside 10-40-frame real clips with longer windows.
     """
 
-    def __init__(self, samples: Sequence[Sample], num_frames: int, crop_size: int, degradation: str, crops_per_clip: int, seed: int):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        num_frames: int,
+        crop_size: int,
+        degradation: str,
+        crops_per_clip: int,
+        seed: int,
+    ):
         if crop_size % (SCALE * 8):
             raise ValueError(f"crop_size must be a multiple of {SCALE * 8}, got {crop_size}")
         self.clips = []
@@ -181,7 +200,10 @@ class TrainClips(Dataset):
             clip = read_clip(s)
             t, h, w = clip.shape[:3]
             if t < 2 or h < crop_size or w < crop_size:
-                raise DataError(f"sample {s.name} ({t} frames of {w}x{h}) is smaller than 2 frames of crop_size={crop_size}; lower crop_size")
+                raise DataError(
+                    f"sample {s.name} ({t} frames of {w}x{h}) is smaller than 2 frames of crop_size={crop_size}; "
+                    "lower crop_size"
+                )
             self.clips.append(clip)
         self.num_frames, self.crop, self.degradation = num_frames, crop_size, degradation
         self.crops_per_clip, self.seed = crops_per_clip, seed

@@ -119,7 +119,9 @@ def apply_recipe(hr: torch.Tensor, recipe: Recipe, rng: random.Random | None = N
         lr = (lr + torch.randn(lr.shape, generator=gen) * recipe.noise).clamp(0, 255).round()
     if recipe.codec is not None:
         frames = lr.to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, h, w, 3)
-        frames = h264_roundtrip(frames, recipe.quality) if recipe.codec == "h264" else jpeg_roundtrip(frames, recipe.quality)
+        frames = (
+            h264_roundtrip(frames, recipe.quality) if recipe.codec == "h264" else jpeg_roundtrip(frames, recipe.quality)
+        )
         lr = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     return lr.div(255).reshape(*lead, c, *size)
 
@@ -152,8 +154,8 @@ def _blur(x: torch.Tensor, sx: float, sy: float, angle: float) -> torch.Tensor:
 
 
 def h264_roundtrip(frames: np.ndarray, crf: int, preset: str = H264_PRESET) -> np.ndarray:
-    """Encode uint8 (t, h, w, 3) RGB with libx264 (yuv420p, ``crf``, one thread: deterministic) in memory
-    and decode it back. Odd sides are padded by edge replication for 4:2:0 and cropped after."""
+    """Encode uint8 (t, h, w, 3) RGB with libx264 (yuv420p, ``crf``, ``preset``, one thread) in memory and
+    decode it back. Odd sides are padded by edge replication for 4:2:0 and cropped after."""
     t, h, w, _ = frames.shape
     ph, pw = h % 2, w % 2
     if ph or pw:
@@ -162,14 +164,20 @@ def h264_roundtrip(frames: np.ndarray, crf: int, preset: str = H264_PRESET) -> n
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = w + pw, h + ph, "yuv420p"
+        # fixed settings, one thread, explicit timestamps: as reproducible as libx264 gets. Seen here: 1-3
+        # of 100 identical encodes still differ in a few macroblocks (PSNR to the source within ~0.1 dB)
         stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+        stream.codec_context.thread_count = 1
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
     buf.seek(0)
     with av.open(buf) as inp:
+        inp.streams.video[0].codec_context.thread_count = 1
         decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
     if len(decoded) != t:
         raise RuntimeError(f"H.264 round trip returned {len(decoded)} frames for {t}")

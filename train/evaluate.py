@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -73,5 +73,12 @@ def evaluate_clips(
             up = bicubic_upscale(torch.from_numpy(lr).permute(0, 3, 1, 2).float() / 255.0)
             up = up.mul(255).round().div(255)  # 8-bit output like the model's
             bic = score_clip(s.name, up, gt, with_y, gt_flows)
-        log.info("%s: PSNR %.3f dB SSIM %.4f tOF %.3f (%.2fs)", s.name, model_score.psnr, model_score.ssim, model_score.tof, seconds)
+        log.info(
+            "%s: PSNR %.3f dB SSIM %.4f tOF %.3f (%.2fs)",
+            s.name,
+            model_score.psnr,
+            model_score.ssim,
+            model_score.tof,
+            seconds,
+        )
         yield ClipResult(s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds)

@@ -43,6 +43,7 @@ DETAIL_GAIN = 4.0  # detail over the upsampled low-res frame is ~+-0.05: scale i
 
 # ----------------------------------------------------------------------------- ping-pong windows
 
+
 def pingpong(x: torch.Tensor) -> torch.Tensor:
     """(b, n, ...) frames x_1..x_n -> (b, 2n-1, ...) x_1..x_n..x_1: forward, then back in time."""
     return torch.cat((x, x.flip(1)[:, 1:]), dim=1)
@@ -62,6 +63,7 @@ def pingpong_loss(out: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- discriminator
+
 
 class Discriminator(nn.Module):
     """Spatio-temporal patch discriminator with spectral norm on every convolution (stable hinge GAN).
@@ -85,7 +87,10 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if x.ndim != 4 or x.shape[1] != D_IN_CHANNELS:
-            raise ValueError(f"Discriminator expects (N, {D_IN_CHANNELS}, H, W) windows from discriminator_input, got {tuple(x.shape)}")
+            raise ValueError(
+                f"Discriminator expects (N, {D_IN_CHANNELS}, H, W) windows from discriminator_input, got "
+                f"{tuple(x.shape)}"
+            )
         feats = []
         h = x
         for blk in self.blocks:
@@ -107,7 +112,9 @@ def neighbour_flows(fnet: FNet, lr: torch.Tensor) -> torch.Tensor:
     mid = lr[:, 1:-1].reshape(-1, c, h, w)  # (b*(t-2), 3, h, w)
     others = torch.cat((lr[:, :-2].reshape(-1, c, h, w), lr[:, 2:].reshape(-1, c, h, w)))  # (2*b*(t-2), 3, h, w)
     with torch.no_grad():
-        flow = fnet(pad_to_multiple(torch.cat((mid, mid))), pad_to_multiple(others))[..., :h, :w]  # (2*b*(t-2), 2, h, w)
+        flow = fnet(pad_to_multiple(torch.cat((mid, mid))), pad_to_multiple(others))[
+            ..., :h, :w
+        ]  # (2*b*(t-2), 2, h, w)
     prev, nxt = flow.chunk(2)
     return torch.stack((prev, nxt), dim=1).reshape(b, t - 2, 2, 2, h, w)
 
@@ -132,6 +139,7 @@ def discriminator_input(hr: torch.Tensor, lr: torch.Tensor, flows: torch.Tensor)
 
 # ----------------------------------------------------------------------------- losses
 
+
 def d_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Discriminator hinge loss: push real patches above +1 and generated ones below -1."""
     return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
@@ -144,10 +152,11 @@ def g_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 def feature_matching_loss(fake_feats: list[torch.Tensor], real_feats: list[torch.Tensor]) -> torch.Tensor:
     """Mean over D's layers of the L1 distance between generated and real features (real detached)."""
-    return torch.stack([F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats)]).mean()
+    return torch.stack([F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats, strict=True)]).mean()
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
     """Freeze the discriminator while the generator's loss runs through it (no wasted gradients)."""
@@ -178,11 +187,12 @@ def average_gradients(disc: nn.Module) -> None:
 
 # ----------------------------------------------------------------------------- checkpoint
 
+
 def discriminator_path(generator_path: str | Path) -> Path:
     """``.../FRVSR_GAN_x.pth`` -> ``.../discriminator_x.pth``: saved beside the generator, for resuming."""
     p = Path(generator_path)
     prefix = f"{MODEL_NAME}_"
-    return p.with_name(f"discriminator_{p.name[len(prefix):] if p.name.startswith(prefix) else p.name}")
+    return p.with_name(f"discriminator_{p.name[len(prefix) :] if p.name.startswith(prefix) else p.name}")
 
 
 def save_discriminator(path: str | Path, disc: Discriminator, **extra) -> None:
@@ -207,6 +217,7 @@ def load_discriminator(path: str | Path) -> Discriminator:
 
 # ----------------------------------------------------------------------------- the stage
 
+
 @dataclass
 class GanStage:
     """What the adversarial stage adds to a training run: the discriminator and its optimiser, the step
@@ -223,7 +234,7 @@ class GanStage:
     kept_within: bool = False  # the kept checkpoint is within gan_psnr_drop of ref_psnr
 
     @classmethod
-    def build(cls, cfg: TrainConfig, device: torch.device | str) -> "GanStage":
+    def build(cls, cfg: TrainConfig, device: torch.device | str) -> GanStage:
         """A fresh discriminator, or the one saved beside ``init_from`` (its architecture wins)."""
         resume = discriminator_path(cfg.init_from) if cfg.init_from else None
         if resume is not None and resume.is_file():
@@ -277,15 +288,28 @@ class GanStage:
         opt_g.step()
         set_requires_grad(disc, True)
         return {
-            "loss": loss.item(), "pixel": pixel.item(), "flow": warp.item(), "psnr": psnr_from_mse(pixel.item()), "pingpong": pp.item(),
-            "adv": adv.item(), "fm": fm.item(), "d_loss": loss_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
+            "loss": loss.item(),
+            "pixel": pixel.item(),
+            "flow": warp.item(),
+            "psnr": psnr_from_mse(pixel.item()),
+            "pingpong": pp.item(),
+            "adv": adv.item(),
+            "fm": fm.item(),
+            "d_loss": loss_d.item(),
+            "d_real": d_real.mean().item(),
+            "d_fake": d_fake.mean().item(),
         }
 
     def set_reference(self, scores: dict) -> None:
         """The starting model's validation scores: ``keep`` measures the PSNR drop from them."""
         self.ref_psnr = scores["PSNR"]
-        log.info("GAN stage starts from val PSNR %.4f dB SSIM %.4f tOF %.4f; keeping checkpoints above %.4f dB",
-                 scores["PSNR"], scores["SSIM"], scores["tOF"], self.ref_psnr - self.cfg.gan_psnr_drop)
+        log.info(
+            "GAN stage starts from val PSNR %.4f dB SSIM %.4f tOF %.4f; keeping checkpoints above %.4f dB",
+            scores["PSNR"],
+            scores["SSIM"],
+            scores["tOF"],
+            self.ref_psnr - self.cfg.gan_psnr_drop,
+        )
 
     def keep(self, scores: dict, best_psnr: float | None) -> bool:
         """Whether this validation's weights replace the kept checkpoint (``best_psnr``: the kept one's, or None).
@@ -311,7 +335,12 @@ class GanStage:
     def state_dict(self) -> dict:
         """For ``resume``: the discriminator, its optimiser and the selection state."""
         disc = {k: v.detach().cpu() for k, v in self.disc.state_dict().items()}
-        return {"disc": disc, "opt_d": self.opt_d.state_dict(), "ref_psnr": self.ref_psnr, "kept_within": self.kept_within}
+        return {
+            "disc": disc,
+            "opt_d": self.opt_d.state_dict(),
+            "ref_psnr": self.ref_psnr,
+            "kept_within": self.kept_within,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.disc.load_state_dict(state["disc"])

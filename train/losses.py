@@ -23,9 +23,15 @@ def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(warped, lr[:, 1:].reshape(-1, *lr.shape[2:]))
 
 
-def frvsr_loss(model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, flow_loss_weight: float) -> tuple[torch.Tensor, dict]:
+def frvsr_loss(
+    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, flow_loss_weight: float
+) -> tuple[torch.Tensor, dict]:
     """Pixel L2 on the output + ``flow_loss_weight`` * FNet's warping L2. lr (b, t, 3, h, w), hr (b, t, 3, H, W)."""
     out, flows = model(lr)  # (b, t, 3, H, W), (b, t, 2, h, w)
     pixel = F.mse_loss(out, hr)
     flow = warp_loss(lr, flows)
-    return pixel + flow_loss_weight * flow, {"pixel": pixel.item(), "flow": flow.item(), "psnr": psnr_from_mse(pixel.item())}
+    return pixel + flow_loss_weight * flow, {
+        "pixel": pixel.item(),
+        "flow": flow.item(),
+        "psnr": psnr_from_mse(pixel.item()),
+    }

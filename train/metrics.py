@@ -57,7 +57,8 @@ def ssim(pred, target) -> float:
     p, t = _hwc(pred), _hwc(target)
     if p.shape != t.shape:
         raise ValueError(f"shape mismatch: prediction {p.shape} vs target {t.shape}")
-    return float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1) for a, b in zip(p, t)]))
+    per_frame = [structural_similarity(a, b, data_range=1.0, channel_axis=-1) for a, b in zip(p, t, strict=True)]
+    return float(np.mean(per_frame))
 
 
 def rgb_to_y(x: np.ndarray) -> np.ndarray:
@@ -65,7 +66,8 @@ def rgb_to_y(x: np.ndarray) -> np.ndarray:
     return ((16.0 + x @ np.array([65.481, 128.553, 24.966])) / 255.0)[..., None]
 
 
-# cv2.calcOpticalFlowFarneback(pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags): TecoGAN's tOF settings
+# cv2.calcOpticalFlowFarneback(pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags):
+# TecoGAN's tOF settings
 FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
 
 
@@ -83,7 +85,7 @@ def optical_flows(frames) -> np.ndarray:
     g = _gray_u8(_hwc(frames))
     if len(g) < 2:
         raise ValueError(f"optical flow needs at least 2 frames, got {len(g)}")
-    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, *FARNEBACK) for a, b in zip(g[:-1], g[1:])])
+    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, *FARNEBACK) for a, b in zip(g[:-1], g[1:], strict=True)])
 
 
 def tof(pred, target, target_flows: np.ndarray | None = None) -> float:

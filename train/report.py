@@ -4,8 +4,8 @@ evaluation run (``build_test_trial``), and the evaluation workbook that client_t
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference
@@ -14,7 +14,21 @@ from train.evaluate import ClipResult
 from train.metrics import MSE_SCALE, PSNR_CAP, Aggregate, Exact, psnr_from_mse
 from train.results import MODEL_NAME, atomic_write_bytes
 
-PER_SAMPLE_COLUMNS = ["sample", "frames", "size", "MSE", "PSNR", "SSIM", "PSNR_Y", "tOF", "bicubic PSNR", "bicubic SSIM", "bicubic PSNR_Y", "bicubic tOF", "seconds"]
+PER_SAMPLE_COLUMNS = [
+    "sample",
+    "frames",
+    "size",
+    "MSE",
+    "PSNR",
+    "SSIM",
+    "PSNR_Y",
+    "tOF",
+    "bicubic PSNR",
+    "bicubic SSIM",
+    "bicubic PSNR_Y",
+    "bicubic tOF",
+    "seconds",
+]
 # tOF (train.metrics.tof): temporal consistency, mean flow difference to the ground truth in pixels, lower is better
 
 
@@ -36,7 +50,13 @@ def _num(v: float) -> float | str:
     return "inf" if v == float("inf") else "nan" if v != v else round(v, 4)
 
 
-def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, info: dict, compressed: dict[str, tuple[Sequence[ClipResult], dict]] | None = None) -> None:
+def write_workbook(
+    path: Path,
+    results: Sequence[ClipResult],
+    summary: dict,
+    info: dict,
+    compressed: dict[str, tuple[Sequence[ClipResult], dict]] | None = None,
+) -> None:
     """Per-sample sheet, summary sheet and a per-sample PSNR chart (model vs bicubic) for the clean input;
     one more sheet per entry of ``compressed`` ({sheet name: (results, summary)}, e.g. H.264 CRF 23 input),
     holding its per-sample rows and its summary; atomic."""
@@ -57,8 +77,20 @@ def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, inf
     sm = wb.create_sheet("summary")
     _summary_rows(sm, summary, n)
     sm.append([])
-    sm.append(["MSE", "on the 8-bit scale (0-255^2, as MATLAB's immse and OpenCV give for 8-bit images); PSNR = 10*log10(255^2 / MSE)"])
-    sm.append(["tOF", "temporal consistency: mean |flow(output) - flow(ground truth)| in pixels over consecutive frames (Farneback); lower is better, 0 = moves like the ground truth"])
+    sm.append(
+        [
+            "MSE",
+            "on the 8-bit scale (0-255^2, as MATLAB's immse and OpenCV give for 8-bit images); PSNR = 10*log10(255^2 "
+            "/ MSE)",
+        ]
+    )
+    sm.append(
+        [
+            "tOF",
+            "temporal consistency: mean |flow(output) - flow(ground truth)| in pixels over consecutive frames "
+            "(Farneback); lower is better, 0 = moves like the ground truth",
+        ]
+    )
     sm.append([])
     for k, v in info.items():
         sm.append([k, str(v)])
@@ -76,22 +108,48 @@ def write_workbook(path: Path, results: Sequence[ClipResult], summary: dict, inf
 def _per_sample_rows(ws, results: Sequence[ClipResult]) -> None:
     ws.append(PER_SAMPLE_COLUMNS)
     for r in results:
-        ws.append([
-            r.name, r.frames, f"{r.size[0]}x{r.size[1]}", round(r.model.mse * MSE_SCALE, 4), _num(r.model.psnr), round(r.model.ssim, 4),
-            _num(psnr_from_mse(r.model.mse_y)), _num(r.model.tof), _num(r.bicubic.psnr), round(r.bicubic.ssim, 4), _num(psnr_from_mse(r.bicubic.mse_y)),
-            _num(r.bicubic.tof), round(r.seconds, 3),
-        ])
-    for col, width in zip("ABCDEFGHIJKLM", (18, 8, 10, 12, 10, 10, 10, 8, 13, 13, 15, 11, 9)):
+        ws.append(
+            [
+                r.name,
+                r.frames,
+                f"{r.size[0]}x{r.size[1]}",
+                round(r.model.mse * MSE_SCALE, 4),
+                _num(r.model.psnr),
+                round(r.model.ssim, 4),
+                _num(psnr_from_mse(r.model.mse_y)),
+                _num(r.model.tof),
+                _num(r.bicubic.psnr),
+                round(r.bicubic.ssim, 4),
+                _num(psnr_from_mse(r.bicubic.mse_y)),
+                _num(r.bicubic.tof),
+                round(r.seconds, 3),
+            ]
+        )
+    for col, width in zip("ABCDEFGHIJKLM", (18, 8, 10, 12, 10, 10, 10, 8, 13, 13, 15, 11, 9), strict=True):
         ws.column_dimensions[col].width = width
 
 
 def _summary_rows(ws, summary: dict, n: int) -> None:
     ws.append(["method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "tOF", "samples", "PSNR_clip_mean"])
     for name, s in summary.items():
-        ws.append([name, round(s["MSE"], 4), _num(s["PSNR"]), round(s["SSIM"], 4), round(s["SSIMs"], 4), _num(s["PSNR_Y"]), _num(s["tOF"]), n, _num(s["PSNR_clip_mean"])])
+        ws.append(
+            [
+                name,
+                round(s["MSE"], 4),
+                _num(s["PSNR"]),
+                round(s["SSIM"], 4),
+                round(s["SSIMs"], 4),
+                _num(s["PSNR_Y"]),
+                _num(s["tOF"]),
+                n,
+                _num(s["PSNR_clip_mean"]),
+            ]
+        )
 
 
-def build_test_trial(out_dir: Path, xlsx_name: str, summary: dict, seconds: float, compressed: dict[str, dict] | None = None) -> dict:
+def build_test_trial(
+    out_dir: Path, xlsx_name: str, summary: dict, seconds: float, compressed: dict[str, dict] | None = None
+) -> dict:
     """The platform's trial.txt for an evaluation run (field names are a contract).
 
     ``test`` under each method is the clean input; each entry of ``compressed`` ({key: summary}, keys such
@@ -102,7 +160,9 @@ def build_test_trial(out_dir: Path, xlsx_name: str, summary: dict, seconds: floa
         "model_path": str(out_dir.resolve()),
         "predict_result_filename": xlsx_name,
         "preview_data": {},
-        "test_result": {name: {cond: {k: summ[name][k] for k in keys} for cond, summ in conditions.items()} for name in summary},
+        "test_result": {
+            name: {cond: {k: summ[name][k] for k in keys} for cond, summ in conditions.items()} for name in summary
+        },
         "predict_prob": {},
         "test_consuming": {"test": seconds},
     }

@@ -21,9 +21,9 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ RESUMABLE_OVERRIDES = ("max_minutes", "epochs", "threads", "workers", "val_every
 
 
 # ----------------------------------------------------------------------------- processes
+
 
 @dataclass
 class Ranks:
@@ -102,6 +103,7 @@ def agree(ranks: Ranks, flag: bool) -> bool:
 
 # ----------------------------------------------------------------------------- data and steps
 
+
 def load_splits(dataset_path: str, cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     """Train and validation samples of ``dataset_path`` and every ``extra_datasets`` folder, each split
     by its own ``sep_trainlist.txt``/``sep_testlist.txt`` (or ``val_split``)."""
@@ -116,14 +118,23 @@ def load_splits(dataset_path: str, cfg: TrainConfig) -> tuple[list[Sample], list
 
 def build_loader(cfg: TrainConfig, dataset: TrainClips, ranks: Ranks) -> DataLoader:
     """Shuffled batches; the degradation (H.264 included) runs in ``cfg.workers`` worker processes."""
-    sampler = DistributedSampler(dataset, ranks.world, ranks.rank, shuffle=True, seed=cfg.seed) if ranks.active else None
+    sampler = (
+        DistributedSampler(dataset, ranks.world, ranks.rank, shuffle=True, seed=cfg.seed) if ranks.active else None
+    )
     return DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(dataset) >= cfg.batch_size * ranks.world,
-        num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(dataset) >= cfg.batch_size * ranks.world,
+        num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,
     )
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: torch.Tensor, hr: torch.Tensor, cfg: TrainConfig) -> dict:
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: torch.Tensor, hr: torch.Tensor, cfg: TrainConfig
+) -> dict:
     """One pixel-stage step: lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w) -> loss statistics."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(resolve_precision(cfg.precision, lr.device), lr.device):  # forward only; backward follows its dtypes
@@ -136,11 +147,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: tor
     return stats
 
 
-def validation_scores(model: torch.nn.Module, samples: list[Sample], cfg: TrainConfig, device: torch.device, with_temporal: bool = False) -> dict[str, float]:
+def validation_scores(
+    model: torch.nn.Module, samples: list[Sample], cfg: TrainConfig, device: torch.device, with_temporal: bool = False
+) -> dict[str, float]:
     """Whole validation clips through the shared inference path, degraded as in training (deterministic
     per clip): the platform's {MSE, SSIMs, PSNR, SSIM}, plus ``tOF`` with ``with_temporal``."""
     agg = Aggregate()
-    for r in evaluate_clips(model, samples, cfg.degradation, device, with_temporal=with_temporal, precision=cfg.precision):
+    for r in evaluate_clips(
+        model, samples, cfg.degradation, device, with_temporal=with_temporal, precision=cfg.precision
+    ):
         agg.add(r.model)
     return {**agg.result(), "tOF": agg.tof()} if with_temporal else agg.result()
 
@@ -151,6 +166,7 @@ def cosine_lr(cfg: TrainConfig, progress: float) -> float:
 
 
 # ----------------------------------------------------------------------------- outputs
+
 
 def plot_curves(history: list[dict], path: Path) -> None:
     import matplotlib
@@ -201,6 +217,7 @@ def attach_log_file(path: Path) -> None:
 
 # ----------------------------------------------------------------------------- run state and resume
 
+
 @dataclass
 class RunState:
     """Where a run stands; saved in ``resume.pt`` at every validation."""
@@ -216,7 +233,7 @@ class RunState:
     history: list = field(default_factory=list)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunState":
+    def from_dict(cls, d: dict) -> RunState:
         known = {f.name for f in fields(cls)}
         if "best_eval" in d:  # the name before the trainer's refactor
             d = {**d, "best_scores": d["best_eval"]}
@@ -228,12 +245,22 @@ def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dic
     ``RESUMABLE_OVERRIDES`` among ``given`` (the keys the user set); and the saved resume state."""
     path = Path(cfg.resume) / RESUME_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: {path} does not exist. Pass the runs/models/<uuid> folder of a run that validated at least once")
-    saved = torch.load(path, map_location="cpu", weights_only=False)  # our own file: optimiser and RNG states are not plain tensors
+        raise FileNotFoundError(
+            f"cannot resume: {path} does not exist. Pass the runs/models/<uuid> folder of a run that validated at "
+            "least once"
+        )
+    saved = torch.load(
+        path, map_location="cpu", weights_only=False
+    )  # our own file: optimiser and RNG states are not plain tensors
     now = cfg.settings()
-    changed = sorted(k for k in given - {"resume"} if k not in RESUMABLE_OVERRIDES and now[k] != saved["settings"].get(k))
+    changed = sorted(
+        k for k in given - {"resume"} if k not in RESUMABLE_OVERRIDES and now[k] != saved["settings"].get(k)
+    )
     if changed:
-        raise ValueError(f"cannot change {changed} when resuming (the run continues with its own settings); only {list(RESUMABLE_OVERRIDES)} may change")
+        raise ValueError(
+            f"cannot change {changed} when resuming (the run continues with its own settings); only "
+            f"{list(RESUMABLE_OVERRIDES)} may change"
+        )
     settings = {**saved["settings"], **{k: now[k] for k in given if k in RESUMABLE_OVERRIDES}, "resume": cfg.resume}
     return TrainConfig.from_settings(settings), saved
 
@@ -270,7 +297,8 @@ class Run:
 def save_resume(run: Run) -> None:
     """Atomically write everything ``resume`` needs: weights, optimiser, run state and RNG states."""
     state = {
-        "trial_name": run.trial_name, "settings": {**run.cfg.settings(), "resume": ""},
+        "trial_name": run.trial_name,
+        "settings": {**run.cfg.settings(), "resume": ""},
         "model_args": asdict(unwrap(run.model).cfg),
         "model": {k: v.detach().cpu() for k, v in unwrap(run.model).state_dict().items()},
         "optimizer": run.optimizer.state_dict(),
@@ -283,7 +311,9 @@ def save_resume(run: Run) -> None:
     tmp.replace(run.out_dir / RESUME_FILE)
 
 
-def restore(saved: dict, model: FRVSR, optimizer: torch.optim.Optimizer, gan: GanStage | None, ranks: Ranks) -> RunState:
+def restore(
+    saved: dict, model: FRVSR, optimizer: torch.optim.Optimizer, gan: GanStage | None, ranks: Ranks
+) -> RunState:
     """Put a resumed run back where it stopped: weights, optimiser, GAN stage, run state, RNG streams."""
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -308,6 +338,7 @@ def optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None
 
 # ----------------------------------------------------------------------------- validation
 
+
 def validate(run: Run) -> None:
     """Rank 0 scores the validation clips, keeps the checkpoint if it is the one to keep (the best PSNR;
     the GAN stage's own rule), and writes ``resume.pt``."""
@@ -317,18 +348,30 @@ def validate(run: Run) -> None:
         scores = validation_scores(run.model, run.val_samples, cfg, run.device, with_temporal=cfg.gan)
         state.valid_time += time.perf_counter() - t0
         tof = {"val_tof": scores["tOF"]} if cfg.gan else {}
-        state.history.append({"epoch": state.epoch, "step": state.step, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], **tof})
+        state.history.append(
+            {"epoch": state.epoch, "step": state.step, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], **tof}
+        )
         best = state.best_psnr if state.best_scores is not None else None
         keep = run.gan.keep(scores, best) if run.gan is not None else best is None or scores["PSNR"] > best
         if keep:
             state.best_psnr, state.best_scores = scores["PSNR"], scores
-            save_checkpoint(run.ckpt_path, run.model, epoch=state.epoch, step=state.step, eval=scores, train_settings=cfg.settings())
+            save_checkpoint(
+                run.ckpt_path, run.model, epoch=state.epoch, step=state.step, eval=scores, train_settings=cfg.settings()
+            )
             if run.gan is not None:
                 run.gan.save(run.ckpt_path, epoch=state.epoch, step=state.step)
         save_resume(run)
         tof_text = f" tOF {scores['tOF']:.4f}" if "tOF" in scores else ""
-        log.info("epoch %d step %d: val PSNR %.4f dB SSIM %.4f%s (%s %.4f)", state.epoch, state.step, scores["PSNR"], scores["SSIM"], tof_text,
-                 "kept" if cfg.gan else "best", state.best_psnr)
+        log.info(
+            "epoch %d step %d: val PSNR %.4f dB SSIM %.4f%s (%s %.4f)",
+            state.epoch,
+            state.step,
+            scores["PSNR"],
+            scores["SSIM"],
+            tof_text,
+            "kept" if cfg.gan else "best",
+            state.best_psnr,
+        )
     if run.ranks.active:
         dist.barrier()
 
@@ -340,15 +383,25 @@ def score_reference(run: Run) -> None:
         scores = validation_scores(run.model, run.val_samples, run.cfg, run.device, with_temporal=True)
         run.state.valid_time += time.perf_counter() - t0
         run.gan.set_reference(scores)
-        run.state.history.append({"epoch": 0, "step": 0, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], "val_tof": scores["tOF"]})
+        run.state.history.append(
+            {"epoch": 0, "step": 0, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], "val_tof": scores["tOF"]}
+        )
     if run.ranks.active:
         dist.barrier()
 
 
 # ----------------------------------------------------------------------------- the run
 
-def build_run(dataset_path: str, cfg: TrainConfig, trial_name: str, device_name: str, ranks: Ranks,
-              saved: dict | None, t_start: float) -> tuple[Run, DataLoader]:
+
+def build_run(
+    dataset_path: str,
+    cfg: TrainConfig,
+    trial_name: str,
+    device_name: str,
+    ranks: Ranks,
+    saved: dict | None,
+    t_start: float,
+) -> tuple[Run, DataLoader]:
     """Data, model, optimiser (and GAN stage), output folder; a resumed run is put back where it stopped."""
     device = process_device(device_name, ranks)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // ranks.world))
@@ -357,7 +410,11 @@ def build_run(dataset_path: str, cfg: TrainConfig, trial_name: str, device_name:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
     train_samples, val_samples = load_splits(dataset_path, cfg)
-    loader = build_loader(cfg, TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed), ranks)
+    loader = build_loader(
+        cfg,
+        TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed),
+        ranks,
+    )
 
     if saved is not None:
         model = FRVSR(FRVSRConfig.from_dict(saved["model_args"]))  # weights follow in restore
@@ -378,15 +435,25 @@ def build_run(dataset_path: str, cfg: TrainConfig, trial_name: str, device_name:
     if ranks.main:
         attach_log_file(out_dir / "train.log")
         if saved is None:
-            settings = {"trial_name": trial_name, "device": device_name, "world_size": ranks.world, **cfg.settings(), "model_args": asdict(model.cfg)}
+            settings = {
+                "trial_name": trial_name,
+                "device": device_name,
+                "world_size": ranks.world,
+                **cfg.settings(),
+                "model_args": asdict(model.cfg),
+            }
             atomic_write_json(out_dir / "settings.json", settings)
             log.info("writing to %s; settings %s", out_dir, cfg.settings())
         else:
-            log.info("resuming %s at step %d (session %d); settings %s", out_dir, state.step, state.sessions, cfg.settings())
+            log.info(
+                "resuming %s at step %d (session %d); settings %s", out_dir, state.step, state.sessions, cfg.settings()
+            )
     return run, loader
 
 
-def run_epochs(run: Run, loader: DataLoader, stop_requested: Callable[[], bool], on_step: Callable[[dict], None] | None) -> None:
+def run_epochs(
+    run: Run, loader: DataLoader, stop_requested: Callable[[], bool], on_step: Callable[[dict], None] | None
+) -> None:
     """Steps until the step or time budget is spent or a stop is requested; validate every ``val_every``
     epochs and at the end."""
     cfg, state, ranks = run.cfg, run.state, run.ranks
@@ -416,14 +483,29 @@ def run_epochs(run: Run, loader: DataLoader, stop_requested: Callable[[], bool],
             if ranks.main and on_step:
                 on_step({**stats, "step": state.step, "epoch": state.epoch, "lr": lr_now})
             if ranks.main and state.step % LOG_EVERY == 0:
-                log.info("step %d epoch %d: loss %.5f psnr %.2f lr %.2e, %.2f s/step (training), %.1f min elapsed", state.step, state.epoch,
-                         stats["loss"], stats["psnr"], lr_now, state.train_time / state.step, run.elapsed() / 60)
+                log.info(
+                    "step %d epoch %d: loss %.5f psnr %.2f lr %.2e, %.2f s/step (training), %.1f min elapsed",
+                    state.step,
+                    state.epoch,
+                    stats["loss"],
+                    stats["psnr"],
+                    lr_now,
+                    state.train_time / state.step,
+                    run.elapsed() / 60,
+                )
             stop = agree(ranks, run.over_budget(total_steps) or stop_requested())
             if stop:
                 break
         state.epoch += 1
         if losses:
-            state.history.append({"epoch": state.epoch, "step": state.step, "loss": float(np.mean(losses)), "epoch_seconds": time.perf_counter() - t_epoch})
+            state.history.append(
+                {
+                    "epoch": state.epoch,
+                    "step": state.step,
+                    "loss": float(np.mean(losses)),
+                    "epoch_seconds": time.perf_counter() - t_epoch,
+                }
+            )
         if stop or state.epoch % cfg.val_every == 0:
             validate(run)
             stop = agree(ranks, stop or stop_requested())
@@ -462,8 +544,13 @@ def train(
             plot_curves(run.state.history, run.out_dir / "training_curves.png")
             atomic_write_json(run.out_dir / "history.json", run.state.history)
             state = run.state
-            trial = build_trial(trial_name, run.out_dir, {**cfg.settings(), "model_args": asdict(run.model.cfg)}, state.best_scores or {},
-                                {"total": run.elapsed(), "train_time": state.train_time, "valid_time": state.valid_time})
+            trial = build_trial(
+                trial_name,
+                run.out_dir,
+                {**cfg.settings(), "model_args": asdict(run.model.cfg)},
+                state.best_scores or {},
+                {"total": run.elapsed(), "train_time": state.train_time, "valid_time": state.valid_time},
+            )
             atomic_write_json(trial_path(), trial)
             log.info("best validation PSNR %.4f dB; trial written to %s", state.best_psnr, trial_path())
         if ranks.active:
