@@ -34,7 +34,10 @@ def test_a_checkpoint_from_before_the_arch_key_loads_as_the_same_frvsr(tmp_path,
     cfg = FRVSRConfig(channels=8, blocks=1, fnet_channels=4, upsampler=upsampler, hidden=0)
     model = random_frvsr(cfg).eval()
     old = "srnet.tail.0." if upsampler == "pixelshuffle" else "srnet.tail."
-    state = {(old + k[len("srnet.upsample."):] if k.startswith("srnet.upsample.") else k): v for k, v in model.state_dict().items()}
+    state = {
+        (old + k[len("srnet.upsample.") :] if k.startswith("srnet.upsample.") else k): v
+        for k, v in model.state_dict().items()
+    }
     args = {k: v for k, v in vars(cfg).items() if k != "hidden"}  # written before the hidden state existed
     torch.save({"model_args": args, "model": state}, tmp_path / "old.pth")
     loaded, _ = load_checkpoint(tmp_path / "old.pth")

@@ -14,22 +14,50 @@ from openpyxl import load_workbook
 
 from conftest import ROOT
 
-TINY = "{'advance_settings': {'channels': 8, 'blocks': 1, 'fnet_channels': 4, 'hidden': 4, 'crop_size': 32, 'num_frames': 3, 'epochs': 2, 'crops_per_clip': 2, 'batch_size': 2, 'max_minutes': 2}}"
+TINY = (
+    "{'advance_settings': {'channels': 8, 'blocks': 1, 'fnet_channels': 4, 'hidden': 4, 'crop_size': 32, "
+    "'num_frames': 3, 'epochs': 2, 'crops_per_clip': 2, 'batch_size': 2, 'max_minutes': 2}}"
+)
 EVAL_KEYS = {"MSE", "SSIMs", "PSNR", "SSIM"}
 
 
 def run(args, runs_dir, cwd=None, timeout=300):
     env = {**os.environ, "FRVSR_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
 def test_train_then_test_end_to_end(seed_dataset, tmp_path):
     runs = tmp_path / "runs"
-    r = run([str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "e2e", "--annotation_data", TINY], runs, cwd=tmp_path)
+    r = run(
+        [
+            str(ROOT / "client_train.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--trial_name",
+            "e2e",
+            "--annotation_data",
+            TINY,
+        ],
+        runs,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     trial = json.loads((runs / "metric" / "trial.txt").read_text())
-    assert set(trial) == {"recom_model", "gened_model_name", "metric_type", "metric_value", "used_models", "model_path", "model_params", "eval_result", "predict_prob", "train_consuming"}
+    assert set(trial) == {
+        "recom_model",
+        "gened_model_name",
+        "metric_type",
+        "metric_value",
+        "used_models",
+        "model_path",
+        "model_params",
+        "eval_result",
+        "predict_prob",
+        "train_consuming",
+    }
     assert trial["recom_model"] == trial["used_models"] == "FRVSR_GAN"
     assert trial["gened_model_name"] == "FRVSR_GAN_e2e" and trial["metric_type"] == "PSNR"
     ev = trial["eval_result"]["FRVSR_GAN"]["eval"]
@@ -43,15 +71,38 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
         assert round(v, 4) == v
     model_dir = Path(trial["model_path"])
     assert model_dir.is_absolute() and model_dir.parent == runs / "models"
-    assert {"FRVSR_GAN_e2e.pth", "settings.json", "train.log", "training_curves.png", "history.json"} <= {p.name for p in model_dir.iterdir()}
+    assert {"FRVSR_GAN_e2e.pth", "settings.json", "train.log", "training_curves.png", "history.json"} <= {
+        p.name for p in model_dir.iterdir()
+    }
     assert not [p for p in runs.rglob("*") if ".tmp" in p.name]
 
-    r = run([str(ROOT / "client_test.py"), "--dataset_path", str(seed_dataset), "--model_path", str(model_dir), "--used_model", "FRVSR_GAN_e2e.pth"], runs, cwd=tmp_path)
+    r = run(
+        [
+            str(ROOT / "client_test.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--model_path",
+            str(model_dir),
+            "--used_model",
+            "FRVSR_GAN_e2e.pth",
+        ],
+        runs,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     test = json.loads((runs / "metric" / "trial.txt").read_text())
-    assert set(test) == {"model_path", "predict_result_filename", "preview_data", "test_result", "predict_prob", "test_consuming"}
+    assert set(test) == {
+        "model_path",
+        "predict_result_filename",
+        "preview_data",
+        "test_result",
+        "predict_prob",
+        "test_consuming",
+    }
     assert set(test["test_result"]) == {"FRVSR_GAN", "Bicubic"}
-    assert all(set(v) == {"test", "test_h264_crf23"} for v in test["test_result"].values())  # clean + the default CRF 23
+    assert all(
+        set(v) == {"test", "test_h264_crf23"} for v in test["test_result"].values()
+    )  # clean + the default CRF 23
     assert all(set(c) == EVAL_KEYS for v in test["test_result"].values() for c in v.values())
     for v in test["test_result"].values():  # MSE on the 8-bit scale: PSNR = 10 log10(255^2 / MSE)
         assert v["test"]["PSNR"] == pytest.approx(10 * math.log10(255**2 / v["test"]["MSE"]), abs=2e-4)
@@ -59,7 +110,9 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
     assert test["preview_data"] == {} and test["predict_prob"] == {} and test["test_consuming"]["test"] > 0
     out_dir = Path(test["model_path"])
     assert out_dir.parent == runs / "models" and out_dir != model_dir
-    assert test["predict_result_filename"].startswith("evaluation_") and test["predict_result_filename"].endswith(".xlsx")
+    assert test["predict_result_filename"].startswith("evaluation_") and test["predict_result_filename"].endswith(
+        ".xlsx"
+    )
 
     wb = load_workbook(out_dir / test["predict_result_filename"])
     rows = list(wb["per_sample"].values)
@@ -83,12 +136,15 @@ def test_runs_dir_is_under_the_project_root_not_the_cwd(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,message", [
-    (["--dataset_path", "/does/not/exist"], "does not exist"),
-    (["--dataset_path", "{data}", "--annotation_data", "{'advance_settings': {'bogus': 1}}"], "valid keys"),
-    (["--dataset_path", "{data}", "--annotation_data", "not a dict"], "annotation_data"),
-    (["--dataset_path", "{data}", "--device", "cuda"], "sees no CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset_path", "/does/not/exist"], "does not exist"),
+        (["--dataset_path", "{data}", "--annotation_data", "{'advance_settings': {'bogus': 1}}"], "valid keys"),
+        (["--dataset_path", "{data}", "--annotation_data", "not a dict"], "annotation_data"),
+        (["--dataset_path", "{data}", "--device", "cuda"], "sees no CUDA GPU"),
+    ],
+)
 def test_train_bad_input_exits_with_a_clear_message(args, message, seed_dataset, tmp_path):
     if "cuda" in args:
         import torch
@@ -103,10 +159,32 @@ def test_train_bad_input_exits_with_a_clear_message(args, message, seed_dataset,
 
 @pytest.mark.slow
 def test_test_with_missing_or_broken_model_names_the_path(seed_dataset, tmp_path):
-    r = run([str(ROOT / "client_test.py"), "--dataset_path", str(seed_dataset), "--model_path", str(tmp_path), "--used_model", "missing.pth"], tmp_path / "runs")
+    r = run(
+        [
+            str(ROOT / "client_test.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--model_path",
+            str(tmp_path),
+            "--used_model",
+            "missing.pth",
+        ],
+        tmp_path / "runs",
+    )
     assert r.returncode == 2 and "missing.pth" in r.stderr
     (tmp_path / "broken.pth").write_bytes(b"\0" * 10)
-    r = run([str(ROOT / "client_test.py"), "--dataset_path", str(seed_dataset), "--model_path", str(tmp_path), "--used_model", "broken.pth"], tmp_path / "runs")
+    r = run(
+        [
+            str(ROOT / "client_test.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--model_path",
+            str(tmp_path),
+            "--used_model",
+            "broken.pth",
+        ],
+        tmp_path / "runs",
+    )
     assert r.returncode == 2 and "broken.pth" in r.stderr
 
 
@@ -116,8 +194,23 @@ def test_torchrun_two_processes(seed_dataset, tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "FRVSR_RUNS_DIR": str(runs)}
     r = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "ddp", "--annotation_data", TINY],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "client_train.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--trial_name",
+            "ddp",
+            "--annotation_data",
+            TINY,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     trial = json.loads((runs / "metric" / "trial.txt").read_text())
@@ -139,8 +232,21 @@ def test_sigkill_mid_run_leaves_no_partial_result(seed_dataset, tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "FRVSR_RUNS_DIR": str(runs)}
     long_run = TINY.replace("'epochs': 2", "'epochs': 1000")
-    p = subprocess.Popen([sys.executable, str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "k", "--annotation_data", long_run],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "client_train.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--trial_name",
+            "k",
+            "--annotation_data",
+            long_run,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(runs.glob("models/*/FRVSR_GAN_k.pth")):
         time.sleep(0.2)
@@ -151,6 +257,17 @@ def test_sigkill_mid_run_leaves_no_partial_result(seed_dataset, tmp_path):
         json.loads(trial.read_text())
     for ckpt in runs.glob("models/*/*.pth"):
         load_checkpoint(ckpt)
-    r = run([str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "k", "--annotation_data", TINY], runs)
+    r = run(
+        [
+            str(ROOT / "client_train.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--trial_name",
+            "k",
+            "--annotation_data",
+            TINY,
+        ],
+        runs,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(trial.read_text())["gened_model_name"] == "FRVSR_GAN_k"

@@ -20,7 +20,9 @@ def test_annotation_data_is_never_evaluated():
 
 
 def test_settings_override_and_validate():
-    cfg = TrainConfig.from_settings({"max_minutes": 3, "batch_size": 2, "lr": 1e-3, "degradation": "blur", "channels": 16, "blocks": 2, "seed": 5})
+    cfg = TrainConfig.from_settings(
+        {"max_minutes": 3, "batch_size": 2, "lr": 1e-3, "degradation": "blur", "channels": 16, "blocks": 2, "seed": 5}
+    )
     assert (cfg.max_minutes, cfg.batch_size, cfg.degradation, cfg.model_config().channels) == (3.0, 2, "blur", 16)
     with pytest.raises(ValueError, match="valid keys") as e:
         TrainConfig.from_settings({"learning_rate": 1})

@@ -18,13 +18,41 @@ from model.frvsr import FRVSR, FRVSRConfig
 from train.config import TrainConfig
 from train.data import to_float
 from train.gan import (
-    D_IN_CHANNELS, DETAIL_GAIN, Discriminator, GanStage, discriminator_input, discriminator_path, load_discriminator, neighbour_flows,
-    pingpong, pingpong_loss, save_discriminator,
+    D_IN_CHANNELS,
+    DETAIL_GAIN,
+    Discriminator,
+    GanStage,
+    discriminator_input,
+    discriminator_path,
+    load_discriminator,
+    neighbour_flows,
+    pingpong,
+    pingpong_loss,
+    save_discriminator,
 )
 
-TINY = {"crop_size": 32, "num_frames": 3, "epochs": 2, "crops_per_clip": 2, "batch_size": 2, "max_minutes": 2, "threads": 1}
+TINY = {
+    "crop_size": 32,
+    "num_frames": 3,
+    "epochs": 2,
+    "crops_per_clip": 2,
+    "batch_size": 2,
+    "max_minutes": 2,
+    "threads": 1,
+}
 GAN = {**TINY, "gan": True, "d_channels": 8, "lr": 5e-5}
-TRIAL_KEYS = {"recom_model", "gened_model_name", "metric_type", "metric_value", "used_models", "model_path", "model_params", "eval_result", "predict_prob", "train_consuming"}
+TRIAL_KEYS = {
+    "recom_model",
+    "gened_model_name",
+    "metric_type",
+    "metric_value",
+    "used_models",
+    "model_path",
+    "model_params",
+    "eval_result",
+    "predict_prob",
+    "train_consuming",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +70,17 @@ def _window(seed=0, b=2, t=3, crop=32):
 
 
 def test_gan_settings_are_validated_and_unknown_keys_list_them():
-    cfg = TrainConfig.from_settings({"gan": True, "init_from": "x.pth", "gan_lr_d": 2e-4, "w_adv": 0.01, "w_fm": 0, "w_pingpong": 1, "d_channels": 16})
+    cfg = TrainConfig.from_settings(
+        {
+            "gan": True,
+            "init_from": "x.pth",
+            "gan_lr_d": 2e-4,
+            "w_adv": 0.01,
+            "w_fm": 0,
+            "w_pingpong": 1,
+            "d_channels": 16,
+        }
+    )
     assert cfg.gan and (cfg.gan_lr_d, cfg.w_adv, cfg.w_fm, cfg.w_pingpong, cfg.d_channels) == (2e-4, 0.01, 0.0, 1.0, 16)
     with pytest.raises(ValueError, match="valid keys") as e:
         TrainConfig.from_settings({"gan": True, "w_adversarial": 0.1})
@@ -104,7 +142,9 @@ def test_discriminator_input_aligns_neighbours_with_the_middle_frame():
     up = (x[:, 9:] + 1) / 2  # the condition: the upsampled low-res middle frame
     assert torch.allclose(x[:, 3:6] / DETAIL_GAIN + up, hr[0, 1:-1], atol=1e-5)  # the middle frame, as detail over it
     assert not torch.allclose(hr[0, :-2][inner], hr[0, 1:-1][inner], atol=1e-2)  # unwarped neighbours differ
-    nf = neighbour_flows(FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).fnet, torch.rand(2, 5, 3, 12, 20))  # sides not multiples of 8
+    nf = neighbour_flows(
+        FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).fnet, torch.rand(2, 5, 3, 12, 20)
+    )  # sides not multiples of 8
     assert nf.shape == (2, 3, 2, 2, 12, 20) and not nf.requires_grad
 
 
@@ -117,15 +157,17 @@ def test_gan_step_trains_both_networks(tiny_cfg):
     stats = GanStage(cfg, disc, opt_d).step(model, opt_g, *_window())
     assert {"loss", "psnr", "pixel", "flow", "pingpong", "adv", "fm", "d_loss", "d_real", "d_fake"} <= set(stats)
     assert all(math.isfinite(v) for v in stats.values()) and stats["pingpong"] > 0
-    assert all(not torch.equal(a, p) for a, p in zip(g0, model.parameters()) if p.numel() > 1)
-    assert sum(not torch.equal(a, p) for a, p in zip(d0, disc.parameters())) == len(d0)
+    assert all(not torch.equal(a, p) for a, p in zip(g0, model.parameters(), strict=True) if p.numel() > 1)
+    assert sum(not torch.equal(a, p) for a, p in zip(d0, disc.parameters(), strict=True)) == len(d0)
     assert all(p.requires_grad for p in disc.parameters())  # unfrozen again for the next step
 
 
 def test_checkpoint_selection():
     def stage(ref_psnr: float, kept_within: bool) -> GanStage:
         disc = Discriminator(8)
-        return GanStage(TrainConfig(gan=True, gan_psnr_drop=1.0), disc, torch.optim.Adam(disc.parameters()), ref_psnr, kept_within)
+        return GanStage(
+            TrainConfig(gan=True, gan_psnr_drop=1.0), disc, torch.optim.Adam(disc.parameters()), ref_psnr, kept_within
+        )
 
     assert stage(30.2, False).keep({"PSNR": 25.0}, None)  # nothing kept yet: keep the first
     within = stage(30.2, True)
@@ -164,7 +206,19 @@ def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_p
     save_checkpoint(init, FRVSR(tiny_cfg), train_settings={"degradation": "bicubic"})
     runs = tmp_path / "runs"
     settings = json.dumps({"advance_settings": {**GAN, "init_from": str(init)}})
-    r = _run([str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "gan", "--annotation_data", settings], runs, tmp_path)
+    r = _run(
+        [
+            str(ROOT / "client_train.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--trial_name",
+            "gan",
+            "--annotation_data",
+            settings,
+        ],
+        runs,
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "GAN stage starts from val PSNR" in r.stderr
 
@@ -179,10 +233,24 @@ def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_p
     history = json.loads((model_dir / "history.json").read_text())
     assert history[0]["step"] == 0 and all("val_tof" in h for h in history if "val_psnr" in h)
 
-    r = _run([str(ROOT / "client_test.py"), "--dataset_path", str(seed_dataset), "--model_path", str(model_dir), "--used_model", "FRVSR_GAN_gan.pth"], runs, tmp_path)
+    r = _run(
+        [
+            str(ROOT / "client_test.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--model_path",
+            str(model_dir),
+            "--used_model",
+            "FRVSR_GAN_gan.pth",
+        ],
+        runs,
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     test = json.loads((runs / "metric" / "trial.txt").read_text())
-    assert all(set(v["test"]) == {"MSE", "SSIMs", "PSNR", "SSIM"} for v in test["test_result"].values())  # contract unchanged
+    assert all(
+        set(v["test"]) == {"MSE", "SSIMs", "PSNR", "SSIM"} for v in test["test_result"].values()
+    )  # contract unchanged
     from openpyxl import load_workbook
 
     wb = load_workbook(Path(test["model_path"]) / test["predict_result_filename"])
@@ -201,8 +269,23 @@ def test_gan_under_torchrun_two_processes(seed_dataset, tmp_path, tiny_cfg):
     runs = tmp_path / "runs"
     settings = json.dumps({"advance_settings": {**GAN, "epochs": 1, "init_from": str(init)}})
     r = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "client_train.py"), "--dataset_path", str(seed_dataset), "--trial_name", "ddp", "--annotation_data", settings],
-        cwd=tmp_path, env={**os.environ, "FRVSR_RUNS_DIR": str(runs)}, capture_output=True, text=True, timeout=300,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "client_train.py"),
+            "--dataset_path",
+            str(seed_dataset),
+            "--trial_name",
+            "ddp",
+            "--annotation_data",
+            settings,
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "FRVSR_RUNS_DIR": str(runs)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     model_dir = Path(json.loads((runs / "metric" / "trial.txt").read_text())["model_path"])

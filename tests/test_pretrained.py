@@ -95,4 +95,4 @@ def test_no_false_cut_inside_real_clips(default_model):
         lr = _lowres(hr)
         with_cut = list(super_resolve(default_model, lr))
         without = list(super_resolve(default_model, lr, cut_threshold=None))
-        assert all(np.array_equal(x, y) for x, y in zip(with_cut, without))
+        assert all(np.array_equal(x, y) for x, y in zip(with_cut, without, strict=True))

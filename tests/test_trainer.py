@@ -11,8 +11,20 @@ from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, pingpong_indices
 from train.trainer import RESUME_FILE, load_splits, train
 
-TINY = {"channels": 8, "blocks": 1, "fnet_channels": 4, "hidden": 4, "crop_size": 32, "num_frames": 9, "epochs": 3,
-        "crops_per_clip": 2, "batch_size": 2, "degradation": "bicubic", "workers": 0, "threads": 1}
+TINY = {
+    "channels": 8,
+    "blocks": 1,
+    "fnet_channels": 4,
+    "hidden": 4,
+    "crop_size": 32,
+    "num_frames": 9,
+    "epochs": 3,
+    "crops_per_clip": 2,
+    "batch_size": 2,
+    "degradation": "bicubic",
+    "workers": 0,
+    "threads": 1,
+}
 
 
 @pytest.fixture
@@ -20,7 +32,9 @@ def second_dataset(tmp_path):
     """A Vimeo-style folder with its own split lists: 3 clips of 12 frames, one held out."""
     root = tmp_path / "second"
     for i in range(3):
-        write_clip(root / "sequences" / "00001" / f"000{i}", moving_clip(12, 64, 96, dx=2, dy=1, seed=10 + i), "im{}.png")
+        write_clip(
+            root / "sequences" / "00001" / f"000{i}", moving_clip(12, 64, 96, dx=2, dy=1, seed=10 + i), "im{}.png"
+        )
     (root / "sep_trainlist.txt").write_text("00001/0000\n00001/0001\n")
     (root / "sep_testlist.txt").write_text("00001/0002\n")
     return root
@@ -40,7 +54,9 @@ def test_pingpong_indices_bounce_off_both_ends():
 
 
 def test_windows_longer_than_a_clip_play_it_back_and_forth(seed_dataset):
-    ds = TrainClips(discover_samples(seed_dataset), num_frames=12, crop_size=32, degradation="bicubic", crops_per_clip=1, seed=0)
+    ds = TrainClips(
+        discover_samples(seed_dataset), num_frames=12, crop_size=32, degradation="bicubic", crops_per_clip=1, seed=0
+    )
     lr, hr = ds[0]  # the clips have 7 frames
     assert hr.shape == (12, 3, 32, 32) and lr.shape == (12, 3, 8, 8)
     distinct = {tuple(f.flatten()[:64].tolist()) for f in hr}
@@ -78,7 +94,12 @@ def test_an_interrupted_run_resumes_to_the_same_step_count_and_keeps_its_best(se
     saved = torch.load(f"{folder}/{RESUME_FILE}", weights_only=False)
     assert saved["run_state"]["step"] == 4 and saved["run_state"]["best_psnr"] == part["metric_value"]
 
-    resumed = train(str(seed_dataset), TrainConfig.from_settings({"resume": folder, "threads": 1}), "ignored", given={"resume", "threads"})
+    resumed = train(
+        str(seed_dataset),
+        TrainConfig.from_settings({"resume": folder, "threads": 1}),
+        "ignored",
+        given={"resume", "threads"},
+    )
     assert resumed["model_path"] == folder and resumed["gened_model_name"] == "FRVSR_GAN_part"
     assert _steps(resumed) == _steps(full)
     assert resumed["metric_value"] >= part["metric_value"]  # the best so far was kept across the interruption
@@ -92,6 +113,11 @@ def test_an_interrupted_run_resumes_to_the_same_step_count_and_keeps_its_best(se
 def test_resume_refuses_changed_settings_and_missing_state(seed_dataset, tmp_path):
     part = train(str(seed_dataset), TrainConfig.from_settings({**TINY, "epochs": 1}), "p")
     with pytest.raises(ValueError, match="cannot change"):
-        train(str(seed_dataset), TrainConfig.from_settings({"resume": part["model_path"], "lr": 1e-3}), "x", given={"resume", "lr"})
+        train(
+            str(seed_dataset),
+            TrainConfig.from_settings({"resume": part["model_path"], "lr": 1e-3}),
+            "x",
+            given={"resume", "lr"},
+        )
     with pytest.raises(FileNotFoundError, match="resume"):
         train(str(seed_dataset), TrainConfig.from_settings({"resume": str(tmp_path)}), "x", given={"resume"})
