@@ -34,7 +34,7 @@ serve: setup
 	$(VPY) client_infer.py
 
 bench: setup
-	$(VPY) -m bench.run_bench
+	OMP_WAIT_POLICY=PASSIVE $(VPY) -m bench.run_bench
 
 soak: setup
 	$(VPY) -m bench.soak

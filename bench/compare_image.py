@@ -36,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         help="one or more checkpoints, shown left to right",
     )
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "default_compare.png"))
+    p.add_argument("--crf", type=int, default=None, help="H.264-compress the low-res input at this CRF first (as uploads arrive)")
     a = p.parse_args(argv)
     sample = next(s for s in discover_samples(a.dataset_path) if s.name == a.clip)
     hr = crop_to_scale(read_clip(sample))
-    lr = lowres_frames(to_float(hr), "bicubic")
+    lr = lowres_frames(to_float(hr), "bicubic", sample.name, a.crf)
     outs = [list(super_resolve(load_checkpoint(m)[0], lr))[a.frame] for m in a.model]
     bic = bicubic_upscale(torch.from_numpy(lr[a.frame]).permute(2, 0, 1)[None].float() / 255)[0]
     bic = (bic * 255).round().byte().permute(1, 2, 0).numpy()
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.imwrite(a.out, cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
     print(
         f"wrote {a.out}: bicubic | {' | '.join(Path(m).name for m in a.model)} | ground truth, "
-        f"clip {a.clip} frame {a.frame}, crop {a.box}"
+        f"clip {a.clip} frame {a.frame}, crop {a.box}, input {'clean' if a.crf is None else f'H.264 CRF {a.crf}'}"
     )
     return 0
 

@@ -18,7 +18,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
-from model.inference import super_resolve
+from model.inference import time_super_resolve
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
 from train.trainer import train_step, validation_scores
@@ -68,7 +68,8 @@ CANDIDATES = [
 def frame_ms(
     cfg_or_model, width: int, height: int, frames: int = 8, repeats: int = 3, serving_path: bool = True
 ) -> float:
-    """Median over ``repeats`` of the per-frame time of ``super_resolve`` on a random ``frames``-frame clip.
+    """Median over ``repeats`` of the per-frame time of ``super_resolve`` on a random ``frames``-frame clip
+    (after one warm-up frame).
 
     ``serving_path``: NHWC weights and ``precision="auto"``, as ``load_checkpoint`` + the handler run it;
     otherwise NCHW fp32.
@@ -77,15 +78,8 @@ def frame_ms(
     model = model.to(memory_format=torch.channels_last if serving_path else torch.contiguous_format)
     precision = "auto" if serving_path else "fp32"
     rng = np.random.default_rng(0)
-    clip = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames)]
-    for _ in super_resolve(model, clip[:2], precision=precision):  # warm-up
-        pass
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in super_resolve(model, clip, precision=precision):
-            pass
-        times.append((time.perf_counter() - t0) / frames * 1000)
+    clip = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames + 1)]
+    times = [time_super_resolve(model, clip, precision=precision) / frames * 1000 for _ in range(repeats)]
     return statistics.median(times)
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -125,3 +126,24 @@ def _under(ctx: contextlib.AbstractContextManager, it: Iterator) -> Iterator:
             except StopIteration:
                 return
         yield item
+
+
+def time_super_resolve(
+    model: nn.Module,
+    frames: list[np.ndarray],
+    device: torch.device | str | None = None,
+    precision: str = "auto",
+    warmup: int = 1,
+) -> float:
+    """Seconds ``super_resolve`` takes for ``frames[warmup:]`` after running ``frames[:warmup]`` in the same
+    recurrence (first-call allocations and kernel selection stay out of the number). The one timing helper:
+    the service's startup estimate, ``make bench`` and the end-to-end measurement all use it."""
+    if len(frames) <= warmup:
+        raise ValueError(f"time_super_resolve needs more than {warmup} frame(s), got {len(frames)}")
+    it = super_resolve(model, iter(frames), device=device, precision=precision)
+    for _ in range(warmup):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in it:
+        pass
+    return time.perf_counter() - t0

@@ -38,3 +38,14 @@ def test_native_bf16_on_cuda_needs_a_gpu_that_supports_it(monkeypatch, available
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert native_bf16("cuda:0") is native
     assert native_bf16("meta") is False  # any other device: fp32
+
+
+def test_time_super_resolve_times_the_frames_after_the_warm_up(tiny_model):
+    import numpy as np
+
+    from model.inference import time_super_resolve
+
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 3
+    assert time_super_resolve(tiny_model, frames, precision="fp32") > 0
+    with pytest.raises(ValueError, match="more than 1"):
+        time_super_resolve(tiny_model, frames[:1])
