@@ -38,18 +38,15 @@ CONTAINERS = {"mp4": "mp4_h264", "avi": "avi_mjpeg"}
 
 
 def model_only(model, clip: np.ndarray, threads: int) -> float:
-    """Seconds for ``super_resolve`` on ``clip`` in this process, laid out and cast as the service runs it."""
+    """Seconds for ``super_resolve`` on ``clip`` in this process, laid out and cast as the service runs it
+    (the frames after the first, timed after it, scaled to the whole clip)."""
     import torch
 
-    from model.inference import super_resolve
+    from model.inference import time_super_resolve
 
     torch.set_num_threads(threads)
     model = model.eval().to(memory_format=torch.channels_last)  # as load_checkpoint lays it out
-    list(super_resolve(model, clip[:2]))
-    t = time.perf_counter()
-    for _ in super_resolve(model, clip):
-        pass
-    return time.perf_counter() - t
+    return time_super_resolve(model, list(clip)) * len(clip) / (len(clip) - 1)
 
 
 def measure(name: str, video: bytes, repeat: int, work: Path, extra: list[str], model=None) -> list[dict]:

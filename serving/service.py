@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import signal
-import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -115,7 +114,7 @@ def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: in
     import torch
 
     from model.checkpoint import load_checkpoint
-    from model.inference import super_resolve
+    from model.inference import time_super_resolve
 
     side = max(8, int(math.sqrt(limits.max_pixels)))
     prev = torch.get_num_threads()
@@ -123,11 +122,7 @@ def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: in
     try:
         model, _ = load_checkpoint(checkpoint, device)
         frames = [np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8) for i in range(3)]
-        it = super_resolve(model, iter(frames), device=device, precision=precision)
-        next(it)  # warm-up
-        t = time.perf_counter()
-        n = sum(1 for _ in it)
-        return (time.perf_counter() - t) / max(1, n)
+        return time_super_resolve(model, frames, device=device, precision=precision) / (len(frames) - 1)
     finally:
         torch.set_num_threads(prev)
         if device.startswith("cuda"):
