@@ -227,6 +227,7 @@ async function showResult(file, data, xhr) {
   } catch (e) {
     note = note || `The browser cannot play the original (${file.name}); only the 4x result plays. MP4 (H.264) and WebM inputs play here.`;
   }
+  if (after.videoWidth) $("stage").style.setProperty("--aspect", after.videoWidth / after.videoHeight);
   const frames = timing.frames;
   const dur = after.duration;
   const fps = frames && isFinite(dur) && dur > 0 ? (frames / dur).toFixed(2).replace(/\.?0+$/, "") : "?";
