@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         help="one or more checkpoints, shown left to right",
     )
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "default_compare.png"))
-    p.add_argument("--crf", type=int, default=None, help="H.264-compress the low-res input at this CRF first (as uploads arrive)")
+    p.add_argument(
+        "--crf", type=int, default=None, help="H.264-compress the low-res input at this CRF first (as uploads arrive)"
+    )
     a = p.parse_args(argv)
     sample = next(s for s in discover_samples(a.dataset_path) if s.name == a.clip)
     hr = crop_to_scale(read_clip(sample))

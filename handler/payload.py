@@ -53,7 +53,9 @@ def parse_body(body: object) -> VideoRequest:
         except json.JSONDecodeError as e:
             raise BadRequest(f'request body is not valid JSON ({e}); send {{"content": "<base64 video>"}}') from None
     if not isinstance(body, dict):
-        raise BadRequest(f'request body must be a JSON object like {{"content": "<base64 video>"}}, got {type(body).__name__}')
+        raise BadRequest(
+            f'request body must be a JSON object like {{"content": "<base64 video>"}}, got {type(body).__name__}'
+        )
     if "content" not in body:
         raise BadRequest(f'missing "content": send {{"content": "<base64 video>"}} (got keys {sorted(body)[:10]})')
     content = body["content"]
@@ -67,7 +69,9 @@ def parse_format(value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or value.lower().lstrip(".") not in OUTPUT_FORMATS:
-        raise BadRequest(f'"format" must be one of {list(OUTPUT_FORMATS)} or omitted (same as the input), got {value!r}')
+        raise BadRequest(
+            f'"format" must be one of {list(OUTPUT_FORMATS)} or omitted (same as the input), got {value!r}'
+        )
     return value.lower().lstrip(".")
 
 
@@ -108,4 +112,6 @@ def _decode_lenient(text: str) -> bytes:
     try:
         return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
     except (binascii.Error, ValueError) as e:
-        raise BadRequest(f'"content" is not valid base64 ({e}); send base64.b64encode(video_bytes).decode("ascii")') from None
+        raise BadRequest(
+            f'"content" is not valid base64 ({e}); send base64.b64encode(video_bytes).decode("ascii")'
+        ) from None
