@@ -49,7 +49,7 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
     async def predict(self, body: bytes, timeout_s: float) -> Reply:
-        """Forward a validated request body; raises ``asyncio.TimeoutError`` after ``timeout_s``."""
+        """Forward a validated request body; raises ``TimeoutError`` after ``timeout_s``."""
         ...
 
     async def health(self) -> Health: ...
@@ -191,6 +191,8 @@ class TorchServeBackend:
                         break
                     return self.map_error(r.status, message)
         except ClientError as e:
+            if isinstance(e, TimeoutError):  # aiohttp's read/connect timeouts are ClientErrors too: the caller's 504
+                raise
             return Reply(
                 503,
                 f"TorchServe is not reachable at {self.inference_url} ({type(e).__name__}); "

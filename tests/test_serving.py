@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -287,6 +288,18 @@ def test_backend_renews_an_expiring_key_before_using_it(service):
         assert await backend.tokens.key("inference") != first
 
     _backend_run(service, scenario, renew_margin_s=10**9)
+
+
+def test_backend_raises_timeout_error_past_its_limit(service):
+    body = json.dumps({"content": b64(make_video(frames=40, width=160, height=120))}).encode()
+
+    async def scenario(backend):
+        t = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            await backend.predict(body, 0.2)
+        assert time.perf_counter() - t < 2.0
+
+    _backend_run(service, scenario)
 
 
 def test_backend_maps_an_unregistered_model_to_503(service):
