@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 # Demuxers FFmpeg may pick for an upload. A whitelist keeps playlist-style demuxers (HLS, concat) out:
 # they open the URLs or files named inside the upload.
-DEMUXERS = "avi,mov,matroska,flv,mpegts,mpeg,ogg,asf,nut,ivf,h264,hevc,m4v,mjpeg,rawvideo,gif"  # no still-image demuxers: a single picture is not a video
+# No still-image demuxers: a single picture is not a video.
+DEMUXERS = "avi,mov,matroska,flv,mpegts,mpeg,ogg,asf,nut,ivf,h264,hevc,m4v,mjpeg,rawvideo,gif"
 
 # output family -> (FFmpeg muxer, video encoder)
 MUXERS = {"avi": "avi", "mp4": "mp4", "mkv": "matroska", "webm": "webm"}
@@ -124,7 +125,9 @@ class VideoReader:
             pix_fmt=cc.pix_fmt,
         )
 
-    def frames(self, limits: Limits, on_audio: Callable[[av.Packet], None] | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    def frames(
+        self, limits: Limits, on_audio: Callable[[av.Packet], None] | None = None
+    ) -> Iterator[tuple[np.ndarray, int]]:
         """Yield ``(rgb uint8 (h, w, 3), pts in info.time_base)`` in display order, enforcing ``limits``.
 
         Audio packets met while demuxing go to ``on_audio`` (copied later by the writer). Timestamps that
@@ -168,7 +171,15 @@ class VideoReader:
 class VideoWriter:
     """Encode 4x RGB frames into an in-memory container of ``family``; audio packets are copied as-is."""
 
-    def __init__(self, info: VideoInfo, family: str, width: int, height: int, settings: EncoderSettings, audio: av.audio.AudioStream | None = None):
+    def __init__(
+        self,
+        info: VideoInfo,
+        family: str,
+        width: int,
+        height: int,
+        settings: EncoderSettings,
+        audio: av.audio.AudioStream | None = None,
+    ):
         self.family = family
         self.in_tb = info.time_base
         self.buf = io.BytesIO()
@@ -201,7 +212,13 @@ class VideoWriter:
             if self.family == "avi":
                 stream.options = {**stream.options, "bf": "0"}  # B-frames in AVI trip up many players
         else:
-            stream.options = {"crf": str(s.vp9_crf), "b": "0", "deadline": "realtime", "cpu-used": str(s.vp9_cpu_used), "row-mt": "1"}
+            stream.options = {
+                "crf": str(s.vp9_crf),
+                "b": "0",
+                "deadline": "realtime",
+                "cpu-used": str(s.vp9_cpu_used),
+                "row-mt": "1",
+            }
         return stream
 
     def _add_audio(self, audio: av.audio.AudioStream):
