@@ -5,6 +5,14 @@ in the model file" loader); ``preprocess`` validates the body and reads the cont
 are checked before any decoding); ``inference`` streams decode -> model -> encode; ``postprocess``
 returns plain base64, with the per-stage timing (``X-FRVSR-Timing``), the output container
 (``X-FRVSR-Format``) and the serving model and version (``X-FRVSR-Model``) as response headers.
+
+KServe's v1 protocol is answered in kind, in both ways TorchServe can hand it over:
+- ``service_envelope=kserve`` (KServe's TorchServe runtime): TorchServe's envelope has already taken the
+  instances out of ``{"instances": [...]}``, so each row *is* a platform body; the handler answers
+  ``{"content", "elapsed_time"}`` per instance and the envelope wraps the list as ``{"predictions": [...]}``.
+- no envelope (``POST /v1/models/<name>:predict`` on a plain TorchServe): the row's body is the whole v1
+  request; the handler unwraps it and answers the whole ``{"predictions": [...]}`` itself.
+Errors keep their status and message either way. One clip per request (``instances`` of length one).
 """
 
 from __future__ import annotations
@@ -19,14 +27,19 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
-from handler.errors import VideoRequestError
+from handler.errors import BadRequest, VideoRequestError
+from handler.payload import V1_USAGE, split_v1
 from handler.pipeline import Job, Result, open_job, upscale_video
 from handler.settings import HandlerSettings, resolve_device, threads_per_worker
 from model.checkpoint import load_checkpoint
 from model.inference import resolve_precision, super_resolve
-from serving.contract import FORMAT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
+from serving.contract import FORMAT_HEADER, MODEL_HEADER, TIMING_HEADER, V1_PREDICTIONS, b64_len, v1_prediction
 
 log = logging.getLogger(__name__)
+
+PLATFORM = "platform"  # {"content": ...} in a TorchServe row: answered with the plain base64 video
+V1 = "v1"  # {"instances": [{"content": ...}]} in a TorchServe row: answered {"predictions": [{...}]}
+V1_INSTANCE = "v1-instance"  # a row that is one instance, unwrapped by TorchServe's kserve envelope
 
 
 def pick_device(gpu_id: object) -> torch.device:
@@ -71,10 +84,22 @@ class FRVSRHandler(BaseHandler):
 
     def preprocess(self, data: list) -> list[Job | Exception]:
         """Parse each request and read its container header; a bad one becomes its error (raised in inference)."""
+        if not isinstance(data, list) or not data:  # the kserve envelope found no "instances" list
+            raise _to_prediction_error(BadRequest(V1_USAGE))
+        enveloped = [_is_instance(row) for row in data]
+        if any(enveloped) and len(data) != 1:
+            raise _to_prediction_error(BadRequest(f"{V1_USAGE} (got {len(data)} instances)"))
         jobs: list[Job | Exception] = []
-        for row in data:
+        for row, instance in zip(data, enveloped, strict=True):
             try:
-                jobs.append(open_job(row, self.settings))
+                if instance:
+                    body, protocol = row, V1_INSTANCE
+                else:
+                    body, wrapped = split_v1(row.get("data") if row.get("data") is not None else row.get("body"))
+                    protocol = V1 if wrapped else PLATFORM
+                job = open_job({"body": body}, self.settings)
+                job.protocol = protocol
+                jobs.append(job)
             except Exception as e:  # noqa: BLE001 - raised, with its status, in inference
                 jobs.append(e)
         return jobs
@@ -89,6 +114,7 @@ class FRVSRHandler(BaseHandler):
                     with torch.inference_mode():
                         res = upscale_video(self.model, job.reader, self.settings, job.out_format, self.device)
                     res.timings.open = job.open_s
+                    res.protocol = job.protocol
                     self.settings.limits.check_output(b64_len(len(res.video)))
                 except Exception as e:
                     raise _to_prediction_error(e) from e
@@ -99,8 +125,9 @@ class FRVSRHandler(BaseHandler):
                     job.reader.close()
         return results
 
-    def postprocess(self, results: list[Result]) -> list[str]:
-        out = []
+    def postprocess(self, results: list[Result]) -> list[str | dict]:
+        """Plain base64 per platform request; v1 requests get their prediction (see the module docstring)."""
+        out: list[str | dict] = []
         for idx, res in enumerate(results):
             t = time.perf_counter()
             b64 = base64.b64encode(res.video).decode("ascii")
@@ -120,8 +147,19 @@ class FRVSRHandler(BaseHandler):
             _set_header(self.context, idx, TIMING_HEADER, timing)
             _set_header(self.context, idx, FORMAT_HEADER, res.family)
             _set_header(self.context, idx, MODEL_HEADER, self.model_label)
-            out.append(b64)
+            if res.protocol == PLATFORM:
+                out.append(b64)
+            elif res.protocol == V1_INSTANCE:
+                out.append(v1_prediction(b64, res.timings.total))
+            else:
+                out.append({V1_PREDICTIONS: [v1_prediction(b64, res.timings.total)]})
         return out
+
+
+def _is_instance(row: object) -> bool:
+    """TorchServe's rows hold the request under ``body`` or ``data``; anything else is an instance that
+    TorchServe's kserve envelope took out of ``{"instances": [...]}``."""
+    return not (isinstance(row, dict) and ("body" in row or "data" in row))
 
 
 def _to_prediction_error(e: Exception) -> PredictionException:

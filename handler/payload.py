@@ -1,5 +1,7 @@
 """The request body: ``{"content": "<base64 video>", "format": "mp4"}`` -> video bytes and output format.
 
+The same body may arrive wrapped in KServe's v1 protocol, ``{"instances": [<body>]}`` (:func:`split_v1`).
+
 Shared by the handler (TorchServe may hand it a dict, a JSON string or raw bytes) and the proxy (which
 rejects a bad body before it reaches a worker). Besides plain base64 it accepts what clients commonly
 send by accident: the Python bytes literal ``b'...'`` (``str(base64.b64encode(data))``, as in the
@@ -13,6 +15,8 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
+
+from serving.contract import V1_INSTANCES
 
 from .errors import BadRequest
 
@@ -43,15 +47,7 @@ def parse_body(body: object) -> VideoRequest:
             if not body:
                 raise BadRequest('empty request body; send JSON {"content": "<base64 video>"}')
             return VideoRequest(bytes(body), None)  # raw video bytes
-        try:
-            body = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadRequest(f'request body is not valid JSON ({e}); send {{"content": "<base64 video>"}}') from None
-    elif isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except json.JSONDecodeError as e:
-            raise BadRequest(f'request body is not valid JSON ({e}); send {{"content": "<base64 video>"}}') from None
+    body = load_json(body)
     if not isinstance(body, dict):
         raise BadRequest(
             f'request body must be a JSON object like {{"content": "<base64 video>"}}, got {type(body).__name__}'
@@ -62,6 +58,49 @@ def parse_body(body: object) -> VideoRequest:
     if not isinstance(content, str):
         raise BadRequest(f'"content" must be a base64 string, got {type(content).__name__}')
     return VideoRequest(decode_content(content), parse_format(body.get("format")))
+
+
+def load_json(body: object) -> object:
+    """A JSON document given as str/bytes -> its value; anything else is returned as it is (already parsed).
+
+    Raises:
+        BadRequest: not valid JSON (or not UTF-8).
+    """
+    if not isinstance(body, (str, bytes, bytearray)):
+        return body
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f'request body is not valid JSON ({e}); send {{"content": "<base64 video>"}}') from None
+
+
+V1_USAGE = (
+    f'KServe v1 requests carry one clip: send {{"{V1_INSTANCES}": [{{"content": "<base64 video>"}}]}} '
+    "to POST /v1/models/<name>:predict"
+)
+
+
+def split_v1(body: object) -> tuple[object, bool]:
+    """A request body -> (the platform body, whether it came as a KServe v1 request ``{"instances": [<body>]}``).
+
+    A JSON document given as str/bytes is parsed here (once: the platform body comes back parsed); raw
+    video bytes pass through untouched.
+
+    Raises:
+        BadRequest: not valid JSON, or ``instances`` is not a list of exactly one body.
+    """
+    if isinstance(body, (bytes, bytearray, str)):
+        head = body[:64].lstrip()
+        if not head.startswith(b"{" if isinstance(head, (bytes, bytearray)) else "{"):
+            return body, False
+        body = load_json(body)
+    if not isinstance(body, dict) or V1_INSTANCES not in body:
+        return body, False
+    instances = body[V1_INSTANCES]
+    if not isinstance(instances, list) or len(instances) != 1:
+        got = f"{len(instances)} instances" if isinstance(instances, list) else type(instances).__name__
+        raise BadRequest(f"{V1_USAGE} (got {got}; send one request per clip)")
+    return instances[0], True
 
 
 def parse_format(value: object) -> str | None:

@@ -57,6 +57,7 @@ class Result:
     width: int
     height: int
     timings: Timings = field(default_factory=Timings)
+    protocol: str = "platform"  # how the request came, so the answer goes back the same way (frvsr_handler)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Job:
     reader: VideoReader
     out_format: str | None
     open_s: float
+    protocol: str = "platform"  # how the request came (frvsr_handler: PLATFORM, V1 or V1_INSTANCE)
 
 
 def open_job(row: dict, settings: HandlerSettings) -> Job:

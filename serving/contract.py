@@ -7,6 +7,12 @@ import it; it depends on nothing but the standard library.
 
     success: 200 {"code": 200, "data": {"content": "<base64 4x video>", "elapsed_time": 1.2345}, "msg": "ok"}
     error:   <status> {"code": <status>, "data": null, "msg": "<what is wrong and what to do>"}
+
+KServe's v1 protocol, spoken by the same handler (one clip per request; see docs/deploy.md):
+
+    POST /v1/models/<name>:predict  {"instances": [{"content": "<base64 video>", "format": "mp4"}]}
+    200 {"predictions": [{"content": "<base64 4x video>", "elapsed_time": 4.8123}]}
+    GET  /v1/models/<name>          {"name": "<name>", "ready": true}
 """
 
 from __future__ import annotations
@@ -50,6 +56,25 @@ def success_body(content_b64: bytes, elapsed_s: float) -> bytes:
         + f"{elapsed_s:.4f}".encode()
         + b'}, "msg": "ok"}'
     )
+
+
+# ----------------------------------------------------------------------------- KServe v1 protocol
+
+V1_MODEL_PATH = "/v1/models/{name}"  # GET: {"name": ..., "ready": true} once the model can take requests
+V1_PREDICT_SUFFIX = ":predict"  # POST V1_MODEL_PATH + this: the v1 inference route
+V1_INSTANCES = "instances"  # request key: a list holding exactly one platform body {"content": ..., "format": ...}
+V1_PREDICTIONS = "predictions"  # response key: a list holding one {"content": ..., "elapsed_time": ...}
+V1_ELAPSED = "elapsed_time"  # seconds the worker spent on the clip (base64 included)
+
+
+def v1_request(body: bytes) -> bytes:
+    """A platform body (a validated JSON object, as bytes) wrapped as a v1 request without re-encoding it."""
+    return b'{"' + V1_INSTANCES.encode() + b'": [' + body + b"]}"
+
+
+def v1_prediction(content_b64: str, elapsed_s: float) -> dict:
+    """One v1 prediction: the base64 4x video and the worker's seconds (rounded like the envelope's)."""
+    return {"content": content_b64, V1_ELAPSED: round(elapsed_s, 4)}
 
 
 # ----------------------------------------------------------------------------- timing header

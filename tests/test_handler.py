@@ -82,3 +82,60 @@ def test_handle_accepts_raw_json_bytes_and_format(handler_ctx):
     out = h.handle([{"body": body.encode()}], ctx)
     info = probe(base64.b64decode(out[0]))
     assert info["codec"] == "vp9" and "webm" in info["format"] and info["frames"] == 3
+
+
+# ----------------------------------------------------------------------------- KServe v1 protocol
+
+
+def _v1_result(out: list) -> dict:
+    assert isinstance(out, list) and len(out) == 1 and set(out[0]) == {"predictions"}
+    (pred,) = out[0]["predictions"]
+    assert set(pred) == {"content", "elapsed_time"} and pred["elapsed_time"] > 0
+    return probe(base64.b64decode(pred["content"], validate=True))
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_v1_request_without_envelope_gets_v1_predictions(handler_ctx, as_bytes):
+    """POST /v1/models/<name>:predict on a plain TorchServe: the row's body is the whole v1 request (bytes when
+    the client's Content-Type has a charset, as KServe's wrapper sends)."""
+    h, ctx = handler_ctx
+    body = {"instances": [{"content": _b64_video(frames=5, width=16, height=12)}]}
+    out = h.handle([{"body": json.dumps(body).encode() if as_bytes else body}], ctx)
+    info = _v1_result(out)
+    assert (info["width"], info["height"], info["frames"]) == (64, 48, 5)
+
+
+def test_v1_request_through_torchserves_kserve_envelope(handler_ctx):
+    """service_envelope=kserve (KServe's runtime): the envelope unwraps "instances" and wraps "predictions"."""
+    from ts.torch_handler.request_envelope.kserve import KServeEnvelope
+
+    h, ctx = handler_ctx
+    body = {"instances": [{"content": _b64_video(frames=4, width=16, height=16), "format": "mp4"}]}
+    out = KServeEnvelope(h.handle).handle([{"body": body}], ctx)
+    info = _v1_result(out)
+    assert "mp4" in info["format"] and (info["width"], info["frames"]) == (64, 4)
+
+
+V1_ERRORS = [
+    ({"instances": []}, 400, '"instances": [{"content"'),
+    ({"instances": [{"content": "AAAA"}, {"content": "AAAA"}]}, 400, "2 instances"),
+    ({"instances": ["AAAA"]}, 400, "not valid JSON"),
+    ({"instances": [{"video": "AAAA"}]}, 400, 'missing "content"'),
+    ({"instances": [{"content": _b64_video(frames=25, width=16, height=16)}]}, 422, "max_frames"),
+]
+
+
+@pytest.mark.parametrize(
+    "body,status,words,enveloped",
+    [(*case, env) for case in V1_ERRORS for env in (False, True)]
+    # a platform body sent to a model behind the kserve envelope (without it, it is the platform route)
+    + [({"content": "AAAA"}, 400, '"instances": [{"content"', True)],
+)
+def test_v1_errors_keep_status_and_message(handler_ctx, body, status, words, enveloped):
+    from ts.torch_handler.request_envelope.kserve import KServeEnvelope
+
+    h, ctx = handler_ctx
+    handle = KServeEnvelope(h.handle).handle if enveloped else h.handle
+    with pytest.raises(PredictionException) as ei:
+        handle([{"body": body}], ctx)
+    assert ei.value.error_code == status and words in ei.value.message
