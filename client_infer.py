@@ -3,6 +3,9 @@
     python client_infer.py                                   # the shipped default model, port 8080
     python client_infer.py --model_path runs/models/<uuid>/ --used_model FRVSR_GAN_trial.pth
     python client_infer.py --archive_only --model_version 2.0 ...   # only build model_store/<name>_v2.0.mar
+    python client_infer.py --export_kserve runs/kserve/frvsr --model_name frvsr    # KServe storage folder
+    python client_infer.py --kserve_url http://frvsr-predictor.frvsr.svc.cluster.local/v1/models/frvsr
+                                                             # only the proxy, in front of KServe
 
 Ctrl-C (or SIGTERM) stops the proxy and TorchServe, workers included. Runtime files (config copy, logs,
 key_file.json with the API tokens) go to runs/serve/<stamp>-<pid>/. See docs/serving.md.
@@ -112,6 +115,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="build the .mar into --model_store and exit (e.g. a version to register)",
     )
+    g = p.add_argument_group("KServe (docs/deploy.md)")
+    g.add_argument(
+        "--export_kserve",
+        metavar="DIR",
+        default=None,
+        help="write KServe's storage layout (DIR/model-store/<name>.mar, DIR/config/config.properties) for the "
+        "TorchServe runtime and exit; publish DIR as the InferenceService's storageUri",
+    )
     return p.parse_args(argv)
 
 
@@ -153,7 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from handler.settings import EncoderSettings, Limits
     from serving.archive import model_name_from
-    from serving.service import ServeError, ServeOptions, StartupError, archive_only, resolve_checkpoint, run
+    from serving.service import (
+        ServeError,
+        ServeOptions,
+        StartupError,
+        archive_only,
+        export_kserve,
+        resolve_checkpoint,
+        run,
+    )
     from serving.torchserve import Ports
 
     try:
@@ -186,6 +205,16 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=Path(args.run_dir) if args.run_dir else None,
             model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
         )
+        if args.export_kserve:
+            out = export_kserve(opts, Path(args.export_kserve))
+            print(
+                f"wrote {out.folder}\n  {out.mar}\n  {out.config}\n"
+                f"model {name}, {opts.workers} worker(s), responseTimeout {out.response_timeout} s: set the "
+                "InferenceService's predictor timeout above it.\n"
+                f"publish the folder (docs/deploy.md), e.g.  gsutil -m cp -r {out.folder}/* gs://BUCKET/frvsr/ ;  "
+                f"the route is then POST /v1/models/{name}:predict"
+            )
+            return 0
         if args.archive_only:
             mar = archive_only(opts)
             print(

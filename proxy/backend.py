@@ -13,13 +13,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
-from serving.contract import HEADER_PREFIX
+from serving.contract import (
+    HEADER_PREFIX,
+    TIMING_HEADER,
+    V1_ELAPSED,
+    V1_PREDICT_SUFFIX,
+    V1_PREDICTIONS,
+    format_timing,
+    v1_request,
+)
 from serving.torchserve import read_key_file
 
 log = logging.getLogger(__name__)
@@ -144,6 +153,33 @@ def torchserve_message(body: bytes) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- the backend
 
 
+def contract_reply(status: int, message: str) -> Reply:
+    """A model server's error status -> the contract's: the handler's own 4xx pass through with their message;
+    overload, timeout and worker-death statuses get a message saying what to do."""
+    if status in (400, 415, 422):
+        return Reply(status, message, {})
+    if status == 503:
+        return Reply(503, f"the model has no free worker or its queue is full ({message}); retry in a few seconds", {})
+    if status in (408, 504):
+        return Reply(504, f"the model did not answer in time ({message}); send a shorter clip or retry later", {})
+    if status == 507 and "worker died" in message.lower():
+        # TorchServe answers 507 for any worker death (a crash or kill), not only for memory
+        return Reply(
+            503,
+            f"the model worker stopped during this request and is being restarted ({message}); retry in a few seconds",
+            {},
+        )
+    if status == 507:
+        return Reply(507, f"the server ran out of memory on this clip ({message}); send a smaller clip", {})
+    if 400 <= status < 500:
+        return Reply(status, message or f"TorchServe answered HTTP {status}", {})
+    return Reply(
+        500,
+        f"inference failed on the server ({message or status}); the operator can see why in the TorchServe log",
+        {},
+    )
+
+
 class TorchServeBackend:
     """``POST /predictions/<model>`` (the model's default version) and health from TorchServe's APIs."""
 
@@ -207,9 +243,7 @@ class TorchServeBackend:
         )
 
     def map_error(self, status: int, message: str) -> Reply:
-        """TorchServe's error statuses -> the contract's (the handler's own 4xx pass through with their message)."""
-        if status in (400, 415, 422):
-            return Reply(status, message, {})
+        """TorchServe's error statuses -> the contract's (a 404 here means the model is not registered)."""
         if status == 404:
             return Reply(
                 503,
@@ -217,29 +251,7 @@ class TorchServeBackend:
                 "register it with the management API (see docs/serving.md)",
                 {},
             )
-        if status == 503:
-            return Reply(
-                503, f"the model has no free worker or its queue is full ({message}); retry in a few seconds", {}
-            )
-        if status in (408, 504):
-            return Reply(504, f"the model did not answer in time ({message}); send a shorter clip or retry later", {})
-        if status == 507 and "worker died" in message.lower():
-            # TorchServe answers 507 for any worker death (a crash or kill), not only for memory
-            return Reply(
-                503,
-                f"the model worker stopped during this request and is being restarted ({message}); "
-                "retry in a few seconds",
-                {},
-            )
-        if status == 507:
-            return Reply(507, f"the server ran out of memory on this clip ({message}); send a smaller clip", {})
-        if 400 <= status < 500:
-            return Reply(status, message or f"TorchServe answered HTTP {status}", {})
-        return Reply(
-            500,
-            f"inference failed on the server ({message or status}); the operator can see why in the TorchServe log",
-            {},
-        )
+        return contract_reply(status, message)
 
     async def health(self) -> Health:
         data: dict = {"torchserve": "unreachable", "model": {"name": self.model, "ready": False}}
@@ -277,3 +289,147 @@ class TorchServeBackend:
             or f"TorchServe {data['torchserve']}, workers {data['model'].get('workers')}"
         )
         return Health(ready, data, "ok" if ready else f"the model is not ready: {why}")
+
+
+# ----------------------------------------------------------------------------- KServe
+
+
+def v1_error_message(body: bytes) -> str:
+    """The message of an error from a KServe predictor: TorchServe's ``{"message"}`` (passed on by KServe's
+    model server), KServe's ``{"error"}``, FastAPI's ``{"detail"}``, or the start of a plain-text body."""
+    try:
+        d = json.loads(body)
+        if isinstance(d, dict):
+            for key in ("message", "error", "detail"):
+                if d.get(key):
+                    inner = d[key]
+                    if isinstance(inner, (str, bytes)):  # the wrapper may nest TorchServe's JSON error as text
+                        _, nested = torchserve_message(inner.encode() if isinstance(inner, str) else inner)
+                        return nested or str(inner).strip()
+                    return str(inner).strip()
+    except (ValueError, AttributeError):
+        pass
+    return body[:300].decode(errors="replace").strip()
+
+
+def first_prediction(body: bytes) -> tuple[bytes, float | None]:
+    """``{"predictions": [{"content": "<base64>", "elapsed_time": s}]}`` -> (base64 bytes, seconds); ValueError
+    when the answer has no such prediction. Blocking (parses up to hundreds of MB): runs in a thread."""
+    d = json.loads(body)
+    try:
+        pred = d[V1_PREDICTIONS][0]
+        content = pred["content"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"no {V1_PREDICTIONS}[0].content in the answer (keys {sorted(d)[:5]})") from None
+    if not isinstance(content, str):
+        raise ValueError(f"{V1_PREDICTIONS}[0].content is a {type(content).__name__}, not base64 text")
+    elapsed = pred.get(V1_ELAPSED)
+    return content.encode("ascii"), float(elapsed) if isinstance(elapsed, (int, float)) else None
+
+
+class KServeBackend:
+    """A KServe InferenceService's predictor, v1 protocol: ``POST <url>:predict`` with ``{"instances": [body]}``
+    and health from ``GET <url>`` (``{"name": ..., "ready": true}``), ``url`` being ``.../v1/models/<name>``.
+
+    ``token_file`` (optional) holds a bearer token sent with every call, re-read when it changes (a mounted
+    Kubernetes secret or a projected service-account token rotates in place).
+    """
+
+    def __init__(self, url: str, token_file: Path | None = None, connections: int = 8):
+        url = url.rstrip("/")
+        m = re.fullmatch(r"(https?://[^/]+(?:/[^?#]*)?)/v1/models/([^/:?#]+)", url)
+        if not m:
+            raise ValueError(
+                f"KServe URL {url!r} must be the predictor's v1 model URL, http(s)://<host>/v1/models/<name>, e.g. "
+                "http://frvsr-predictor.frvsr.svc.cluster.local/v1/models/frvsr (see docs/deploy.md)"
+            )
+        self.url, self.model = url, m.group(2)
+        self.token_file = Path(token_file) if token_file else None
+        self.connections = connections
+        self.session: ClientSession | None = None
+        self._token: tuple[int, str] | None = None  # (mtime_ns, token)
+
+    async def start(self) -> None:
+        self.session = ClientSession(connector=TCPConnector(limit=self.connections), timeout=ClientTimeout(total=None))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def _read_token(self) -> str | None:
+        """Blocking (stat, read): runs in a thread."""
+        mtime = self.token_file.stat().st_mtime_ns
+        if self._token is None or self._token[0] != mtime:
+            self._token = (mtime, self.token_file.read_text().strip())
+        return self._token[1]
+
+    async def headers(self) -> dict[str, str]:
+        """Content type and, with a token file, ``Authorization: Bearer <token>``."""
+        if self.token_file is None:
+            return {"Content-Type": "application/json"}
+        try:
+            key = await asyncio.to_thread(self._read_token)
+        except OSError as e:
+            log.warning("cannot read the KServe token file %s: %s", self.token_file, e)
+            key = self._token[1] if self._token else None
+        return {"Content-Type": "application/json", **auth(key)}
+
+    async def predict(self, body: bytes, timeout_s: float) -> Reply:
+        timeout = ClientTimeout(total=max(0.001, timeout_s))
+        try:
+            headers = await self.headers()
+            async with self.session.post(
+                self.url + V1_PREDICT_SUFFIX, data=v1_request(body), headers=headers, timeout=timeout
+            ) as r:
+                payload = await r.read()
+                passed = {k: v for k, v in r.headers.items() if k.lower().startswith(HEADER_PREFIX.lower())}
+                status = r.status
+        except ClientError as e:
+            if isinstance(e, TimeoutError):  # aiohttp's read/connect timeouts are ClientErrors too: the caller's 504
+                raise
+            return Reply(
+                503, f"the KServe predictor is not reachable at {self.url} ({type(e).__name__}); retry in a minute", {}
+            )
+        if status == 200:
+            try:
+                content, elapsed = await asyncio.to_thread(first_prediction, payload)
+            except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                return Reply(500, f"the KServe predictor answered 200 without a v1 prediction ({e})", {})
+            if TIMING_HEADER not in passed and elapsed is not None:  # KServe's model server drops our headers
+                passed[TIMING_HEADER] = format_timing({"total": elapsed})
+            return Reply(200, content, passed)
+        return self.map_error(status, v1_error_message(payload))
+
+    def map_error(self, status: int, message: str) -> Reply:
+        """KServe's statuses -> the contract's: credentials and a wrong URL are the operator's to fix (503)."""
+        if status in (401, 403):
+            return Reply(
+                503,
+                f"the KServe predictor refused the proxy's credentials (HTTP {status}: {message}); "
+                "the operator should check --kserve_token_file",
+                {},
+            )
+        if status == 404:
+            return Reply(
+                503,
+                f"no model at {self.url} (HTTP 404: {message}); the operator should check --kserve_url "
+                "(the InferenceService's host and the model name in its config.properties)",
+                {},
+            )
+        return contract_reply(status, message)
+
+    async def health(self) -> Health:
+        data: dict = {"kserve": self.url, "model": {"name": self.model, "ready": False}}
+        try:
+            async with self.session.get(self.url, headers=await self.headers(), timeout=ClientTimeout(total=5)) as r:
+                body = await r.read()
+                if r.status == 200:
+                    d = json.loads(body)
+                    data["model"] = {"name": d.get("name", self.model), "ready": d.get("ready") is True}
+                else:
+                    data["model"]["error"] = f"HTTP {r.status}: {v1_error_message(body)}"
+        except (TimeoutError, ClientError, ValueError, AttributeError) as e:
+            data["error"] = f"{type(e).__name__}: {e}"[:200]
+        ready = bool(data["model"].get("ready"))
+        why = data.get("error") or data["model"].get("error") or "the predictor says ready=false"
+        return Health(ready, data, "ok" if ready else f"the model is not ready at {self.url}: {why}")

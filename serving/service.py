@@ -28,6 +28,7 @@ from serving.torchserve import (
     check_ports,
     free_port,
     java_version,
+    kserve_overrides,
     port_is_free,
     run_overrides,
     stop_leftovers,
@@ -331,6 +332,52 @@ class _SignalGuard:
             signal.signal(s, h)
 
 
+# ----------------------------------------------------------------------------- KServe
+
+
+@dataclass(frozen=True)
+class KServeExport:
+    """What ``export_kserve`` wrote: the folder to publish as the InferenceService's ``storageUri``."""
+
+    folder: Path
+    mar: Path  # folder/model-store/<name>.mar
+    config: Path  # folder/config/config.properties
+    response_timeout: int  # seconds TorchServe gives one clip; the InferenceService's timeout must exceed it
+
+
+def export_kserve(opts: ServeOptions, folder: Path) -> KServeExport:
+    """Write KServe's storage layout for the TorchServe runtime: ``model-store/<name>.mar`` (the only .mar
+    there: KServe's model server refuses a folder with two) and ``config/config.properties`` (the repository's
+    config.properties with :func:`serving.torchserve.kserve_overrides`)."""
+    folder = Path(folder).resolve()
+    if folder.exists() and not folder.is_dir():
+        raise StartupError(f"--export_kserve {folder} is a file; give a folder (it gets config/ and model-store/)")
+    store = folder / "model-store"
+    work = (opts.run_dir or ROOT / "runs" / "export" / f"{opts.model_name}-{os.getpid()}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    response_timeout, _ = plan_timeout(opts)
+    for old in store.glob("*.mar"):
+        old.unlink()
+    mar = build_archive(replace(opts, model_store=store), work, response_timeout)
+    overrides = kserve_overrides(
+        opts.model_name,
+        mar.name,
+        opts.version,
+        opts.workers,
+        response_timeout,
+        request_limit_bytes(opts.limits),
+        response_limit_bytes(opts.limits),
+        gpu=opts.device.startswith("cuda"),
+    )
+    config = write_properties(
+        opts.config_template,
+        folder / "config" / "config.properties",
+        overrides,
+        note="set by client_infer.py --export_kserve for KServe's TorchServe runtime (docs/deploy.md)",
+    )
+    return KServeExport(folder, mar, config, response_timeout)
+
+
 # ----------------------------------------------------------------------------- archive only
 
 
@@ -341,4 +388,13 @@ def archive_only(opts: ServeOptions) -> Path:
     return build_archive(opts, work, plan_timeout(opts)[0])
 
 
-__all__ = ["ServeOptions", "StartupError", "ServeError", "resolve_checkpoint", "run", "archive_only"]
+__all__ = [
+    "ServeOptions",
+    "StartupError",
+    "ServeError",
+    "resolve_checkpoint",
+    "run",
+    "archive_only",
+    "export_kserve",
+    "KServeExport",
+]

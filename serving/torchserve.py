@@ -67,8 +67,11 @@ def read_properties(path: Path) -> dict[str, str]:
     return props
 
 
-def write_properties(template: Path, dest: Path, overrides: dict[str, str]) -> Path:
-    """Copy ``template`` (comments kept) with ``overrides`` replacing or appending keys; atomic."""
+def write_properties(
+    template: Path, dest: Path, overrides: dict[str, str], note: str = "set by client_infer.py for this run"
+) -> Path:
+    """Copy ``template`` (comments kept) with ``overrides`` replacing or appending keys (under ``# --- note``);
+    atomic."""
     lines, seen = [], set()
     for line in Path(template).read_text().splitlines():
         key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith(("#", "!")) else None
@@ -78,7 +81,7 @@ def write_properties(template: Path, dest: Path, overrides: dict[str, str]) -> P
         lines.append(line)
     extra = [f"{k}={v}" for k, v in overrides.items() if k not in seen]
     if extra:
-        lines += ["", "# --- set by client_infer.py for this run"] + extra
+        lines += ["", f"# --- {note}"] + extra
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -102,6 +105,69 @@ def run_overrides(ports: Ports, model_store: Path, max_request_bytes: int, max_r
         "grpc_management_port": str(ports.grpc_management),
         "model_store": store,
         "allowed_urls": "file://" + java_regex_quote(store + "/") + "[^/]+[.]mar",
+        "max_request_size": str(max_request_bytes),
+        "max_response_size": str(max_response_bytes),
+    }
+
+
+KSERVE_ROOT = "/mnt/models"  # where KServe's storage initializer puts the storageUri's content in the pod
+KSERVE_PORTS = Ports(service=8080, inference=8085, management=8081, metrics=8082)  # 8080: KServe's own server
+
+
+def kserve_overrides(
+    model: str,
+    mar_name: str,
+    version: str,
+    workers: int,
+    response_timeout: int,
+    max_request_bytes: int,
+    max_response_bytes: int,
+    gpu: bool,
+) -> dict[str, str]:
+    """What KServe's TorchServe runtime (``kserve-torchserve``) needs in ``config/config.properties``.
+
+    The runtime runs ``torchserve --start --model-store=/mnt/models/model-store
+    --ts-config=/mnt/models/config/config.properties``, then KServe's model server on :8080, which reads this
+    file (``inference_address``, ``management_address``, ``model_store``, ``model_snapshot``), forwards
+    ``POST /v1/models/<name>:predict`` to TorchServe on port 8085 without a token, and answers
+    ``GET /v1/models/<name>`` itself. ``model_snapshot`` loads the .mar at start-up (no management call);
+    ``enable_envvars_config`` lets ``TS_*`` variables (the runtime's ``TS_SERVICE_ENVELOPE``) override keys.
+    """
+    store = f"{KSERVE_ROOT}/model-store"
+    snapshot = {
+        "name": "startup.cfg",
+        "modelCount": 1,
+        "models": {
+            model: {
+                version: {
+                    "defaultVersion": True,
+                    "marName": mar_name,
+                    "minWorkers": workers,
+                    "maxWorkers": workers,
+                    "batchSize": 1,
+                    "maxBatchDelay": 100,
+                    "responseTimeout": int(response_timeout),
+                }
+            }
+        },
+    }
+    p = KSERVE_PORTS
+    return {
+        "inference_address": f"http://0.0.0.0:{p.inference}",  # inside the pod; KServe's server calls :8085
+        "management_address": f"http://0.0.0.0:{p.management}",
+        "metrics_address": f"http://0.0.0.0:{p.metrics}",  # Prometheus scrapes :8082/metrics
+        "model_store": store,
+        "allowed_urls": "file://" + java_regex_quote(store + "/") + "[^/]+[.]mar",
+        "load_models": "",
+        "model_snapshot": json.dumps(snapshot, separators=(",", ":")),
+        "enable_model_api": "false",  # the pod serves the snapshot's model; nothing registers at run time
+        "service_envelope": "kserve",  # KServe v1: TorchServe unwraps "instances" and wraps "predictions"
+        "enable_envvars_config": "true",
+        # KServe's model server calls TorchServe without a token; the pod is the boundary (docs/deploy.md)
+        "disable_token_authorization": "true",
+        "install_py_dep_per_model": "false",  # the runtime image has the dependencies; nothing is downloaded
+        "default_workers_per_model": str(workers),
+        "number_of_gpu": "1" if gpu else "0",
         "max_request_size": str(max_request_bytes),
         "max_response_size": str(max_response_bytes),
     }
