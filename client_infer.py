@@ -123,10 +123,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write KServe's storage layout (DIR/model-store/<name>.mar, DIR/config/config.properties) for the "
         "TorchServe runtime and exit; publish DIR as the InferenceService's storageUri",
     )
+    g.add_argument(
+        "--kserve_url",
+        default=None,
+        help="serve only the proxy (page and /autotable/predict), in front of a KServe predictor speaking the v1 "
+        "protocol: http(s)://<host>/v1/models/<name>; --workers is then the clips the cluster runs at once "
+        "(replicas x workers per replica) and --response_timeout the predictor's timeout (default 600)",
+    )
+    g.add_argument(
+        "--kserve_token_file",
+        default=None,
+        help="with --kserve_url: a file holding a bearer token sent as Authorization (re-read when it changes)",
+    )
     return p.parse_args(argv)
 
 
 def print_banner(info: dict) -> None:
+    if "kserve_url" in info:
+        print_kserve_banner(info)
+        return
     p, lim, url = info["ports"], info["limits"], info["url"]
     inflight, queued, queued_bytes = info["queue"]
     metrics = f"http://127.0.0.1:{p.metrics}/metrics"
@@ -159,6 +174,24 @@ Ctrl-C stops the proxy and TorchServe.""",
     )
 
 
+def print_kserve_banner(info: dict) -> None:
+    lim, url = info["limits"], info["url"]
+    inflight, queued, queued_bytes = info["queue"]
+    print(
+        f"""
+FRVSR 4x video super-resolution: the proxy in front of KServe.
+  predictor   {info["kserve_url"]}  (v1 protocol; model {info["model"]})
+  web page    {url}/
+  endpoint    POST {url}/autotable/predict      health: GET {url}/health (the predictor's model-ready state)
+  queue       {inflight} at a time to the predictor, then up to {queued} waiting ({queued_bytes / 2**20:.0f} MiB)
+  limits      {lim.max_pixels} pixels/frame, {lim.max_seconds:g} s, {lim.max_frames} frames; \
+{info["response_timeout"]} s per clip, {info["proxy_timeout"]:.0f} s per request with its wait
+
+Ctrl-C stops the proxy (the predictor keeps running).""",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -172,11 +205,21 @@ def main(argv: list[str] | None = None) -> int:
         export_kserve,
         resolve_checkpoint,
         run,
+        run_kserve_proxy,
     )
     from serving.torchserve import Ports
 
+    if args.kserve_url and (args.export_kserve or args.archive_only):
+        print(
+            "error: --kserve_url serves a proxy; --export_kserve and --archive_only build files: use one",
+            file=sys.stderr,
+        )
+        return 2
+    if args.kserve_token_file and not args.kserve_url:
+        print("error: --kserve_token_file goes with --kserve_url (the predictor the token is for)", file=sys.stderr)
+        return 2
     try:
-        checkpoint = resolve_checkpoint(args.model_path, args.used_model)
+        checkpoint = None if args.kserve_url else resolve_checkpoint(args.model_path, args.used_model)
         name = args.model_name or model_name_from(
             args.used_model if Path(args.model_path).is_dir() else Path(args.model_path).name
         )
@@ -204,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             max_queued_bytes=int(args.max_queued_mb * 2**20),
             run_dir=Path(args.run_dir) if args.run_dir else None,
             model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
+            kserve_url=args.kserve_url,
+            kserve_token_file=Path(args.kserve_token_file) if args.kserve_token_file else None,
         )
+        if args.kserve_url:
+            return run_kserve_proxy(opts, on_ready=print_banner)
         if args.export_kserve:
             out = export_kserve(opts, Path(args.export_kserve))
             print(

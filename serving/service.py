@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ JAVA_HINT = "install it, e.g. `sudo apt-get install -y openjdk-17-jre-headless` 
 
 @dataclass
 class ServeOptions:
-    checkpoint: Path
+    checkpoint: Path | None  # None only with kserve_url (the model runs in the cluster)
     model_name: str
     version: str = "1.0"
     device: str = "cpu"
@@ -64,6 +65,8 @@ class ServeOptions:
     run_dir: Path | None = None
     model_store: Path = ROOT / "model_store"
     config_template: Path = ROOT / "config.properties"
+    kserve_url: str | None = None  # serve only the proxy, in front of this KServe predictor (run_kserve_proxy)
+    kserve_token_file: Path | None = None  # bearer token for it
 
 
 class StartupError(RuntimeError):
@@ -230,7 +233,27 @@ def run(opts: ServeOptions, on_ready=None) -> int:
             "queue": (inflight(opts), opts.max_queued, opts.max_queued_bytes),
             "clip_seconds_hint": clip_seconds or 10.0,
         }
-        return asyncio.run(_serve_proxy(opts, ts, ports, proxy_timeout, info, on_ready, stop_signals))
+        from proxy.backend import TorchServeBackend
+
+        backend = TorchServeBackend(
+            opts.model_name,
+            ts.inference_url,
+            ts.management_url,
+            ts.key_file,
+            connections=max(8, 2 * inflight(opts)),
+        )
+
+        def torchserve_died() -> int | None:
+            if ts.proc is not None and ts.proc.poll() is not None:
+                log.error(
+                    "TorchServe exited unexpectedly (code %s); shutting down.\n%s", ts.proc.returncode, ts.log_tail()
+                )
+                return 1
+            return None
+
+        return asyncio.run(
+            _serve_proxy(opts, backend, ports.service, proxy_timeout, info, on_ready, stop_signals, torchserve_died)
+        )
     except _Interrupted:
         return 0
     finally:
@@ -256,10 +279,17 @@ def _display_host(host: str) -> str:
 
 
 async def _serve_proxy(
-    opts: ServeOptions, ts: TorchServe, ports: Ports, timeout_s: float, info: dict, on_ready, guard: _SignalGuard
+    opts: ServeOptions,
+    backend,
+    port: int,
+    timeout_s: float,
+    info: dict,
+    on_ready,
+    guard: _SignalGuard,
+    died: Callable[[], int | None] = lambda: None,
 ) -> int:
+    """Run the proxy in front of ``backend`` until a signal, or until ``died()`` returns an exit code."""
     from proxy.app import ProxyConfig, serve
-    from proxy.backend import TorchServeBackend
 
     cfg = ProxyConfig(
         max_body_bytes=request_limit_bytes(opts.limits),
@@ -271,17 +301,14 @@ async def _serve_proxy(
         clip_seconds_hint=info["clip_seconds_hint"],
         limits={**asdict(opts.limits), "max_body_bytes": request_limit_bytes(opts.limits)},
     )
-    backend = TorchServeBackend(
-        opts.model_name, ts.inference_url, ts.management_url, ts.key_file, connections=max(8, 2 * cfg.max_inflight)
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     guard.to_event(loop, stop)
     try:
-        runner = await serve(cfg, backend, opts.host, ports.service)
+        runner = await serve(cfg, backend, opts.host, port)
     except OSError as e:
         raise StartupError(
-            f"the proxy cannot listen on {opts.host}:{ports.service} ({e.strerror or e}); choose another --service_port"
+            f"the proxy cannot listen on {opts.host}:{port} ({e.strerror or e}); choose another --service_port"
         ) from None
     code = 0
     try:
@@ -292,12 +319,10 @@ async def _serve_proxy(
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
             except TimeoutError:
                 pass
-            if ts.proc is not None and ts.proc.poll() is not None:
-                log.error(
-                    "TorchServe exited unexpectedly (code %s); shutting down.\n%s", ts.proc.returncode, ts.log_tail()
-                )
-                code = 1
+            code = died()
+            if code is not None:
                 break
+        code = code or 0
     finally:
         await runner.cleanup()
     return code
@@ -378,6 +403,47 @@ def export_kserve(opts: ServeOptions, folder: Path) -> KServeExport:
     return KServeExport(folder, mar, config, response_timeout)
 
 
+KSERVE_CLIP_TIMEOUT = 600  # s per clip without --response_timeout: the predictor timeout in deploy/kserve/
+
+
+def run_kserve_proxy(opts: ServeOptions, on_ready=None) -> int:
+    """Serve only the proxy, in front of the KServe predictor at ``opts.kserve_url``; blocks until interrupted.
+
+    Nothing local is started or checked (no checkpoint, Java or TorchServe): the model runs in the cluster.
+    ``opts.workers`` is the number of clips the cluster processes at once (replicas x workers per replica).
+    """
+    from proxy.backend import KServeBackend
+
+    if opts.kserve_token_file is not None and not Path(opts.kserve_token_file).is_file():
+        raise StartupError(
+            f"--kserve_token_file {opts.kserve_token_file} does not exist; give the file holding the bearer token"
+        )
+    try:
+        backend = KServeBackend(opts.kserve_url, opts.kserve_token_file, connections=max(8, 2 * inflight(opts)))
+    except ValueError as e:
+        raise StartupError(str(e)) from None
+    response_timeout = int(opts.response_timeout or KSERVE_CLIP_TIMEOUT)
+    proxy_timeout = request_timeout(opts, response_timeout)
+    info = {
+        "url": f"http://{_display_host(opts.host)}:{opts.ports.service}",
+        "kserve_url": backend.url,
+        "model": backend.model,
+        "workers": opts.workers,
+        "response_timeout": response_timeout,
+        "proxy_timeout": proxy_timeout,
+        "limits": opts.limits,
+        "queue": (inflight(opts), opts.max_queued, opts.max_queued_bytes),
+        "clip_seconds_hint": 10.0,
+    }
+    guard = _SignalGuard()
+    try:
+        return asyncio.run(_serve_proxy(opts, backend, opts.ports.service, proxy_timeout, info, on_ready, guard))
+    except _Interrupted:
+        return 0
+    finally:
+        guard.restore()
+
+
 # ----------------------------------------------------------------------------- archive only
 
 
@@ -397,4 +463,5 @@ __all__ = [
     "archive_only",
     "export_kserve",
     "KServeExport",
+    "run_kserve_proxy",
 ]
