@@ -16,9 +16,22 @@ import torch
 
 from clips import moving_clip
 
-__all__ = ["ROOT", "SHARED_DATA", "moving_clip", "random_frvsr", "write_clip"]
+__all__ = ["ROOT", "SHARED_DATA", "TRIAL_KEYS", "moving_clip", "random_frvsr", "write_clip"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# the fields of a training run's trial.txt: the platform's contract, written out here on purpose
+TRIAL_KEYS = {
+    "recom_model",
+    "gened_model_name",
+    "metric_type",
+    "metric_value",
+    "used_models",
+    "model_path",
+    "model_params",
+    "eval_result",
+    "predict_prob",
+    "train_consuming",
+}
 SHARED_DATA = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
 
 # The suite's tensors are tiny: one intra-op thread beats two on the 2-core box, where a training job often

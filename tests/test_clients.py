@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from conftest import ROOT
+from conftest import ROOT, TRIAL_KEYS
 
 TINY = (
     "{'advance_settings': {'channels': 8, 'blocks': 1, 'fnet_channels': 4, 'hidden': 4, 'crop_size': 32, "
@@ -46,18 +46,7 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     trial = json.loads((runs / "metric" / "trial.txt").read_text())
-    assert set(trial) == {
-        "recom_model",
-        "gened_model_name",
-        "metric_type",
-        "metric_value",
-        "used_models",
-        "model_path",
-        "model_params",
-        "eval_result",
-        "predict_prob",
-        "train_consuming",
-    }
+    assert set(trial) == TRIAL_KEYS
     assert trial["recom_model"] == trial["used_models"] == "FRVSR_GAN"
     assert trial["gened_model_name"] == "FRVSR_GAN_e2e" and trial["metric_type"] == "PSNR"
     ev = trial["eval_result"]["FRVSR_GAN"]["eval"]
@@ -159,33 +148,11 @@ def test_train_bad_input_exits_with_a_clear_message(args, message, seed_dataset,
 
 @pytest.mark.slow
 def test_test_with_missing_or_broken_model_names_the_path(seed_dataset, tmp_path):
-    r = run(
-        [
-            str(ROOT / "client_test.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--model_path",
-            str(tmp_path),
-            "--used_model",
-            "missing.pth",
-        ],
-        tmp_path / "runs",
-    )
-    assert r.returncode == 2 and "missing.pth" in r.stderr
     (tmp_path / "broken.pth").write_bytes(b"\0" * 10)
-    r = run(
-        [
-            str(ROOT / "client_test.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--model_path",
-            str(tmp_path),
-            "--used_model",
-            "broken.pth",
-        ],
-        tmp_path / "runs",
-    )
-    assert r.returncode == 2 and "broken.pth" in r.stderr
+    for name in ("missing.pth", "broken.pth"):
+        args = ["--dataset_path", str(seed_dataset), "--model_path", str(tmp_path), "--used_model", name]
+        r = run([str(ROOT / "client_test.py"), *args], tmp_path / "runs")
+        assert r.returncode == 2 and name in r.stderr
 
 
 @pytest.mark.slow

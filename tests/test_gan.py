@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, moving_clip, random_frvsr
+from conftest import ROOT, TRIAL_KEYS, moving_clip, random_frvsr
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
 from train.config import TrainConfig
@@ -41,18 +41,6 @@ TINY = {
     "threads": 1,
 }
 GAN = {**TINY, "gan": True, "d_channels": 8, "lr": 5e-5}
-TRIAL_KEYS = {
-    "recom_model",
-    "gened_model_name",
-    "metric_type",
-    "metric_value",
-    "used_models",
-    "model_path",
-    "model_params",
-    "eval_result",
-    "predict_prob",
-    "train_consuming",
-}
 
 
 @pytest.fixture(autouse=True)
