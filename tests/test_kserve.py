@@ -103,13 +103,29 @@ def test_kserve_options_refuse_bad_input_with_what_to_do(argv, words, capsys):
     assert words in capsys.readouterr().err
 
 
+def test_proxy_in_front_of_kserve_needs_no_model_libraries():
+    """The proxy image (deploy/kserve/Dockerfile.proxy) holds only the web and HTTP libraries."""
+    code = (
+        "import sys, client_infer, proxy.app, proxy.backend, serving.service; "
+        "print(sorted(m for m in ('torch', 'numpy', 'av', 'cv2', 'ts') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    dockerfile = (DEPLOY / "Dockerfile.proxy").read_text()
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
+    for pkg in ("aiohttp", "requests", "psutil", "pyyaml"):
+        assert f"{pkg}=={pins[pkg]}" in dockerfile  # the same pins as requirements.txt
+
+
 # ----------------------------------------------------------------------------- manifests (fast)
 
 
 def test_inferenceservice_has_the_fields_kserve_requires():
     isvc = manifests()["InferenceService"]
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["metadata"]["name"] == "frvsr"
-    assert isvc["metadata"]["labels"]["serviceEnvelope"] == "kserve"  # = the exported service_envelope
+    labels = isvc["metadata"]["labels"]
+    assert labels["serviceEnvelope"] == "kserve"  # = the exported service_envelope
+    assert labels["networking.knative.dev/visibility"] == "cluster-local"  # only the proxy is public
     pred = isvc["spec"]["predictor"]
     # fields of the v1beta1 PredictorSpec (ComponentExtensionSpec + PodSpec) and ModelSpec used here
     assert set(pred) <= {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "containerConcurrency", "timeout",
