@@ -21,7 +21,10 @@ from model.frvsr import FRVSR, FRVSRConfig
 from model.inference import time_super_resolve
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
-from train.trainer import train_step, validation_scores
+from train.degradations import EVAL_CRF
+from train.evaluate import evaluate_clips
+from train.metrics import Aggregate
+from train.trainer import train_step
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,17 @@ def frame_ms(
     return statistics.median(times)
 
 
-def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int = 0) -> tuple[float, float]:
-    """Train ``cfg`` for ``steps`` steps (same data, seed and schedule for every candidate); (val PSNR, seconds)."""
+def test_list_psnr(model: FRVSR, dataset: Path, crf: int | None = None) -> float:
+    """Platform PSNR on the dataset's test list, BI input (H.264-compressed at ``crf`` when given)."""
+    _, val_s = split_samples(dataset, discover_samples(dataset), 0.2, 0)
+    agg = Aggregate()
+    for r in evaluate_clips(model.eval(), val_s, "bicubic", "cpu", crf=crf):
+        agg.add(r.model)
+    return agg.result()["PSNR"]
+
+
+def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int = 0) -> tuple[FRVSR, float]:
+    """Train ``cfg`` for ``steps`` steps (same data, seed and schedule for every candidate); (model, seconds)."""
     tc = TrainConfig(
         batch_size=4,
         lr=5e-4,
@@ -111,7 +123,7 @@ def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int =
             if done >= steps:
                 break
     seconds = time.perf_counter() - t0
-    return validation_scores(model.eval(), val_s, tc, "cpu")["PSNR"], seconds
+    return model.eval(), seconds
 
 
 def shipped_default() -> tuple[FRVSR, dict] | None:
@@ -145,12 +157,14 @@ def run_model_bench(dataset: Path | None, steps: int, sizes=((176, 144), (200, 2
         for w, h in sizes:
             row[f"ms_{w}x{h}"] = frame_ms(loaded[0] if loaded else cfg, w, h, serving_path=c.serving_path)
             log.info("%s %dx%d: %.1f ms/frame", name, w, h, row[f"ms_{w}x{h}"])
+        model = loaded[0] if loaded is not None else None
+        if loaded is None and dataset is not None and steps > 0 and c.train:
+            model, row["train_seconds"] = short_training_psnr(cfg, dataset, steps)
+        if model is not None and dataset is not None:
+            row["psnr"], row["psnr_crf23"] = test_list_psnr(model, dataset), test_list_psnr(model, dataset, EVAL_CRF)
+            log.info("%s: PSNR %.3f dB clean, %.3f dB at CRF %d", name, row["psnr"], row["psnr_crf23"], EVAL_CRF)
         if loaded is not None:
-            row["psnr"] = (loaded[1].get("eval") or {}).get("PSNR")
-            row["train_note"] = "full training (checkpoint's own validation PSNR)"
-        elif dataset is not None and steps > 0 and c.train:
-            row["psnr"], row["train_seconds"] = short_training_psnr(cfg, dataset, steps)
-            log.info("%s: PSNR %.3f dB after %d steps (%.0f s)", name, row["psnr"], steps, row["train_seconds"])
+            row["train_note"] = "its full training"
         rows.append(row)
     ref = rows[0]
     for r in rows:
