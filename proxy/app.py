@@ -7,7 +7,7 @@ The proxy validates a body itself (a bad request never waits for a worker), then
 ``max_inflight`` requests are with the model server at once and the rest wait here in arrival order, in a
 waiting room bounded by a count and by the bytes of the bodies it holds. Only past that bound does a
 request get 503 with ``Retry-After`` (the estimated wait). The wait counts toward the request's timeout.
-The model server is reached through ``proxy.backend`` (TorchServe). ``GET /`` serves the page in
+The model server is reached through ``proxy.backend`` (TorchServe, or a KServe predictor). ``GET /`` serves the page in
 ``proxy/static/`` (plain HTML/JS/CSS, nothing from the internet), which uses the same predict route.
 Everything is asyncio (aiohttp): a long super-resolution never blocks other requests; JSON and base64
 checks of large bodies run in threads. It logs sizes, statuses and timings, never content.
