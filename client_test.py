@@ -22,7 +22,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL_PATH = HERE / "model" / "pretrained"
 DEFAULT_USED_MODEL = "FRVSR_GAN_default.pth"
-EVAL_CRF = 23  # train.degradations.EVAL_CRF (not imported here: the CLI parses arguments before importing torch)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,8 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--crf",
         type=int,
         nargs="*",
-        default=[EVAL_CRF],
-        help=f"also score with the low-res input H.264-compressed at these CRFs (default {EVAL_CRF}; none: clean only)",
+        default=None,
+        help="also score with the low-res input H.264-compressed at these CRFs (default: 23, "
+        "train.degradations.EVAL_CRF; --crf alone: clean only)",
     )
     return p.parse_args(argv)
 
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from handler.settings import resolve_device
     from model.checkpoint import load_checkpoint
     from train.data import DataError, discover_samples, read_list
+    from train.degradations import EVAL_CRF
     from train.evaluate import evaluate_clips
     from train.metrics import json_safe
     from train.report import build_test_trial, summarize, write_workbook
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         model, ckpt = load_checkpoint(ckpt_path, device)
         # the platform's clean input: BI, or BD for a model trained on BD ('realistic' models are scored on BI)
         degradation = "blur" if ckpt.get("train_settings", {}).get("degradation") == "blur" else "bicubic"
+        if args.crf is None:
+            args.crf = [EVAL_CRF]
         if any(not 0 <= c <= 51 for c in args.crf):
             raise ValueError(f"--crf values must be in 0..51 (x264's range), got {args.crf}")
         samples = discover_samples(args.dataset_path, min_frames=2)

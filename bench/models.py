@@ -34,10 +34,8 @@ class Candidate:
     name: str
     cfg: FRVSRConfig
     note: str
-    serving_path: bool = (
-        True  # False: fp32, NCHW weights (how FRVSR is commonly run); True: as served (precision auto, NHWC)
-    )
-    train: bool = True  # False: same weights as another row, only the runtime differs: no quality column
+    # False: fp32, NCHW weights (how FRVSR is commonly run); True: as served (precision auto, NHWC)
+    serving_path: bool = True
 
 
 CANDIDATES = [
@@ -95,8 +93,9 @@ def test_list_psnr(model: FRVSR, dataset: Path, crf: int | None = None) -> float
     return agg.result()["PSNR"]
 
 
-def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int = 0) -> tuple[FRVSR, float]:
-    """Train ``cfg`` for ``steps`` steps (same data, seed and schedule for every candidate); (model, seconds)."""
+def train_for(cfg: FRVSRConfig, dataset: Path, seconds: float, seed: int = 0) -> tuple[FRVSR, int]:
+    """Train ``cfg`` for ``seconds`` of training steps (same data, seed and learning rate for every
+    candidate: equal training time, as a user with a time budget gets); (model, steps it reached)."""
     tc = TrainConfig(
         batch_size=4,
         lr=5e-4,
@@ -115,15 +114,16 @@ def short_training_psnr(cfg: FRVSRConfig, dataset: Path, steps: int, seed: int =
     loader = torch.utils.data.DataLoader(data, batch_size=tc.batch_size, shuffle=True, drop_last=True)
     model = FRVSR(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    done, t0 = 0, time.perf_counter()
-    while done < steps:
+    done, spent = 0, 0.0
+    while spent < seconds:
         for lr_b, hr_b in loader:
+            t0 = time.perf_counter()
             train_step(model, opt, lr_b, hr_b, tc)
+            spent += time.perf_counter() - t0
             done += 1
-            if done >= steps:
+            if spent >= seconds:
                 break
-    seconds = time.perf_counter() - t0
-    return model.eval(), seconds
+    return model.eval(), done
 
 
 def shipped_default() -> tuple[FRVSR, dict] | None:
@@ -131,8 +131,9 @@ def shipped_default() -> tuple[FRVSR, dict] | None:
     return load_checkpoint(path) if path.is_file() else None
 
 
-def run_model_bench(dataset: Path | None, steps: int, sizes=((176, 144), (200, 200))) -> list[dict]:
-    """One row per configuration: ms/frame per size, ratio to the reference, PSNR after ``steps`` steps."""
+def run_model_bench(dataset: Path | None, train_seconds: float, sizes=((176, 144), (200, 200))) -> list[dict]:
+    """One row per configuration: ms/frame per size, ratio to the reference, PSNR after ``train_seconds``
+    of training."""
     rows = []
     entries = [(c, None) for c in CANDIDATES]
     default = shipped_default()
@@ -158,8 +159,8 @@ def run_model_bench(dataset: Path | None, steps: int, sizes=((176, 144), (200, 2
             row[f"ms_{w}x{h}"] = frame_ms(loaded[0] if loaded else cfg, w, h, serving_path=c.serving_path)
             log.info("%s %dx%d: %.1f ms/frame", name, w, h, row[f"ms_{w}x{h}"])
         model = loaded[0] if loaded is not None else None
-        if loaded is None and dataset is not None and steps > 0 and c.train:
-            model, row["train_seconds"] = short_training_psnr(cfg, dataset, steps)
+        if loaded is None and dataset is not None and train_seconds > 0:
+            model, row["train_steps"] = train_for(cfg, dataset, train_seconds)
         if model is not None and dataset is not None:
             row["psnr"], row["psnr_crf23"] = test_list_psnr(model, dataset), test_list_psnr(model, dataset, EVAL_CRF)
             log.info("%s: PSNR %.3f dB clean, %.3f dB at CRF %d", name, row["psnr"], row["psnr_crf23"], EVAL_CRF)
@@ -197,7 +198,7 @@ def degradation_cost(dataset: Path, steps: int = 30) -> list[dict]:
             persistent_workers=True,
         )
         torch.manual_seed(0)
-        model = FRVSR(tc.model_config()).to(memory_format=torch.channels_last).train()
+        model = FRVSR(tc.model).to(memory_format=torch.channels_last).train()
         opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
         it = iter(loader)
         train_step(model, opt, *next(it), tc)  # warm-up (and the worker's first batches)

@@ -56,7 +56,9 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, flow_scale: int = 1) -> torch
     ys = (2 * torch.arange(h, device=x.device, dtype=disp.dtype) + 1) / h - 1
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2): (x, y) per pixel
     grid = disp.permute(0, 2, 3, 1) + base  # (n, h, w, 2)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    # sampled in float32 whatever x's dtype: a bf16 grid is off by up to ~1 px at a few hundred pixels
+    out = F.grid_sample(x.float(), grid.float(), mode="bilinear", padding_mode="border", align_corners=False)
+    return out.to(x.dtype)
 
 
 def space_to_depth(x: torch.Tensor, block: int = SCALE) -> torch.Tensor:
@@ -139,15 +141,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tens
 
 @dataclass
 class FRVSRConfig:
-    """Architecture hyper-parameters, the single source of their defaults (the shipped default model's);
+    """Architecture hyper-parameters, the single source of their defaults (the shipped default model's:
+    ``model/pretrained/MODEL_CARD.md``);
     stored in every checkpoint so loaders rebuild it exactly."""
 
     channels: int = 48  # SRNet width: the main cost knob (time grows ~quadratically)
     blocks: int = 8  # SRNet residual blocks: depth, cost grows linearly
     fnet_channels: int = 12  # FNet base width (paper: 32-64-128 encoder); flow needs little capacity
-    upsampler: str = (
-        "pixelshuffle"  # 'pixelshuffle' (conv at low res) or 'deconv' (paper: 2 transposed convs at high res)
-    )
+    # 'pixelshuffle' (conv at low res) or 'deconv' (paper: 2 transposed convs at high res)
+    upsampler: str = "pixelshuffle"
     residual: bool = True  # add a bicubic upsample of the input: SRNet only learns the detail
     max_flow: float = 24.0  # FNet's tanh output is scaled to +-max_flow low-res pixels
     # channels of a low-res feature state carried along the recurrence beside the estimate (RLSP/RRN-style,
@@ -278,7 +280,7 @@ class FRVSR(nn.Module):
         self.srnet = SRNet(self.cfg)
 
     def step(
-        self, lr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None = None
+        self, lr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One recurrence step on padded frames.
 

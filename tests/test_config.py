@@ -23,7 +23,7 @@ def test_settings_override_and_validate():
     cfg = TrainConfig.from_settings(
         {"max_minutes": 3, "batch_size": 2, "lr": 1e-3, "degradation": "blur", "channels": 16, "blocks": 2, "seed": 5}
     )
-    assert (cfg.max_minutes, cfg.batch_size, cfg.degradation, cfg.model_config().channels) == (3.0, 2, "blur", 16)
+    assert (cfg.max_minutes, cfg.batch_size, cfg.degradation, cfg.model.channels) == (3.0, 2, "blur", 16)
     with pytest.raises(ValueError, match="valid keys") as e:
         TrainConfig.from_settings({"learning_rate": 1})
     assert "lr" in str(e.value) and "max_minutes" in str(e.value)

@@ -7,11 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clips import moving_clip
 from train.data import to_float
 from train.degradations import (
-    BLUR,
     Recipe,
     apply_recipe,
     clip_rng,
@@ -72,11 +72,16 @@ def test_realistic_is_deterministic_per_clip_name_and_varies_between_clips():
 
 
 def test_every_frame_of_a_clip_gets_the_same_recipe():
-    # a static clip: without a codec (whose I/P frames differ) every low-res frame must come out identical
+    # a static clip: without a codec (whose I/P frames differ) or noise, every low-res frame must come out
+    # identical, through degrade itself (one recipe drawn per clip, not per frame)
     hr = _clip(t=1).expand(5, -1, -1, -1)
-    recipe = Recipe(blur=(1.2, 0.4, 0.7), kernel="area", noise=0.0, codec="jpeg", quality=60)
-    lr = apply_recipe(hr, recipe, random.Random(0))
-    assert all(torch.equal(lr[0], f) for f in lr[1:])
+    seeds = [s for s in range(200) if (r := sample_recipe(random.Random(s))).codec is None and r.noise == 0][:5]
+    assert len(seeds) == 5 and len({sample_recipe(random.Random(s)) for s in seeds}) > 1
+    for s in seeds:
+        lr = degrade(hr, "realistic", rng=random.Random(s))
+        assert all(torch.equal(lr[0], f) for f in lr[1:]), sample_recipe(random.Random(s))
+    blurred = apply_recipe(hr, Recipe(blur=(1.2, 0.4, 0.7), kernel="area", codec="jpeg", quality=60))
+    assert all(torch.equal(blurred[0], f) for f in blurred[1:])  # JPEG is per frame: also identical
 
 
 def test_anisotropic_blur_spreads_along_its_angle():
@@ -91,9 +96,18 @@ def test_anisotropic_blur_spreads_along_its_angle():
     assert wide_x.sum() == pytest.approx(1.0, abs=1e-4)  # a normalised kernel
 
 
-def test_bd_recipe_is_the_blur_degradation():
+def test_bd_is_unchanged():
+    """BD as it was before the realistic degradation existed: separable Gaussian sigma 1.5 (radius 5),
+    reflect padding, every 4th pixel, 8-bit."""
     hr = _clip(t=2)
-    assert torch.equal(degrade(hr, "blur"), apply_recipe(hr, BLUR))
+    x = torch.arange(-5, 6, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * 1.5**2))
+    k = k / k.sum()
+    flat = F.pad(hr, (5, 5, 5, 5), mode="reflect")
+    flat = F.conv2d(flat, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    flat = F.conv2d(flat, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    want = flat[:, :, ::4, ::4].clamp(0, 1).mul(255).round().div(255)
+    assert torch.equal(degrade(hr, "blur"), want)
 
 
 def test_unknown_kind_lists_the_valid_ones():

@@ -36,6 +36,18 @@ def test_flow_warp_integer_flow_is_a_shift():
     assert torch.allclose(out[:, :, 0, :-2], x[:, :, 0, 2:], atol=1e-5)
 
 
+def test_flow_warp_samples_in_float32_whatever_the_image_dtype():
+    """The hidden state arrives in bf16 under autocast: its warp must still land on the right pixels
+    (a bf16 sampling grid is off by up to ~1 px across a wide frame)."""
+    x = torch.rand(1, 4, 8, 480).bfloat16()
+    zero = flow_warp(x, torch.zeros(1, 2, 8, 480))
+    assert zero.dtype == torch.bfloat16
+    assert (zero.float() - x.float()).abs().max() < 0.01  # one bf16 step; a bf16 grid misses by ~0.5
+    shift = torch.zeros(1, 2, 8, 480)
+    shift[:, 0] = 1.0  # out[j] = x[j + 1]
+    assert (flow_warp(x, shift)[..., :-1].float() - x[..., 1:].float()).abs().max() < 0.01
+
+
 def test_flow_warp_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="do not match"):
         flow_warp(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 4, 4))

@@ -22,26 +22,22 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 2e-4  # Adam
     lr_min: float = 1e-5  # cosine decay floor (over the epoch budget or the time budget)
-    flow_loss_weight: float = (
-        0.5  # weight of FNet's warping loss on low-res frames (the "warp" loss, also in the GAN stage)
-    )
+    # weight of FNet's warping loss on low-res frames (the "warp" loss, also in the GAN stage)
+    flow_loss_weight: float = 0.5
     grad_clip: float = 1.0
     # data
-    extra_datasets: list = field(
-        default_factory=list
-    )  # more dataset folders, each split by its own sep_*list.txt (or val_split)
+    # more dataset folders, each split by its own sep_*list.txt (or val_split)
+    extra_datasets: list = field(default_factory=list)
     crop_size: int = 128  # high-res crop side; multiple of 32 (low-res side multiple of 8)
     num_frames: int = 10  # frames per training window (recurrence length); shorter clips fill it ping-pong
     crops_per_clip: int = 16  # random windows per clip per epoch
     val_split: float = 0.2  # fraction held out when the dataset has no sep_testlist.txt
-    degradation: str = (
-        "realistic"  # 'bicubic' (BI), 'blur' (BD, Gaussian sigma 1.5) or 'realistic' (train/degradations.py)
-    )
+    # 'bicubic' (BI), 'blur' (BD, Gaussian sigma 1.5) or 'realistic' (train/degradations.py)
+    degradation: str = "realistic"
     min_frames: int = 7  # folders with fewer images are skipped
     val_every: int = 1  # validate every N epochs (and at the end)
-    workers: int = (
-        1  # DataLoader worker processes (the degradation, H.264 included, runs there); 0 = in the training process
-    )
+    # DataLoader worker processes (the degradation, H.264 included, runs there); 0 = in the training process
+    workers: int = 1
     resume: str = ""  # continue the run in this runs/models/<uuid> folder (its settings win; see train/trainer.py)
     # model: FRVSRConfig's fields (channels, blocks, fnet_channels, upsampler, residual, max_flow, hidden)
     # are set by their own names in advance_settings; their defaults are FRVSRConfig's
@@ -56,17 +52,14 @@ class TrainConfig:
     # adversarial stage (FRVSR_GAN, train/gan.py): fine-tune a trained FRVSR (init_from) against a
     # spatio-temporal discriminator. `lr` is then the generator's learning rate: ~5e-5 suits a fine-tune.
     gan: bool = False  # turn the adversarial stage on
-    gan_lr_d: float = (
-        4e-4  # discriminator Adam learning rate, constant; faster than G (SAGAN-style) so its judgement keeps up
-    )
-    w_adv: float = (
-        1e-3  # hinge adversarial loss (SRGAN's weight against pixel MSE); 3e-3 adds detail faster, and artifacts
-    )
+    # discriminator Adam learning rate, constant; faster than G (SAGAN-style) so its judgement keeps up
+    gan_lr_d: float = 4e-4
+    # hinge adversarial loss (SRGAN's weight against pixel MSE); 3e-3 adds detail faster, and artifacts
+    w_adv: float = 1e-3
     w_fm: float = 0.02  # L1 between D's features of output and ground truth: steadier detail than w_adv alone
     w_pingpong: float = 0.5  # MSE between the forward and backward pass of a ping-pong window: against drift (TecoGAN)
-    d_channels: int = (
-        32  # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
-    )
+    # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
+    d_channels: int = 32
     gan_psnr_drop: float = 1.0  # keep the latest validated checkpoint within this many dB of init_from's PSNR
 
     def __post_init__(self) -> None:
@@ -91,9 +84,6 @@ class TrainConfig:
         if not all(isinstance(p, str) and p for p in self.extra_datasets):
             raise ValueError(f"extra_datasets must be a list of folder paths, got {self.extra_datasets!r}")
         check_precision(self.precision)
-
-    def model_config(self) -> FRVSRConfig:
-        return self.model
 
     @classmethod
     def from_settings(cls, settings: dict) -> TrainConfig:

@@ -32,8 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from handler.settings import resolve_device
-from model.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from model.frvsr import FRVSR, FRVSRConfig
+from model.checkpoint import ARCHS, DEFAULT_ARCH, arch_of, load_checkpoint, save_checkpoint, unwrap
+from model.frvsr import FRVSR
 from model.inference import autocast, resolve_precision
 from train.config import TrainConfig
 from train.data import Sample, TrainClips, discover_samples, split_samples
@@ -92,11 +92,11 @@ def process_device(device_name: str, ranks: Ranks) -> torch.device:
     return device
 
 
-def agree(ranks: Ranks, flag: bool) -> bool:
-    """True on every rank if any rank wants to stop."""
+def agree(ranks: Ranks, flag: bool, device: torch.device) -> bool:
+    """True on every rank if any rank wants to stop (the flag travels on ``device``: NCCL needs a GPU tensor)."""
     if not ranks.active:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -116,11 +116,18 @@ def load_splits(dataset_path: str, cfg: TrainConfig) -> tuple[list[Sample], list
     return train_samples, val_samples
 
 
-def build_loader(cfg: TrainConfig, dataset: TrainClips, ranks: Ranks) -> DataLoader:
-    """Shuffled batches; the degradation (H.264 included) runs in ``cfg.workers`` worker processes."""
-    sampler = (
-        DistributedSampler(dataset, ranks.world, ranks.rank, shuffle=True, seed=cfg.seed) if ranks.active else None
-    )
+def build_loader(cfg: TrainConfig, dataset: TrainClips, ranks: Ranks, first_step: int = 0) -> DataLoader:
+    """Shuffled batches; the degradation (H.264 included) runs in ``cfg.workers`` worker processes.
+
+    A single process draws the workers' seeds from torch's global generator (restored by ``resume``).
+    Under torchrun every rank has the same global generator (same initial weights), so each rank's
+    workers get their own generator, seeded by rank and step: otherwise all ranks would draw the same
+    crops, flips and degradation recipes.
+    """
+    sampler = generator = None
+    if ranks.active:
+        sampler = DistributedSampler(dataset, ranks.world, ranks.rank, shuffle=True, seed=cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * ranks.rank + first_step)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -129,6 +136,7 @@ def build_loader(cfg: TrainConfig, dataset: TrainClips, ranks: Ranks) -> DataLoa
         drop_last=len(dataset) >= cfg.batch_size * ranks.world,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
+        generator=generator,
     )
 
 
@@ -161,6 +169,7 @@ def validation_scores(
 
 
 def cosine_lr(cfg: TrainConfig, progress: float) -> float:
+    """The learning rate at ``progress`` (0 to 1 of the step or time budget): cosine from ``lr`` to ``lr_min``."""
     progress = min(max(progress, 0.0), 1.0)
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -169,6 +178,7 @@ def cosine_lr(cfg: TrainConfig, progress: float) -> float:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
+    """Training loss and validation PSNR against steps, as a PNG (atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,6 +309,7 @@ def save_resume(run: Run) -> None:
     state = {
         "trial_name": run.trial_name,
         "settings": {**run.cfg.settings(), "resume": ""},
+        "arch": arch_of(run.model),
         "model_args": asdict(unwrap(run.model).cfg),
         "model": {k: v.detach().cpu() for k, v in unwrap(run.model).state_dict().items()},
         "optimizer": run.optimizer.state_dict(),
@@ -321,9 +332,12 @@ def restore(
         gan.load_state_dict(saved["gan"])
     state = RunState.from_dict(saved["run_state"])
     state.sessions += 1
-    if ranks.main:  # other ranks keep their own seeded streams
+    if ranks.main:
         random.setstate(saved["rng"]["python"])
         np.random.set_state(saved["rng"]["numpy"])
+    else:  # only rank 0's streams are saved: the others continue on fresh ones rather than replay theirs
+        random.seed(1_000_003 * ranks.rank + state.step)
+        np.random.seed(1_000_003 * ranks.rank + state.step)
     torch.set_rng_state(saved["rng"]["torch"])
     return state
 
@@ -410,22 +424,20 @@ def build_run(
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
     train_samples, val_samples = load_splits(dataset_path, cfg)
-    loader = build_loader(
-        cfg,
-        TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed),
-        ranks,
-    )
+    clips = TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed)
 
     if saved is not None:
-        model = FRVSR(FRVSRConfig.from_dict(saved["model_args"]))  # weights follow in restore
+        cfg_cls, model_cls = ARCHS[saved.get("arch", DEFAULT_ARCH)]
+        model = model_cls(cfg_cls.from_dict(saved["model_args"]))  # weights follow in restore
     elif cfg.init_from:
         model, _ = load_checkpoint(cfg.init_from, channels_last=False)
         log.info("initialised from %s (%s)", cfg.init_from, model.cfg)
     else:
-        model = FRVSR(cfg.model_config())
+        model = FRVSR(cfg.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gan = GanStage.build(cfg, device) if cfg.gan else None
     state = restore(saved, model, optimizer, gan, ranks) if saved is not None else RunState()
+    loader = build_loader(cfg, clips, ranks, state.step)
     model = model.to(device, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
     optimizer_to(optimizer, device)
     log.info("precision %s", resolve_precision(cfg.precision, device) if not cfg.gan else "fp32 (GAN stage)")
@@ -493,7 +505,7 @@ def run_epochs(
                     state.train_time / state.step,
                     run.elapsed() / 60,
                 )
-            stop = agree(ranks, run.over_budget(total_steps) or stop_requested())
+            stop = agree(ranks, run.over_budget(total_steps) or stop_requested(), run.device)
             if stop:
                 break
         state.epoch += 1
@@ -508,7 +520,7 @@ def run_epochs(
             )
         if stop or state.epoch % cfg.val_every == 0:
             validate(run)
-            stop = agree(ranks, stop or stop_requested())
+            stop = agree(ranks, stop or stop_requested(), run.device)
 
 
 def train(
