@@ -1,6 +1,6 @@
 """A side-by-side crop (bicubic | model(s) | ground truth) of one test clip frame, for the README.
 
-    python -m bench.compare_image --out docs/images/default_compare.png
+    python -m bench.compare_image --crf 23 --out docs/images/default_compare_crf23.png
     python -m bench.compare_image --model model/pretrained/FRVSR_GAN_default.pth runs/models/<uuid>/FRVSR_GAN_gan.pth \
         --box 150,60,112,112 --out docs/images/gan_compare.png
 """
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[str(ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth")],
         help="one or more checkpoints, shown left to right",
     )
-    p.add_argument("--out", default=str(ROOT / "docs" / "images" / "default_compare.png"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "images" / "compare.png"))
     p.add_argument(
         "--crf", type=int, default=None, help="H.264-compress the low-res input at this CRF first (as uploads arrive)"
     )
