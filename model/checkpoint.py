@@ -38,8 +38,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     net = unwrap(model)
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    torch.save({"arch": arch_of(net), "model_args": asdict(net.cfg), "model": state, **extra}, tmp)
+    torch.save({"arch": arch_of(net), "model_args": asdict(net.cfg), "model": cpu_state_dict(net), **extra}, tmp)
     tmp.replace(path)
 
 
@@ -78,6 +77,11 @@ def _legacy_keys(state: dict) -> dict:
     pixelshuffle = "srnet.tail.4.weight" not in state  # the deconv tail's last conv was tail.4
     old = "srnet.tail.0." if pixelshuffle else "srnet.tail."
     return {("srnet.upsample." + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+
+
+def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of ``module`` (unwrapped from DDP) detached and on the CPU, as every file stores it."""
+    return {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

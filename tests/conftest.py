@@ -16,7 +16,10 @@ import torch
 
 from clips import moving_clip
 
-__all__ = ["ROOT", "SHARED_DATA", "TRIAL_KEYS", "moving_clip", "random_frvsr", "write_clip"]
+__all__ = [
+    "ROOT", "SHARED_DATA", "TRIAL_KEYS", "client_test_argv", "client_train_argv", "moving_clip", "random_frvsr",
+    "write_clip",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
 # the fields of a training run's trial.txt: the platform's contract, written out here on purpose
@@ -37,6 +40,26 @@ SHARED_DATA = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
 # The suite's tensors are tiny: one intra-op thread beats two on the 2-core box, where a training job often
 # holds the other core. The same for every test whatever ran before (the handler sets it per worker).
 torch.set_num_threads(1)
+
+
+def client_train_argv(dataset, trial_name: str, annotation_data: str) -> list[str]:
+    """``client_train.py`` and its three contract arguments, for a subprocess (after the interpreter or torchrun)."""
+    return [
+        str(ROOT / "client_train.py"),
+        "--dataset_path", str(dataset),
+        "--trial_name", trial_name,
+        "--annotation_data", annotation_data,
+    ]  # fmt: skip
+
+
+def client_test_argv(dataset, model_path, used_model: str) -> list[str]:
+    """``client_test.py`` and its contract arguments, for a subprocess."""
+    return [
+        str(ROOT / "client_test.py"),
+        "--dataset_path", str(dataset),
+        "--model_path", str(model_path),
+        "--used_model", used_model,
+    ]  # fmt: skip
 
 
 def write_clip(folder: Path, clip: np.ndarray, pattern: str = "frame_{}.png", start: int = 1) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from conftest import ROOT, TRIAL_KEYS
+from conftest import ROOT, TRIAL_KEYS, client_test_argv, client_train_argv
 
 TINY = (
     "{'advance_settings': {'channels': 8, 'blocks': 1, 'fnet_channels': 4, 'hidden': 4, 'crop_size': 32, "
@@ -33,13 +33,7 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
     runs = tmp_path / "runs"
     r = run(
         [
-            str(ROOT / "client_train.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--trial_name",
-            "e2e",
-            "--annotation_data",
-            TINY,
+            *client_train_argv(seed_dataset, "e2e", TINY),
         ],
         runs,
         cwd=tmp_path,
@@ -67,13 +61,7 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
 
     r = run(
         [
-            str(ROOT / "client_test.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--model_path",
-            str(model_dir),
-            "--used_model",
-            "FRVSR_GAN_e2e.pth",
+            *client_test_argv(seed_dataset, model_dir, "FRVSR_GAN_e2e.pth"),
         ],
         runs,
         cwd=tmp_path,
@@ -165,13 +153,7 @@ def test_torchrun_two_processes(seed_dataset, tmp_path):
             torchrun,
             "--standalone",
             "--nproc_per_node=2",
-            str(ROOT / "client_train.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--trial_name",
-            "ddp",
-            "--annotation_data",
-            TINY,
+            *client_train_argv(seed_dataset, "ddp", TINY),
         ],
         cwd=tmp_path,
         env=env,
@@ -202,13 +184,7 @@ def test_sigkill_mid_run_leaves_no_partial_result(seed_dataset, tmp_path):
     p = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "client_train.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--trial_name",
-            "k",
-            "--annotation_data",
-            long_run,
+            *client_train_argv(seed_dataset, "k", long_run),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -226,13 +202,7 @@ def test_sigkill_mid_run_leaves_no_partial_result(seed_dataset, tmp_path):
         load_checkpoint(ckpt)
     r = run(
         [
-            str(ROOT / "client_train.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--trial_name",
-            "k",
-            "--annotation_data",
-            TINY,
+            *client_train_argv(seed_dataset, "k", TINY),
         ],
         runs,
     )

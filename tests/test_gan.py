@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TRIAL_KEYS, moving_clip, random_frvsr
+from conftest import TRIAL_KEYS, client_test_argv, client_train_argv, moving_clip, random_frvsr
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
 from train.config import TrainConfig
@@ -196,13 +196,7 @@ def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_p
     settings = json.dumps({"advance_settings": {**GAN, "init_from": str(init)}})
     r = _run(
         [
-            str(ROOT / "client_train.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--trial_name",
-            "gan",
-            "--annotation_data",
-            settings,
+            *client_train_argv(seed_dataset, "gan", settings),
         ],
         runs,
         tmp_path,
@@ -223,13 +217,7 @@ def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_p
 
     r = _run(
         [
-            str(ROOT / "client_test.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--model_path",
-            str(model_dir),
-            "--used_model",
-            "FRVSR_GAN_gan.pth",
+            *client_test_argv(seed_dataset, model_dir, "FRVSR_GAN_gan.pth"),
         ],
         runs,
         tmp_path,
@@ -261,13 +249,7 @@ def test_gan_under_torchrun_two_processes(seed_dataset, tmp_path, tiny_cfg):
             torchrun,
             "--standalone",
             "--nproc_per_node=2",
-            str(ROOT / "client_train.py"),
-            "--dataset_path",
-            str(seed_dataset),
-            "--trial_name",
-            "ddp",
-            "--annotation_data",
-            settings,
+            *client_train_argv(seed_dataset, "ddp", settings),
         ],
         cwd=tmp_path,
         env={**os.environ, "FRVSR_RUNS_DIR": str(runs)},

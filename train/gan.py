@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from model.checkpoint import cpu_state_dict
 from model.frvsr import FNet, flow_warp, pad_to_multiple, upsample_image, upscale_flow
 from train.config import TrainConfig
 from train.losses import warp_loss
@@ -199,7 +200,7 @@ def save_discriminator(path: str | Path, disc: Discriminator, **extra) -> None:
     """Atomically write ``{'d_args': {...}, 'model': state_dict, **extra}`` (never into the generator's .pth)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    state = {k: v.detach().cpu() for k, v in disc.state_dict().items()}
+    state = cpu_state_dict(disc)
     torch.save({"d_args": {"channels": disc.channels}, "model": state, **extra}, tmp)
     tmp.replace(path)
 
@@ -334,7 +335,7 @@ class GanStage:
 
     def state_dict(self) -> dict:
         """For ``resume``: the discriminator, its optimiser and the selection state."""
-        disc = {k: v.detach().cpu() for k, v in self.disc.state_dict().items()}
+        disc = cpu_state_dict(self.disc)
         return {
             "disc": disc,
             "opt_d": self.opt_d.state_dict(),

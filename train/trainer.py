@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from handler.settings import resolve_device
-from model.checkpoint import ARCHS, DEFAULT_ARCH, arch_of, load_checkpoint, save_checkpoint, unwrap
+from model.checkpoint import ARCHS, DEFAULT_ARCH, arch_of, cpu_state_dict, load_checkpoint, save_checkpoint, unwrap
 from model.frvsr import FRVSR
 from model.inference import autocast, resolve_precision
 from train.config import TrainConfig
@@ -311,7 +311,7 @@ def save_resume(run: Run) -> None:
         "settings": {**run.cfg.settings(), "resume": ""},
         "arch": arch_of(run.model),
         "model_args": asdict(unwrap(run.model).cfg),
-        "model": {k: v.detach().cpu() for k, v in unwrap(run.model).state_dict().items()},
+        "model": cpu_state_dict(run.model),
         "optimizer": run.optimizer.state_dict(),
         "run_state": {**asdict(run.state), "elapsed": run.elapsed()},
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
