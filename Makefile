@@ -22,6 +22,7 @@ check-java:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(VPY) -m pytest $(PYTEST_ARGS)

@@ -18,61 +18,63 @@ import logging
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL_PATH = "model/pretrained/"
-DEFAULT_USED_MODEL = "FRVSR_GAN_default.pth"
+from common.paths import DEFAULT_MODEL_FILE, PRETRAINED_DIR, ROOT
+from model.inference import PRECISIONS
+from proxy.run import StartupError, add_kserve_args, add_limit_args, add_queue_args, kserve_options, limits_from
+from video.settings import EncoderSettings, HandlerSettings
+
+DEFAULT_MODEL_PATH = f"{PRETRAINED_DIR.relative_to(ROOT)}/"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    add_limit_args(p)
+    add_service_args(p)
+    add_queue_args(p)
+    add_encoder_args(p)
+    g = p.add_argument_group("KServe (docs/deploy.md)")
+    g.add_argument(
+        "--export_kserve", metavar="DIR", default=None,
+        help="write KServe's storage layout (DIR/model-store/<name>.mar, DIR/config/config.properties) for the "
+        "TorchServe runtime and exit; publish DIR as the InferenceService's storageUri",
+    )  # fmt: skip
+    add_kserve_args(p, required=False)
+    return p.parse_args(argv)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model_path",
-        default=DEFAULT_MODEL_PATH,
+        "--model_path", default=DEFAULT_MODEL_PATH,
         help=f"folder holding the checkpoint, or the checkpoint itself (default {DEFAULT_MODEL_PATH})",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--used_model",
-        default=DEFAULT_USED_MODEL,
-        help=f"checkpoint file name inside --model_path; also names the model (default {DEFAULT_USED_MODEL})",
-    )
+        "--used_model", default=DEFAULT_MODEL_FILE,
+        help=f"checkpoint file name inside --model_path; also names the model (default {DEFAULT_MODEL_FILE})",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--service_port", type=int, default=8080, help="port of the /autotable/predict proxy (default 8080)")
     g = p.add_argument_group("TorchServe ports (all on 127.0.0.1; change them to run a second instance)")
     g.add_argument("--inference_port", type=int, default=8085)
     g.add_argument("--management_port", type=int, default=8081)
     g.add_argument("--metrics_port", type=int, default=8082)
-    g = p.add_argument_group("limits per request (defaults: the platform spec)")
-    g.add_argument("--max_pixels", type=int, default=40_000, help="frame area width*height (default 40000 = 200x200)")
-    g.add_argument("--max_seconds", type=float, default=5.0, help="clip duration (default 5)")
-    g.add_argument("--max_frames", type=int, default=300, help="frames per clip (default 300)")
-    g.add_argument("--max_output_mb", type=float, default=192, help="encoded 4x video size (default 192)")
+    g.add_argument("--model_name", default=None, help="TorchServe model name (default: --used_model without extension)")
+    g.add_argument("--model_version", default="1.0", help="model version written into the .mar (default 1.0)")
+    g.add_argument("--model_store", default=None, help="where .mar files go (default model_store/ in the repository)")
+    g.add_argument(
+        "--archive_only", action="store_true",
+        help="build the .mar into --model_store and exit (e.g. a version to register)",
+    )  # fmt: skip
+
+
+def add_service_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("service")
     g.add_argument(
-        "--host",
-        default="127.0.0.1",
+        "--host", default="127.0.0.1",
         help="address the proxy binds (default 127.0.0.1; 0.0.0.0 to accept other machines)",
-    )
+    )  # fmt: skip
     g.add_argument(
         "--workers", type=int, default=1, help="TorchServe workers; each gets cores/workers torch threads (default 1)"
-    )
-    g.add_argument(
-        "--max_inflight",
-        type=int,
-        default=0,
-        help="requests the proxy hands to TorchServe at once; the rest wait in the proxy's queue "
-        "(default 0 = workers + 1)",
-    )
-    g.add_argument(
-        "--max_queued",
-        type=int,
-        default=32,
-        help="requests that may wait in the proxy's queue, in arrival order; more get 503 with Retry-After "
-        "(default 32)",
-    )
-    g.add_argument(
-        "--max_queued_mb",
-        type=float,
-        default=512,
-        help="MiB of request bodies that may wait in the queue (default 512)",
     )
     g.add_argument(
         "--response_timeout",
@@ -83,65 +85,73 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--startup_timeout", type=float, default=180, help="seconds to wait for the model to be READY (default 180)"
     )
-    g.add_argument("--model_name", default=None, help="TorchServe model name (default: --used_model without extension)")
-    g.add_argument("--model_version", default="1.0", help="model version written into the .mar (default 1.0)")
-    g.add_argument("--model_store", default=None, help="where .mar files go (default model_store/ in the repository)")
     g.add_argument(
         "--run_dir", default=None, help="run folder for config, logs and tokens (default runs/serve/<stamp>-<pid>)"
     )
-    g.add_argument("--x264_preset", default="veryfast", help="H.264 encoder speed preset (default veryfast)")
+
+
+def add_encoder_args(p: argparse.ArgumentParser) -> None:
+    """The encoder and precision options, defaults from ``video.settings`` and ``model.inference``."""
+    e = EncoderSettings()
+    g = p.add_argument_group("output video and precision")
+    g.add_argument("--x264_preset", default=e.x264_preset, help=f"H.264 encoder speed preset (default {e.x264_preset})")
     g.add_argument(
-        "--x264_crf", type=int, default=18, help="H.264 constant quality, lower = better and larger (default 18)"
-    )
+        "--x264_crf", type=int, default=e.x264_crf,
+        help=f"H.264 constant quality, lower = better and larger (default {e.x264_crf})",
+    )  # fmt: skip
     g.add_argument(
-        "--x264_rgb",
-        action="store_true",
+        "--x264_rgb", action="store_true",
         help="fidelity mode: H.264 in RGB (libx264rgb), no 4:2:0 chroma loss; ~4x larger, not playable in browsers",
-    )
+    )  # fmt: skip
     g.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="convolution precision; auto = bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, "
-        "else fp32 (default auto)",
-    )
-    g.add_argument(
-        "--always_420",
-        action="store_true",
+        "--always_420", action="store_true",
         help="encode 4:2:0 even for RGB/4:4:4 sources (by default they keep full-resolution colour)",
-    )
+    )  # fmt: skip
     g.add_argument(
-        "--archive_only",
-        action="store_true",
-        help="build the .mar into --model_store and exit (e.g. a version to register)",
+        "--precision", default=HandlerSettings.precision, choices=list(PRECISIONS),
+        help="convolution precision; auto = bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, "
+        f"else fp32 (default {HandlerSettings.precision})",
+    )  # fmt: skip
+
+
+def serve_options(args: argparse.Namespace):
+    """The parsed command line -> ``serving.service.ServeOptions`` (the checkpoint resolved, the name derived)."""
+    from serving.archive import model_name_from
+    from serving.service import ServeOptions, resolve_checkpoint
+    from serving.torchserve import Ports
+
+    checkpoint = resolve_checkpoint(args.model_path, args.used_model)
+    name = args.model_name or model_name_from(
+        args.used_model if Path(args.model_path).is_dir() else Path(args.model_path).name
     )
-    g = p.add_argument_group("KServe (docs/deploy.md)")
-    g.add_argument(
-        "--export_kserve",
-        metavar="DIR",
-        default=None,
-        help="write KServe's storage layout (DIR/model-store/<name>.mar, DIR/config/config.properties) for the "
-        "TorchServe runtime and exit; publish DIR as the InferenceService's storageUri",
+    encoder = EncoderSettings(
+        x264_preset=args.x264_preset,
+        x264_crf=args.x264_crf,
+        x264_rgb=args.x264_rgb,
+        keep_full_chroma=not args.always_420,
     )
-    g.add_argument(
-        "--kserve_url",
-        default=None,
-        help="serve only the proxy (page and /autotable/predict), in front of a KServe predictor speaking the v1 "
-        "protocol: http(s)://<host>/v1/models/<name>; --workers is then the clips the cluster runs at once "
-        "(replicas x workers per replica) and --response_timeout the predictor's timeout (default 600)",
+    return ServeOptions(
+        checkpoint=checkpoint,
+        model_name=name,
+        version=args.model_version,
+        device=args.device,
+        host=args.host,
+        ports=Ports(args.service_port, args.inference_port, args.management_port, args.metrics_port),
+        workers=max(1, args.workers),
+        limits=limits_from(args),
+        encoder=encoder,
+        precision=args.precision,
+        response_timeout=args.response_timeout,
+        startup_timeout=args.startup_timeout,
+        max_inflight=max(0, args.max_inflight),
+        max_queued=max(0, args.max_queued),
+        max_queued_bytes=int(args.max_queued_mb * 2**20),
+        run_dir=Path(args.run_dir) if args.run_dir else None,
+        model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
     )
-    g.add_argument(
-        "--kserve_token_file",
-        default=None,
-        help="with --kserve_url: a file holding a bearer token sent as Authorization (re-read when it changes)",
-    )
-    return p.parse_args(argv)
 
 
 def print_banner(info: dict) -> None:
-    if "kserve_url" in info:
-        print_kserve_banner(info)
-        return
     p, lim, url = info["ports"], info["limits"], info["url"]
     inflight, queued, queued_bytes = info["queue"]
     metrics = f"http://127.0.0.1:{p.metrics}/metrics"
@@ -174,104 +184,56 @@ Ctrl-C stops the proxy and TorchServe.""",
     )
 
 
-def print_kserve_banner(info: dict) -> None:
-    lim, url = info["limits"], info["url"]
-    inflight, queued, queued_bytes = info["queue"]
-    print(
-        f"""
-FRVSR 4x video super-resolution: the proxy in front of KServe.
-  predictor   {info["kserve_url"]}  (v1 protocol; model {info["model"]})
-  web page    {url}/
-  endpoint    POST {url}/autotable/predict      health: GET {url}/health (the predictor's model-ready state)
-  queue       {inflight} at a time to the predictor, then up to {queued} waiting ({queued_bytes / 2**20:.0f} MiB)
-  limits      {lim.max_pixels} pixels/frame, {lim.max_seconds:g} s, {lim.max_frames} frames; \
-{info["response_timeout"]} s per clip, {info["proxy_timeout"]:.0f} s per request with its wait
+def usage_error(args: argparse.Namespace) -> str | None:
+    if args.kserve_url and (args.export_kserve or args.archive_only):
+        return "--kserve_url serves a proxy; --export_kserve and --archive_only build files: use one"
+    if args.kserve_token_file and not args.kserve_url:
+        return "--kserve_token_file goes with --kserve_url (the predictor the token is for)"
+    return None
 
-Ctrl-C stops the proxy (the predictor keeps running).""",
-        flush=True,
+
+def export(opts, folder: Path, management_port: int, kserve: bool) -> None:
+    """``--export_kserve`` / ``--archive_only``: build the files and say what to do with them."""
+    from serving.service import archive_only, export_kserve
+
+    if kserve:
+        out = export_kserve(opts, folder)
+        print(
+            f"wrote {out.folder}\n  {out.mar}\n  {out.config}\n"
+            f"model {opts.model_name}, {opts.workers} worker(s), responseTimeout {out.response_timeout} s: set the "
+            "InferenceService's predictor timeout above it.\n"
+            f"publish the folder (docs/deploy.md), e.g.  gsutil -m cp -r {out.folder}/* gs://BUCKET/frvsr/ ;  "
+            f"the route is then POST /v1/models/{opts.model_name}:predict"
+        )
+        return
+    mar = archive_only(opts)
+    print(
+        f"built {mar}\nregister it (management token in runs/serve/<run>/key_file.json):\n"
+        f'  curl -X POST -H "Authorization: Bearer $MANAGEMENT_KEY" '
+        f'"http://127.0.0.1:{management_port}/models?url={mar.name}&initial_workers=1&synchronous=true"'
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from handler.settings import EncoderSettings, Limits
-    from serving.archive import model_name_from
-    from serving.service import (
-        ServeError,
-        ServeOptions,
-        StartupError,
-        archive_only,
-        export_kserve,
-        resolve_checkpoint,
-        run,
-        run_kserve_proxy,
-    )
-    from serving.torchserve import Ports
-
-    if args.kserve_url and (args.export_kserve or args.archive_only):
-        print(
-            "error: --kserve_url serves a proxy; --export_kserve and --archive_only build files: use one",
-            file=sys.stderr,
-        )
-        return 2
-    if args.kserve_token_file and not args.kserve_url:
-        print("error: --kserve_token_file goes with --kserve_url (the predictor the token is for)", file=sys.stderr)
+    problem = usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        checkpoint = None if args.kserve_url else resolve_checkpoint(args.model_path, args.used_model)
-        name = args.model_name or model_name_from(
-            args.used_model if Path(args.model_path).is_dir() else Path(args.model_path).name
-        )
-        limits = Limits(args.max_pixels, args.max_seconds, args.max_frames, int(args.max_output_mb * 2**20))
-        opts = ServeOptions(
-            checkpoint=checkpoint,
-            model_name=name,
-            version=args.model_version,
-            device=args.device,
-            host=args.host,
-            ports=Ports(args.service_port, args.inference_port, args.management_port, args.metrics_port),
-            workers=max(1, args.workers),
-            limits=limits,
-            encoder=EncoderSettings(
-                x264_preset=args.x264_preset,
-                x264_crf=args.x264_crf,
-                x264_rgb=args.x264_rgb,
-                keep_full_chroma=not args.always_420,
-            ),
-            precision=args.precision,
-            response_timeout=args.response_timeout,
-            startup_timeout=args.startup_timeout,
-            max_inflight=max(0, args.max_inflight),
-            max_queued=max(0, args.max_queued),
-            max_queued_bytes=int(args.max_queued_mb * 2**20),
-            run_dir=Path(args.run_dir) if args.run_dir else None,
-            model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
-            kserve_url=args.kserve_url,
-            kserve_token_file=Path(args.kserve_token_file) if args.kserve_token_file else None,
-        )
-        if args.kserve_url:
-            return run_kserve_proxy(opts, on_ready=print_banner)
-        if args.export_kserve:
-            out = export_kserve(opts, Path(args.export_kserve))
-            print(
-                f"wrote {out.folder}\n  {out.mar}\n  {out.config}\n"
-                f"model {name}, {opts.workers} worker(s), responseTimeout {out.response_timeout} s: set the "
-                "InferenceService's predictor timeout above it.\n"
-                f"publish the folder (docs/deploy.md), e.g.  gsutil -m cp -r {out.folder}/* gs://BUCKET/frvsr/ ;  "
-                f"the route is then POST /v1/models/{name}:predict"
-            )
-            return 0
-        if args.archive_only:
-            mar = archive_only(opts)
-            print(
-                f"built {mar}\nregister it (management token in runs/serve/<run>/key_file.json):\n"
-                f'  curl -X POST -H "Authorization: Bearer $MANAGEMENT_KEY" '
-                f'"http://127.0.0.1:{args.management_port}/models?url={mar.name}&initial_workers=1&synchronous=true"'
-            )
+        if args.kserve_url:  # the proxy alone (the proxy image runs the same as `python -m proxy`)
+            from proxy.run import print_kserve_banner, run_kserve_proxy
+
+            return run_kserve_proxy(kserve_options(args), on_ready=print_kserve_banner)
+        from serving.service import run
+
+        opts = serve_options(args)
+        if args.export_kserve or args.archive_only:
+            export(opts, Path(args.export_kserve or "."), args.management_port, kserve=bool(args.export_kserve))
             return 0
         return run(opts, on_ready=print_banner)
-    except (StartupError, ServeError, ValueError, FileNotFoundError) as e:
+    except (StartupError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

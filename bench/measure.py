@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from handler.settings import available_cores
-from serving.contract import PREDICT_PATH, TIMING_HEADER, b64_decoded_len, parse_timing
+from model.runtime import available_cores
 from serving.launcher import ServiceProcess
-from tests.clips import encode_video, moving_clip
+from testing.clips import encode_video, moving_clip
+from wire.contract import PREDICT_PATH, TIMING_HEADER, b64_decoded_len, parse_timing
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tests.browser import chromium, missing
 
 from serving.launcher import ServiceProcess
-from tests.browser import chromium, missing
-from tests.clips import encode_video, moving_clip
+from testing.clips import encode_video, moving_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth"

@@ -20,12 +20,12 @@ import requests
 
 from model.checkpoint import load_checkpoint
 from model.inference import super_resolve
-from serving.contract import PREDICT_PATH
 from serving.launcher import ServiceProcess
-from tests.clips import decode_frames, encode_video
+from testing.clips import decode_frames, encode_video
 from train.data import crop_to_scale, discover_samples, read_clip, read_list, to_float
 from train.evaluate import lowres_frames
 from train.metrics import mse, psnr_from_mse
+from wire.contract import PREDICT_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "vimeo90k_sample"

@@ -65,7 +65,7 @@ class PeakRSS:
 def end_to_end(model, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
     """A 176x144 30 fps clip through /autotable/predict on a running service serving ``model``."""
     from bench import measure as m
-    from tests.clips import encode_video, moving_clip
+    from testing.clips import encode_video, moving_clip
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

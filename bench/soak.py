@@ -26,12 +26,13 @@ from pathlib import Path
 import psutil
 import requests
 
+from common.files import atomic_write_text
 from model.checkpoint import save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
-from serving.contract import HEALTH_PATH, PREDICT_PATH
 from serving.launcher import ServiceProcess, wait_healthy
 from serving.torchserve import free_port, group_members
-from tests.clips import make_video
+from testing.clips import make_video
+from wire.contract import HEALTH_PATH, PREDICT_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 240
@@ -343,13 +344,6 @@ def torchserve_stopped(svc: ServiceProcess, work: Path) -> Case:
 # ----------------------------------------------------------------------------- main
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.md")
@@ -384,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = [f"- {c.name}: {n}" for c in cases for n in c.notes]
     text = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
     print("\n" + text)
-    write_atomic(a.out, text)
+    atomic_write_text(a.out, text)
     return 0 if all(c.passed == c.requests for c in cases) else 1
 
 

@@ -1,5 +1,3 @@
-"""TorchServe side of the product: the FRVSR handler and the small modules it is made of.
-
-``frvsr_handler`` (the entry point packed into the .mar), ``payload`` (request body), ``settings``
-(limits and encoder choices from model-config.yaml), ``video`` (PyAV decode/encode), ``pipeline`` (streaming threads).
-"""
+"""Model-server adapters: each one a thin file that plugs the video pipeline (``video.pipeline``) into one
+server. ``frvsr_handler`` is TorchServe's (the entry point packed into the .mar); a second server's adapter
+sits beside it."""

@@ -27,19 +27,16 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
-from handler.errors import BadRequest, VideoRequestError
-from handler.payload import V1_USAGE, split_v1
-from handler.pipeline import Job, Result, open_job, upscale_video
-from handler.settings import HandlerSettings, resolve_device, threads_per_worker
 from model.checkpoint import load_checkpoint
 from model.inference import resolve_precision, super_resolve
-from serving.contract import FORMAT_HEADER, MODEL_HEADER, TIMING_HEADER, V1_PREDICTIONS, b64_len, v1_prediction
+from model.runtime import resolve_device, threads_per_worker
+from video.pipeline import Job, Result, open_job, upscale_video
+from video.settings import HandlerSettings
+from wire import v1
+from wire.contract import FORMAT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
+from wire.errors import BadRequest, VideoRequestError
 
 log = logging.getLogger(__name__)
-
-PLATFORM = "platform"  # {"content": ...} in a TorchServe row: answered with the plain base64 video
-V1 = "v1"  # {"instances": [{"content": ...}]} in a TorchServe row: answered {"predictions": [{...}]}
-V1_INSTANCE = "v1-instance"  # a row that is one instance, unwrapped by TorchServe's kserve envelope
 
 
 def pick_device(gpu_id: object) -> torch.device:
@@ -82,53 +79,49 @@ class FRVSRHandler(BaseHandler):
         for _ in super_resolve(self.model, frames, device=self.device, precision=self.settings.precision):
             pass
 
-    def preprocess(self, data: list) -> list[Job | Exception]:
-        """Parse each request and read its container header; a bad one becomes its error (raised in inference)."""
+    def preprocess(self, data: list) -> list[tuple[Job | Exception, str]]:
+        """Each row -> (its opened clip, or its error to raise in inference; the protocol it came in)."""
         if not isinstance(data, list) or not data:  # the kserve envelope found no "instances" list
-            raise _to_prediction_error(BadRequest(V1_USAGE))
+            raise _to_prediction_error(BadRequest(v1.V1_USAGE))
         enveloped = [_is_instance(row) for row in data]
         if any(enveloped) and len(data) != 1:
-            raise _to_prediction_error(BadRequest(f"{V1_USAGE} (got {len(data)} instances)"))
-        jobs: list[Job | Exception] = []
+            raise _to_prediction_error(BadRequest(f"{v1.V1_USAGE} (got {len(data)} instances)"))
+        jobs: list[tuple[Job | Exception, str]] = []
         for row, instance in zip(data, enveloped, strict=True):
+            protocol = v1.V1_INSTANCE if instance else v1.PLATFORM
             try:
                 if instance:
-                    body, protocol = row, V1_INSTANCE
+                    body = row
                 else:
-                    body, wrapped = split_v1(row.get("data") if row.get("data") is not None else row.get("body"))
-                    protocol = V1 if wrapped else PLATFORM
-                job = open_job({"body": body}, self.settings)
-                job.protocol = protocol
-                jobs.append(job)
+                    body, protocol = v1.unwrap(row.get("data") if row.get("data") is not None else row.get("body"))
+                jobs.append((open_job(body, self.settings), protocol))
             except Exception as e:  # noqa: BLE001 - raised, with its status, in inference
-                jobs.append(e)
+                jobs.append((e, protocol))
         return jobs
 
-    def inference(self, jobs: list, *args, **kwargs) -> list[Result]:
+    def inference(self, jobs: list, *args, **kwargs) -> list[tuple[Result, str]]:
         results = []
         try:
-            for job in jobs:
+            for job, protocol in jobs:
                 if isinstance(job, Exception):
                     raise _to_prediction_error(job)
                 try:
-                    with torch.inference_mode():
-                        res = upscale_video(self.model, job.reader, self.settings, job.out_format, self.device)
+                    res = upscale_video(self.model, job.reader, self.settings, job.out_format, self.device)
                     res.timings.open = job.open_s
-                    res.protocol = job.protocol
                     self.settings.limits.check_output(b64_len(len(res.video)))
                 except Exception as e:
                     raise _to_prediction_error(e) from e
-                results.append(res)
+                results.append((res, protocol))
         finally:
-            for job in jobs:
+            for job, _ in jobs:
                 if isinstance(job, Job):
                     job.reader.close()
         return results
 
-    def postprocess(self, results: list[Result]) -> list[str | dict]:
-        """Plain base64 per platform request; v1 requests get their prediction (see the module docstring)."""
+    def postprocess(self, results: list[tuple[Result, str]]) -> list[str | dict]:
+        """Each answer in the protocol its request came in (``wire.v1.reply``; see the module docstring)."""
         out: list[str | dict] = []
-        for idx, res in enumerate(results):
+        for idx, (res, protocol) in enumerate(results):
             t = time.perf_counter()
             b64 = base64.b64encode(res.video).decode("ascii")
             dt = time.perf_counter() - t  # base64 is part of producing the response
@@ -147,12 +140,7 @@ class FRVSRHandler(BaseHandler):
             _set_header(self.context, idx, TIMING_HEADER, timing)
             _set_header(self.context, idx, FORMAT_HEADER, res.family)
             _set_header(self.context, idx, MODEL_HEADER, self.model_label)
-            if res.protocol == PLATFORM:
-                out.append(b64)
-            elif res.protocol == V1_INSTANCE:
-                out.append(v1_prediction(b64, res.timings.total))
-            else:
-                out.append({V1_PREDICTIONS: [v1_prediction(b64, res.timings.total)]})
+            out.append(v1.reply(protocol, b64, res.timings.total))
         return out
 
 

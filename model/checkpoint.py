@@ -14,11 +14,14 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
+from common.files import atomic_path
+from model.basicvsr import BasicVSR, BasicVSRConfig
 from model.frvsr import FRVSR, FRVSRConfig
 
 # one line per architecture: name -> (config class with a from_dict, nn.Module class taking the config)
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
     "frvsr": (FRVSRConfig, FRVSR),
+    "basicvsr": (BasicVSRConfig, BasicVSR),
 }
 DEFAULT_ARCH = "frvsr"  # what a checkpoint without an ``arch`` key holds
 
@@ -34,12 +37,9 @@ def arch_of(model: nn.Module) -> str:
 
 def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
     """Atomically write ``{'arch': name, 'model_args': cfg dict, 'model': state_dict, **extra}``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     net = unwrap(model)
-    torch.save({"arch": arch_of(net), "model_args": asdict(net.cfg), "model": cpu_state_dict(net), **extra}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"arch": arch_of(net), "model_args": asdict(net.cfg), "model": cpu_state_dict(net), **extra}, tmp)
 
 
 def load_checkpoint(
@@ -55,18 +55,25 @@ def load_checkpoint(
         raise FileNotFoundError(f"model checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        arch = ckpt.get("arch", DEFAULT_ARCH)
-        if arch not in ARCHS:
-            raise ValueError(f"unknown architecture {arch!r}; this version knows {sorted(ARCHS)}")
-        cfg_cls, model_cls = ARCHS[arch]
-        model = model_cls(cfg_cls.from_dict(ckpt["model_args"]))
-        model.load_state_dict(_legacy_keys(ckpt["model"]) if arch == "frvsr" else ckpt["model"])
+        model = model_from(ckpt)
     except Exception as e:  # a wrong or damaged file: say which one
         raise ValueError(f"cannot load model checkpoint {path}: {e}") from e
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval(), ckpt
+
+
+def model_from(ckpt: dict) -> nn.Module:
+    """The exact network a checkpoint dict (or a training run's ``resume.pt``, which has the same keys)
+    describes, through ``ARCHS``, with its weights loaded strictly."""
+    arch = ckpt.get("arch", DEFAULT_ARCH)
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; this version knows {sorted(ARCHS)}")
+    cfg_cls, model_cls = ARCHS[arch]
+    model = model_cls(cfg_cls.from_dict(ckpt["model_args"]))
+    model.load_state_dict(_legacy_keys(ckpt["model"]) if arch == "frvsr" else ckpt["model"])
+    return model
 
 
 def _legacy_keys(state: dict) -> dict:

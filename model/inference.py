@@ -135,15 +135,16 @@ def time_super_resolve(
     precision: str = "auto",
     warmup: int = 1,
 ) -> float:
-    """Seconds ``super_resolve`` takes for ``frames[warmup:]`` after running ``frames[:warmup]`` in the same
-    recurrence (first-call allocations and kernel selection stay out of the number). The one timing helper:
-    the service's startup estimate, ``make bench`` and the end-to-end measurement all use it."""
+    """Seconds ``super_resolve`` takes for the clip ``frames[warmup:]``, after a separate warm-up run on
+    ``frames[:warmup]`` (first-call allocations and kernel selection stay out of the number). The warm-up is a
+    clip of its own because a bidirectional model (BasicVSR) does most of its work before its first frame
+    comes out. The one timing helper: the service's startup estimate, ``make bench`` and the end-to-end
+    measurement all use it."""
     if len(frames) <= warmup:
         raise ValueError(f"time_super_resolve needs more than {warmup} frame(s), got {len(frames)}")
-    it = super_resolve(model, iter(frames), device=device, precision=precision)
-    for _ in range(warmup):
-        next(it)
+    for _ in super_resolve(model, iter(frames[:warmup]), device=device, precision=precision):
+        pass
     t0 = time.perf_counter()
-    for _ in it:
+    for _ in super_resolve(model, iter(frames[warmup:]), device=device, precision=precision):
         pass
     return time.perf_counter() - t0

@@ -20,16 +20,9 @@ from typing import NamedTuple, Protocol
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
-from serving.contract import (
-    HEADER_PREFIX,
-    TIMING_HEADER,
-    V1_ELAPSED,
-    V1_PREDICT_SUFFIX,
-    V1_PREDICTIONS,
-    format_timing,
-    v1_request,
-)
-from serving.torchserve import read_key_file
+from wire import v1
+from wire.contract import HEADER_PREFIX, TIMING_HEADER, format_timing
+from wire.tokens import read_key_file
 
 log = logging.getLogger(__name__)
 
@@ -294,39 +287,6 @@ class TorchServeBackend:
 # ----------------------------------------------------------------------------- KServe
 
 
-def v1_error_message(body: bytes) -> str:
-    """The message of an error from a KServe predictor: TorchServe's ``{"message"}`` (passed on by KServe's
-    model server), KServe's ``{"error"}``, FastAPI's ``{"detail"}``, or the start of a plain-text body."""
-    try:
-        d = json.loads(body)
-        if isinstance(d, dict):
-            for key in ("message", "error", "detail"):
-                if d.get(key):
-                    inner = d[key]
-                    if isinstance(inner, (str, bytes)):  # the wrapper may nest TorchServe's JSON error as text
-                        _, nested = torchserve_message(inner.encode() if isinstance(inner, str) else inner)
-                        return nested or str(inner).strip()
-                    return str(inner).strip()
-    except (ValueError, AttributeError):
-        pass
-    return body[:300].decode(errors="replace").strip()
-
-
-def first_prediction(body: bytes) -> tuple[bytes, float | None]:
-    """``{"predictions": [{"content": "<base64>", "elapsed_time": s}]}`` -> (base64 bytes, seconds); ValueError
-    when the answer has no such prediction. Blocking (parses up to hundreds of MB): runs in a thread."""
-    d = json.loads(body)
-    try:
-        pred = d[V1_PREDICTIONS][0]
-        content = pred["content"]
-    except (KeyError, IndexError, TypeError):
-        raise ValueError(f"no {V1_PREDICTIONS}[0].content in the answer (keys {sorted(d)[:5]})") from None
-    if not isinstance(content, str):
-        raise ValueError(f"{V1_PREDICTIONS}[0].content is a {type(content).__name__}, not base64 text")
-    elapsed = pred.get(V1_ELAPSED)
-    return content.encode("ascii"), float(elapsed) if isinstance(elapsed, (int, float)) else None
-
-
 class KServeBackend:
     """A KServe InferenceService's predictor, v1 protocol: ``POST <url>:predict`` with ``{"instances": [body]}``
     and health from ``GET <url>`` (``{"name": ..., "ready": true}``), ``url`` being ``.../v1/models/<name>``.
@@ -379,7 +339,7 @@ class KServeBackend:
         try:
             headers = await self.headers()
             async with self.session.post(
-                self.url + V1_PREDICT_SUFFIX, data=v1_request(body), headers=headers, timeout=timeout
+                self.url + v1.V1_PREDICT_SUFFIX, data=v1.request(body), headers=headers, timeout=timeout
             ) as r:
                 payload = await r.read()
                 passed = {k: v for k, v in r.headers.items() if k.lower().startswith(HEADER_PREFIX.lower())}
@@ -392,13 +352,13 @@ class KServeBackend:
             )
         if status == 200:
             try:
-                content, elapsed = await asyncio.to_thread(first_prediction, payload)
+                content, elapsed = await asyncio.to_thread(v1.read_reply, payload)
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 return Reply(500, f"the KServe predictor answered 200 without a v1 prediction ({e})", {})
             if TIMING_HEADER not in passed and elapsed is not None:  # KServe's model server drops our headers
                 passed[TIMING_HEADER] = format_timing({"total": elapsed})
             return Reply(200, content, passed)
-        return self.map_error(status, v1_error_message(payload))
+        return self.map_error(status, v1.error_message(payload))
 
     def map_error(self, status: int, message: str) -> Reply:
         """KServe's statuses -> the contract's: credentials and a wrong URL are the operator's to fix (503)."""
@@ -427,7 +387,7 @@ class KServeBackend:
                     d = json.loads(body)
                     data["model"] = {"name": d.get("name", self.model), "ready": d.get("ready") is True}
                 else:
-                    data["model"]["error"] = f"HTTP {r.status}: {v1_error_message(body)}"
+                    data["model"]["error"] = f"HTTP {r.status}: {v1.error_message(body)}"
         except (TimeoutError, ClientError, ValueError, AttributeError) as e:
             data["error"] = f"{type(e).__name__}: {e}"[:200]
         ready = bool(data["model"].get("ready"))

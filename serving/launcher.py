@@ -20,8 +20,9 @@ from pathlib import Path
 import psutil
 import requests
 
-from serving.contract import HEALTH_PATH
-from serving.torchserve import TS_MAIN_CLASS, RunState, free_port, group_members, read_keys
+from serving.torchserve import TS_MAIN_CLASS, ServeState, free_port, group_members
+from wire.contract import HEALTH_PATH
+from wire.tokens import read_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT_OPTIONS = ("service_port", "inference_port", "management_port", "metrics_port")
@@ -118,7 +119,7 @@ class ServiceProcess:
 
     def pgid(self) -> int | None:
         """TorchServe's process group (from the run's state.json)."""
-        state = RunState.load(self.run_dir)
+        state = ServeState.load(self.run_dir)
         return state.ts_pgid if state else None
 
     def processes(self, worker: bool) -> list[psutil.Process]:

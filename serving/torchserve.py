@@ -18,11 +18,14 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import requests
+
+from common.files import atomic_write_text
+from proxy.run import StartupError
+from wire.tokens import read_keys
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ TS_MAIN_CLASS = "org.pytorch.serve.ModelServer"
 STATE_FILE = "state.json"
 
 
-class ServeError(RuntimeError):
+class ServeError(StartupError):
     """TorchServe could not be started or did not become ready; the message says why and what to do."""
 
 
@@ -82,10 +85,7 @@ def write_properties(
     extra = [f"{k}={v}" for k, v in overrides.items() if k not in seen]
     if extra:
         lines += ["", f"# --- {note}"] + extra
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(dest)
+    atomic_write_text(dest, "\n".join(lines) + "\n")
     return dest
 
 
@@ -221,7 +221,7 @@ def describe_process(p: psutil.Process | None) -> str:
 
 
 @dataclass
-class RunState:
+class ServeState:
     """``state.json`` of a run folder: who owns the TorchServe process group started there."""
 
     owner_pid: int
@@ -231,13 +231,10 @@ class RunState:
     run_dir: str
 
     def save(self) -> None:
-        path = Path(self.run_dir) / STATE_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        atomic_write_text(Path(self.run_dir) / STATE_FILE, json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, run_dir: Path) -> RunState | None:
+    def load(cls, run_dir: Path) -> ServeState | None:
         try:
             return cls(**json.loads((Path(run_dir) / STATE_FILE).read_text()))
         except (OSError, ValueError, TypeError):
@@ -296,7 +293,7 @@ def stop_leftovers(runs_root: Path) -> list[str]:
     """Stop TorchServe groups left by runs whose owner process is gone; returns what was stopped."""
     stopped = []
     for state_file in sorted(Path(runs_root).glob(f"*/{STATE_FILE}")):
-        st = RunState.load(state_file.parent)
+        st = ServeState.load(state_file.parent)
         if st is None or st.owner_alive() or not group_alive(st.ts_pgid):
             continue
         if not any(TS_MAIN_CLASS in " ".join(_cmdline(p)) for p in group_members(st.ts_pgid)):
@@ -325,7 +322,7 @@ def check_ports(ports: Ports, runs_root: Path) -> None:
         owner = port_owner(port)
         who = describe_process(owner)
         for state_file in Path(runs_root).glob(f"*/{STATE_FILE}"):
-            st = RunState.load(state_file.parent)
+            st = ServeState.load(state_file.parent)
             if st and st.owner_alive() and port in st.ports.values():
                 who = f"a running client_infer.py (pid {st.owner_pid}, run folder {st.run_dir})"
         problems.append(f"port {port} ({role}) is in use by {who}")
@@ -338,33 +335,6 @@ def check_ports(ports: Ports, runs_root: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the server
-
-
-def parse_expiry(text: str | None) -> float | None:
-    """TorchServe's ``'2026-01-01T10:00:00.123456789Z'`` -> Unix time (Python takes at most microseconds)."""
-    if not text:
-        return None
-    try:
-        head, _, frac = text.rstrip("Z").partition(".")
-        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
-def read_key_file(key_file: Path) -> tuple[dict[str, str], dict[str, float | None]]:
-    """TorchServe's key_file.json -> ({kind: key}, {kind: expiry as Unix time}) for 'management', 'inference', 'API'.
-
-    Raises OSError or ValueError while TorchServe is (re)writing it; callers retry."""
-    data = json.loads(Path(key_file).read_text())
-    entries = {k: v for k, v in data.items() if isinstance(v, dict)}
-    return {k: v.get("key") for k, v in entries.items()}, {
-        k: parse_expiry(v.get("expiration time")) for k, v in entries.items()
-    }
-
-
-def read_keys(key_file: Path) -> dict[str, str]:
-    """TorchServe's key_file.json -> {'management': ..., 'inference': ..., 'API': ...} (keys only)."""
-    return read_key_file(key_file)[0]
 
 
 class TorchServe:

@@ -1,92 +1,19 @@
-"""Shared test fixtures and helpers: paths, tiny models, clips written as image folders.
-
-The project root is on ``sys.path`` through the pytest config (``pythonpath``) and ``tests/`` because pytest
-puts a test file's folder there, so tests import ``from conftest import ...`` and ``from clips import ...``.
-``moving_clip`` lives in ``clips`` (with the video encoder) and is re-exported here.
-"""
+"""The suite's fixtures: tiny models and a seed-layout dataset. Helpers live in ``testing/`` (the project
+root is on ``sys.path`` through the pytest config's ``pythonpath``), shared with the bench."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from clips import moving_clip
-
-__all__ = [
-    "ROOT", "SHARED_DATA", "TRIAL_KEYS", "client_test_argv", "client_train_argv", "moving_clip", "random_frvsr",
-    "write_clip",
-]  # fmt: skip
-
-ROOT = Path(__file__).resolve().parent.parent
-# the fields of a training run's trial.txt: the platform's contract, written out here on purpose
-TRIAL_KEYS = {
-    "recom_model",
-    "gened_model_name",
-    "metric_type",
-    "metric_value",
-    "used_models",
-    "model_path",
-    "model_params",
-    "eval_result",
-    "predict_prob",
-    "train_consuming",
-}
-SHARED_DATA = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
+from testing.clips import moving_clip
+from testing.helpers import random_frvsr, write_clip
 
 # The suite's tensors are tiny: one intra-op thread beats two on the 2-core box, where a training job often
 # holds the other core. The same for every test whatever ran before (the handler sets it per worker).
 torch.set_num_threads(1)
-
-
-def client_train_argv(dataset, trial_name: str, annotation_data: str) -> list[str]:
-    """``client_train.py`` and its three contract arguments, for a subprocess (after the interpreter or torchrun)."""
-    return [
-        str(ROOT / "client_train.py"),
-        "--dataset_path", str(dataset),
-        "--trial_name", trial_name,
-        "--annotation_data", annotation_data,
-    ]  # fmt: skip
-
-
-def client_test_argv(dataset, model_path, used_model: str) -> list[str]:
-    """``client_test.py`` and its contract arguments, for a subprocess."""
-    return [
-        str(ROOT / "client_test.py"),
-        "--dataset_path", str(dataset),
-        "--model_path", str(model_path),
-        "--used_model", used_model,
-    ]  # fmt: skip
-
-
-def write_clip(folder: Path, clip: np.ndarray, pattern: str = "frame_{}.png", start: int = 1) -> Path:
-    """``clip`` (uint8 (t, h, w, 3) RGB) as numbered images in ``folder``; returns ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(clip):
-        cv2.imwrite(str(folder / pattern.format(i + start)), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    return folder
-
-
-def random_frvsr(cfg, seed: int = 0):
-    """An FRVSR whose every layer is random.
-
-    A fresh FRVSR starts at bicubic with zero flow (its last layers are zero-initialised), so its output
-    ignores the previous estimate; tests that probe the recurrence or compare two code paths need one
-    whose every part contributes.
-    """
-    import torch
-
-    from model.frvsr import FRVSR
-
-    torch.manual_seed(seed)
-    model = FRVSR(cfg)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.reset_parameters()
-    return model
 
 
 @pytest.fixture

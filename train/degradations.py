@@ -16,19 +16,18 @@ low-res float clips (t, 3, H/4, W/4) holding exact 8-bit values, like a decoded 
 
 from __future__ import annotations
 
-import io
 import math
 import random
 import zlib
 from dataclasses import dataclass
 
-import av
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model.frvsr import SCALE
+from video.io import decode_frames, encode_frames
 
 DEGRADATIONS = ("bicubic", "blur", "realistic")
 BLUR_SIGMA = 1.5  # the BD degradation's blur
@@ -160,25 +159,10 @@ def h264_roundtrip(frames: np.ndarray, crf: int, preset: str = H264_PRESET) -> n
     ph, pw = h % 2, w % 2
     if ph or pw:
         frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = w + pw, h + ph, "yuv420p"
-        # fixed settings, one thread, explicit timestamps: as reproducible as libx264 gets. Seen here: 1-3
-        # of 100 identical encodes still differ in a few macroblocks (PSNR to the source within ~0.1 dB)
-        stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
-        stream.codec_context.thread_count = 1
-        for i, f in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    buf.seek(0)
-    with av.open(buf) as inp:
-        inp.streams.video[0].codec_context.thread_count = 1
-        decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
+    # fixed settings, one thread, explicit timestamps: as reproducible as libx264 gets. Seen here: 1-3
+    # of 100 identical encodes still differ in a few macroblocks (PSNR to the source within ~0.1 dB)
+    data = encode_frames(frames, "mp4", "libx264", "yuv420p", 25, {"crf": str(crf), "preset": preset}, threads=1)
+    decoded = decode_frames(data, threads=1)
     if len(decoded) != t:
         raise RuntimeError(f"H.264 round trip returned {len(decoded)} frames for {t}")
     return np.stack(decoded)[:, :h, :w]

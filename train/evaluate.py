@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from model.frvsr import FRVSR
 from model.inference import super_resolve
-from train.data import Sample, bicubic_upscale, crop_to_scale, degrade, read_clip, to_float
+from train.data import (
+    DataError,
+    Sample,
+    bicubic_upscale,
+    crop_to_scale,
+    degrade,
+    discover_samples,
+    read_clip,
+    read_list,
+    to_float,
+)
 from train.degradations import clip_rng, h264_roundtrip
 from train.metrics import SampleScore, optical_flows, score_clip
 
@@ -82,3 +93,52 @@ def evaluate_clips(
             seconds,
         )
         yield ClipResult(s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds)
+
+
+# ----------------------------------------------------------------------------- client_test.py's policy
+
+
+def test_samples(dataset_path: str | Path) -> list[Sample]:
+    """The clips to score in ``dataset_path``: those named in its ``sep_testlist.txt``, else every clip."""
+    samples = discover_samples(dataset_path, min_frames=2)
+    test_list = read_list(Path(dataset_path), "sep_testlist.txt")
+    if test_list is None:
+        return samples
+    chosen = [s for s in samples if s.name in set(test_list)]
+    if not chosen:
+        raise DataError(f"none of the clips in {dataset_path}/sep_testlist.txt were found under {dataset_path}")
+    return chosen
+
+
+def clean_degradation(ckpt: dict) -> str:
+    """The platform's clean input for a checkpoint: BI, or BD for a model trained on BD (a ``realistic``
+    model is scored on BI like any other)."""
+    return "blur" if ckpt.get("train_settings", {}).get("degradation") == "blur" else "bicubic"
+
+
+def check_crfs(crfs: Iterable[int]) -> list[int]:
+    """The compressed-input conditions, each once, in order; ValueError outside x264's 0..51."""
+    crfs = list(dict.fromkeys(crfs))
+    if any(not 0 <= c <= 51 for c in crfs):
+        raise ValueError(f"--crf values must be in 0..51 (x264's range), got {crfs}")
+    return crfs
+
+
+def evaluate_conditions(
+    model: FRVSR,
+    samples: Sequence[Sample],
+    degradation: str,
+    device: str | torch.device,
+    crfs: Sequence[int],
+    progress: Callable[[Iterator[ClipResult], str], Iterable[ClipResult]] = lambda it, label: it,
+) -> dict[int | None, list[ClipResult]]:
+    """Model and bicubic on the clean input (key None) and on each H.264 CRF, with PSNR_Y and tOF.
+    ``progress(results, label)`` may wrap each condition's results (the CLI's progress bar)."""
+    runs = {}
+    for crf in [None, *crfs]:
+        label = "clean input" if crf is None else f"H.264 CRF {crf} input"
+        results = evaluate_clips(
+            model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True, crf=crf
+        )
+        runs[crf] = list(progress(results, label))
+    return runs

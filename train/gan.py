@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from common.files import atomic_path
 from model.checkpoint import cpu_state_dict
 from model.frvsr import FNet, flow_warp, pad_to_multiple, upsample_image, upscale_flow
 from train.config import TrainConfig
@@ -198,11 +199,9 @@ def discriminator_path(generator_path: str | Path) -> Path:
 
 def save_discriminator(path: str | Path, disc: Discriminator, **extra) -> None:
     """Atomically write ``{'d_args': {...}, 'model': state_dict, **extra}`` (never into the generator's .pth)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = cpu_state_dict(disc)
-    torch.save({"d_args": {"channels": disc.channels}, "model": state, **extra}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"d_args": {"channels": disc.channels}, "model": state, **extra}, tmp)
 
 
 def load_discriminator(path: str | Path) -> Discriminator:

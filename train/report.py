@@ -10,9 +10,10 @@ from pathlib import Path
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference
 
+from common.files import atomic_path, atomic_write_bytes
 from train.evaluate import ClipResult
 from train.metrics import MSE_SCALE, PSNR_CAP, Aggregate, Exact, psnr_from_mse
-from train.results import MODEL_NAME, atomic_write_bytes
+from train.results import MODEL_NAME, atomic_write_json, trial_path
 
 PER_SAMPLE_COLUMNS = [
     "sample",
@@ -186,3 +187,38 @@ def build_trial(trial_name: str, out_dir: Path, model_params: dict, scores: dict
         "predict_prob": {},
         "train_consuming": consuming,
     }
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Training loss and validation PSNR against steps, as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = [h["step"] for h in history if "loss" in h]
+    a1.plot(steps, [h["loss"] for h in history if "loss" in h])
+    a1.set(xlabel="step", ylabel="training loss (epoch mean)", yscale="log", title="loss")
+    val = [h for h in history if "val_psnr" in h]
+    a2.plot([h["step"] for h in val], [h["val_psnr"] for h in val], marker="o")
+    gan_title = "validation PSNR (step 0: the GAN stage's starting model)"
+    a2.set(xlabel="step", ylabel="PSNR (dB)", title=gan_title if val and val[0]["step"] == 0 else "validation PSNR")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
+def write_test_results(
+    out_dir: Path, runs: dict[int | None, list[ClipResult]], info: dict, seconds: float, stamp: int
+) -> tuple[Path, dict]:
+    """``client_test.py``'s files: ``out_dir/evaluation_{stamp}.xlsx`` (clean input first, a sheet per CRF)
+    and ``runs/metric/trial.txt``; returns the workbook's path and the summaries per condition."""
+    summaries = {crf: summarize(res) for crf, res in runs.items()}
+    xlsx_name = f"evaluation_{stamp}.xlsx"
+    sheets = {f"h264_crf{crf}": (runs[crf], summaries[crf]) for crf in runs if crf is not None}
+    write_workbook(out_dir / xlsx_name, runs[None], summaries[None], info, sheets)
+    extra = {f"test_h264_crf{crf}": summaries[crf] for crf in runs if crf is not None}
+    atomic_write_json(trial_path(), build_test_trial(out_dir, xlsx_name, summaries[None], seconds, extra))
+    return out_dir / xlsx_name, summaries

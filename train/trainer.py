@@ -1,5 +1,6 @@
-"""FRVSR training: processes, data loading, one optimisation step, validation, checkpoints, resuming,
-and the run itself (``train``).
+"""FRVSR training: data loading, one optimisation step, validation and the keep rule, and the run itself
+(``train``). Processes live in ``train.distributed``, resuming in ``train.resume``, the curves and the
+trial in ``train.report``.
 
 With ``gan`` on, the same run is FRVSR_GAN's adversarial stage: ``train.gan.GanStage`` takes the steps
 and chooses the kept checkpoint; everything else is shared.
@@ -9,8 +10,7 @@ rank 0 validates and writes files. Stopping (time budget, step budget, or a stop
 Ctrl-C) is agreed by all ranks at every step, so no process is left waiting in a collective.
 
 A run can be continued (``resume``): every validation also writes ``resume.pt`` beside the kept
-checkpoint (weights, optimiser, schedule position, step, RNG states, best-so-far and its scores), and
-``train`` with ``cfg.resume`` set to the run's folder picks it up there.
+checkpoint (``train.resume``), and ``train`` with ``cfg.resume`` set to the run's folder picks it up there.
 """
 
 from __future__ import annotations
@@ -20,85 +20,32 @@ import math
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from handler.settings import resolve_device
-from model.checkpoint import ARCHS, DEFAULT_ARCH, arch_of, cpu_state_dict, load_checkpoint, save_checkpoint, unwrap
+from model.checkpoint import load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
 from model.inference import autocast, resolve_precision
 from train.config import TrainConfig
 from train.data import Sample, TrainClips, discover_samples, split_samples
+from train.distributed import Ranks, agree, barrier, process_device, setup_distributed, shared_out_dir
 from train.evaluate import evaluate_clips
 from train.gan import GanStage
 from train.losses import frvsr_loss
 from train.metrics import Aggregate
-from train.report import build_trial
-from train.results import MODEL_NAME, atomic_write_json, runs_dir, trial_path
+from train.report import build_trial, plot_curves
+from train.results import MODEL_NAME, atomic_write_json, trial_path
+from train.resume import ResumeState, optimizer_to, process_cpu_seconds, restore, resume_settings, save_resume
 
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # steps between progress lines in train.log (runs in the background have no progress bar)
-RESUME_FILE = "resume.pt"  # beside the kept checkpoint: everything needed to continue the run
-RESUMABLE_OVERRIDES = ("max_minutes", "epochs", "threads", "workers", "val_every")  # may change on resume
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Ranks:
-    """This process's place in a torchrun group (a single process: rank 0 of 1)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def setup_distributed(device_name: str) -> Ranks:
-    """Join the torchrun group if launched by torchrun (WORLD_SIZE > 1), else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Ranks()
-    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    backend = "nccl" if device_name.startswith("cuda") else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(ranks.local_rank)
-    dist.init_process_group(backend)
-    return ranks
-
-
-def process_device(device_name: str, ranks: Ranks) -> torch.device:
-    """``resolve_device``, with each torchrun process on its own GPU (its local rank)."""
-    device = resolve_device(device_name)
-    if device.type == "cuda" and ranks.active:
-        return torch.device("cuda", ranks.local_rank)
-    return device
-
-
-def agree(ranks: Ranks, flag: bool, device: torch.device) -> bool:
-    """True on every rank if any rank wants to stop (the flag travels on ``device``: NCCL needs a GPU tensor)."""
-    if not ranks.active:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 # ----------------------------------------------------------------------------- data and steps
@@ -177,44 +124,11 @@ def cosine_lr(cfg: TrainConfig, progress: float) -> float:
 # ----------------------------------------------------------------------------- outputs
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Training loss and validation PSNR against steps, as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    steps = [h["step"] for h in history if "loss" in h]
-    a1.plot(steps, [h["loss"] for h in history if "loss" in h])
-    a1.set(xlabel="step", ylabel="training loss (epoch mean)", yscale="log", title="loss")
-    val = [h for h in history if "val_psnr" in h]
-    a2.plot([h["step"] for h in val], [h["val_psnr"] for h in val], marker="o")
-    gan_title = "validation PSNR (step 0: the GAN stage's starting model)"
-    a2.set(xlabel="step", ylabel="PSNR (dB)", title=gan_title if val and val[0]["step"] == 0 else "validation PSNR")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def safe_trial_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
     if not cleaned:
         raise ValueError(f"--trial_name {name!r} has no usable characters; use letters, digits, '-', '_'")
     return cleaned
-
-
-def shared_out_dir(ranks: Ranks) -> Path:
-    """``runs/models/{uuid4}``; rank 0 picks the uuid and shares it."""
-    name = [uuid.uuid4().hex if ranks.main else None]
-    if ranks.active:
-        dist.broadcast_object_list(name, src=0)
-    out = runs_dir() / "models" / str(uuid.UUID(name[0]))
-    if ranks.main:
-        out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def attach_log_file(path: Path) -> None:
@@ -225,54 +139,7 @@ def attach_log_file(path: Path) -> None:
         logging.getLogger().setLevel(logging.INFO)
 
 
-# ----------------------------------------------------------------------------- run state and resume
-
-
-@dataclass
-class RunState:
-    """Where a run stands; saved in ``resume.pt`` at every validation."""
-
-    best_psnr: float = -math.inf  # validation PSNR of the kept checkpoint
-    best_scores: dict | None = None
-    step: int = 0
-    epoch: int = 0
-    train_time: float = 0.0
-    valid_time: float = 0.0
-    elapsed: float = 0.0  # wall seconds of the earlier sessions of a resumed run (the budget counts them)
-    sessions: int = 1
-    history: list = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunState:
-        known = {f.name for f in fields(cls)}
-        if "best_eval" in d:  # the name before the trainer's refactor
-            d = {**d, "best_scores": d["best_eval"]}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dict]:
-    """The config to continue ``cfg.resume`` with: the run's own settings, changed only by the
-    ``RESUMABLE_OVERRIDES`` among ``given`` (the keys the user set); and the saved resume state."""
-    path = Path(cfg.resume) / RESUME_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"cannot resume: {path} does not exist. Pass the runs/models/<uuid> folder of a run that validated at "
-            "least once"
-        )
-    saved = torch.load(
-        path, map_location="cpu", weights_only=False
-    )  # our own file: optimiser and RNG states are not plain tensors
-    now = cfg.settings()
-    changed = sorted(
-        k for k in given - {"resume"} if k not in RESUMABLE_OVERRIDES and now[k] != saved["settings"].get(k)
-    )
-    if changed:
-        raise ValueError(
-            f"cannot change {changed} when resuming (the run continues with its own settings); only "
-            f"{list(RESUMABLE_OVERRIDES)} may change"
-        )
-    settings = {**saved["settings"], **{k: now[k] for k in given if k in RESUMABLE_OVERRIDES}, "resume": cfg.resume}
-    return TrainConfig.from_settings(settings), saved
+# ----------------------------------------------------------------------------- the run's parts
 
 
 @dataclass
@@ -288,8 +155,9 @@ class Run:
     gan: GanStage | None
     val_samples: list[Sample]
     out_dir: Path
-    state: RunState
+    state: ResumeState
     t_start: float
+    cpu_start: float  # process_cpu_seconds() when this session started
 
     @property
     def ckpt_path(self) -> Path:
@@ -299,55 +167,17 @@ class Run:
         """Wall seconds of the whole run, earlier sessions of a resumed run included."""
         return self.state.elapsed + time.perf_counter() - self.t_start
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the whole run's training processes, earlier sessions included."""
+        return self.state.cpu_seconds + process_cpu_seconds() - self.cpu_start
+
+    def snapshot(self) -> ResumeState:
+        """The state as it stands now (this session's wall and CPU time counted in), for ``resume.pt``."""
+        return replace(self.state, elapsed=self.elapsed(), cpu_seconds=self.cpu_seconds())
+
     def over_budget(self, total_steps: int) -> bool:
         budget_s = self.cfg.max_minutes * 60
         return self.state.step >= total_steps or (budget_s > 0 and self.elapsed() >= budget_s)
-
-
-def save_resume(run: Run) -> None:
-    """Atomically write everything ``resume`` needs: weights, optimiser, run state and RNG states."""
-    state = {
-        "trial_name": run.trial_name,
-        "settings": {**run.cfg.settings(), "resume": ""},
-        "arch": arch_of(run.model),
-        "model_args": asdict(unwrap(run.model).cfg),
-        "model": cpu_state_dict(run.model),
-        "optimizer": run.optimizer.state_dict(),
-        "run_state": {**asdict(run.state), "elapsed": run.elapsed()},
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-        **({"gan": run.gan.state_dict()} if run.gan is not None else {}),
-    }
-    tmp = run.out_dir / f".{RESUME_FILE}.tmp"
-    torch.save(state, tmp)
-    tmp.replace(run.out_dir / RESUME_FILE)
-
-
-def restore(
-    saved: dict, model: FRVSR, optimizer: torch.optim.Optimizer, gan: GanStage | None, ranks: Ranks
-) -> RunState:
-    """Put a resumed run back where it stopped: weights, optimiser, GAN stage, run state, RNG streams."""
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if gan is not None and "gan" in saved:
-        gan.load_state_dict(saved["gan"])
-    state = RunState.from_dict(saved["run_state"])
-    state.sessions += 1
-    if ranks.main:
-        random.setstate(saved["rng"]["python"])
-        np.random.set_state(saved["rng"]["numpy"])
-    else:  # only rank 0's streams are saved: the others continue on fresh ones rather than replay theirs
-        random.seed(1_000_003 * ranks.rank + state.step)
-        np.random.seed(1_000_003 * ranks.rank + state.step)
-    torch.set_rng_state(saved["rng"]["torch"])
-    return state
-
-
-def optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Move a loaded optimiser's moments to ``device`` (Adam's step counters stay where they are)."""
-    for state in optimizer.state.values():
-        for k, v in state.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                state[k] = v.to(device)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -370,11 +200,15 @@ def validate(run: Run) -> None:
         if keep:
             state.best_psnr, state.best_scores = scores["PSNR"], scores
             save_checkpoint(
-                run.ckpt_path, run.model, epoch=state.epoch, step=state.step, eval=scores, train_settings=cfg.settings()
-            )
+                run.ckpt_path, run.model, epoch=state.epoch, step=state.step, eval=scores,
+                train_settings=cfg.settings(), cpu_seconds=run.cpu_seconds(),
+            )  # fmt: skip
             if run.gan is not None:
                 run.gan.save(run.ckpt_path, epoch=state.epoch, step=state.step)
-        save_resume(run)
+        save_resume(
+            run.out_dir, run.model, run.optimizer, run.snapshot(), run.trial_name, cfg,
+            run.gan.state_dict() if run.gan is not None else None,
+        )  # fmt: skip
         tof_text = f" tOF {scores['tOF']:.4f}" if "tOF" in scores else ""
         log.info(
             "epoch %d step %d: val PSNR %.4f dB SSIM %.4f%s (%s %.4f)",
@@ -386,8 +220,7 @@ def validate(run: Run) -> None:
             "kept" if cfg.gan else "best",
             state.best_psnr,
         )
-    if run.ranks.active:
-        dist.barrier()
+    barrier(run.ranks)
 
 
 def score_reference(run: Run) -> None:
@@ -400,8 +233,7 @@ def score_reference(run: Run) -> None:
         run.state.history.append(
             {"epoch": 0, "step": 0, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], "val_tof": scores["tOF"]}
         )
-    if run.ranks.active:
-        dist.barrier()
+    barrier(run.ranks)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -426,24 +258,28 @@ def build_run(
     train_samples, val_samples = load_splits(dataset_path, cfg)
     clips = TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed)
 
+    inherited_cpu = 0.0
     if saved is not None:
-        cfg_cls, model_cls = ARCHS[saved.get("arch", DEFAULT_ARCH)]
-        model = model_cls(cfg_cls.from_dict(saved["model_args"]))  # weights follow in restore
+        model = model_from(saved)  # the run's own architecture and weights
     elif cfg.init_from:
-        model, _ = load_checkpoint(cfg.init_from, channels_last=False)
-        log.info("initialised from %s (%s)", cfg.init_from, model.cfg)
+        model, init = load_checkpoint(cfg.init_from, channels_last=False)
+        inherited_cpu = float(init.get("cpu_seconds", 0.0))  # training time goes on counting across init_from
+        log.info("initialised from %s (%s; %.2f CPU-h of training)", cfg.init_from, model.cfg, inherited_cpu / 3600)
     else:
         model = FRVSR(cfg.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gan = GanStage.build(cfg, device) if cfg.gan else None
-    state = restore(saved, model, optimizer, gan, ranks) if saved is not None else RunState()
+    state = restore(saved, optimizer, gan, ranks) if saved is not None else ResumeState(cpu_seconds=inherited_cpu)
     loader = build_loader(cfg, clips, ranks, state.step)
     model = model.to(device, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
     optimizer_to(optimizer, device)
     log.info("precision %s", resolve_precision(cfg.precision, device) if not cfg.gan else "fp32 (GAN stage)")
 
     out_dir = Path(cfg.resume).resolve() if cfg.resume else shared_out_dir(ranks)
-    run = Run(cfg, trial_name, ranks, device, model, optimizer, gan, val_samples, out_dir, state, t_start)
+    run = Run(
+        cfg, trial_name, ranks, device, model, optimizer, gan, val_samples, out_dir, state, t_start,
+        process_cpu_seconds(),
+    )  # fmt: skip
     if ranks.main:
         attach_log_file(out_dir / "train.log")
         if saved is None:
@@ -496,7 +332,8 @@ def run_epochs(
                 on_step({**stats, "step": state.step, "epoch": state.epoch, "lr": lr_now})
             if ranks.main and state.step % LOG_EVERY == 0:
                 log.info(
-                    "step %d epoch %d: loss %.5f psnr %.2f lr %.2e, %.2f s/step (training), %.1f min elapsed",
+                    "step %d epoch %d: loss %.5f psnr %.2f lr %.2e, %.2f s/step (training), %.1f min elapsed, "
+                    "%.3f CPU-h in all",
                     state.step,
                     state.epoch,
                     stats["loss"],
@@ -504,6 +341,7 @@ def run_epochs(
                     lr_now,
                     state.train_time / state.step,
                     run.elapsed() / 60,
+                    run.cpu_seconds() / 3600,
                 )
             stop = agree(ranks, run.over_budget(total_steps) or stop_requested(), run.device)
             if stop:
@@ -564,10 +402,12 @@ def train(
                 {"total": run.elapsed(), "train_time": state.train_time, "valid_time": state.valid_time},
             )
             atomic_write_json(trial_path(), trial)
-            log.info("best validation PSNR %.4f dB; trial written to %s", state.best_psnr, trial_path())
-        if ranks.active:
-            dist.barrier()  # ranks tear gloo down together: one leaving while another still talks aborts it
+            log.info(
+                "best validation PSNR %.4f dB; %.2f CPU-hours of training in all; trial written to %s",
+                state.best_psnr, run.cpu_seconds() / 3600, trial_path(),
+            )  # fmt: skip
+        barrier(ranks)  # ranks tear gloo down together: one leaving while another still talks aborts it
         return trial
     finally:
         if ranks.active:
-            dist.destroy_process_group()
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,3 @@
+"""What the tests and the bench share, and nothing of the product imports: synthetic clips as real video
+files (``testing.clips``), test helpers (``testing.helpers``), the running service in tests
+(``testing.services``) and the browser the page tests drive (``testing.browser``)."""
