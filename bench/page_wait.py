@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tests.browser import chromium, missing
+from testing.browser import chromium, missing
 
 from serving.launcher import ServiceProcess
 from testing.clips import encode_video, moving_clip

@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
+from aiohttp import (
+    ClientError,
+    ClientHandlerType,
+    ClientRequest,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    TCPConnector,
+)
 
 from wire import v1
 from wire.contract import HEADER_PREFIX, TIMING_HEADER, format_timing
@@ -27,6 +35,7 @@ from wire.tokens import read_key_file
 log = logging.getLogger(__name__)
 
 RENEW_MARGIN_S = 60.0  # renew the inference key this long before TorchServe says it expires
+INVALID_KEY = "InvalidKeyException"  # TorchServe's error type for a refused token
 
 
 class Reply(NamedTuple):
@@ -114,6 +123,7 @@ class TokenSource:
                     params={"type": "inference"},
                     headers=auth(api_key),
                     timeout=ClientTimeout(total=10),
+                    middlewares=(),  # this call carries its own key: not the auth middleware's
                 ) as r:
                     ok = r.status == 200
                     if not ok:
@@ -132,6 +142,55 @@ class TokenSource:
 
 def auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+class TorchServeAuth:
+    """aiohttp client middleware: every call to TorchServe carries its key (the management key for the
+    management API, the inference key, renewed before it expires, for the rest); a call whose inference
+    key TorchServe refuses is retried once with a renewed key."""
+
+    def __init__(self, tokens: TokenSource):
+        self.tokens = tokens
+
+    async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        if self.tokens.key_file is None:
+            return await handler(req)
+        if str(req.url).startswith(self.tokens.management_url):
+            req.headers.update(auth(await self.tokens.key("management")))
+            return await handler(req)
+        key = await self.tokens.inference_key(req.session)
+        req.headers.update(auth(key))
+        resp = await handler(req)
+        if resp.status == 200 or torchserve_message(await resp.read())[0] != INVALID_KEY:
+            return resp
+        resp.release()
+        req.headers.update(auth(await self.tokens.renew(req.session, key)))
+        return await handler(req)  # refused again: the caller says so
+
+
+class BearerFile:
+    """aiohttp client middleware: ``Authorization: Bearer <token>`` from a file, re-read when it changes (a
+    mounted Kubernetes secret or a projected service-account token rotates in place)."""
+
+    def __init__(self, token_file: Path):
+        self.token_file = Path(token_file)
+        self._token: tuple[int, str] | None = None  # (mtime_ns, token)
+
+    def _read(self) -> str | None:
+        """Blocking (stat, read): runs in a thread."""
+        mtime = self.token_file.stat().st_mtime_ns
+        if self._token is None or self._token[0] != mtime:
+            self._token = (mtime, self.token_file.read_text().strip())
+        return self._token[1]
+
+    async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        try:
+            token = await asyncio.to_thread(self._read)
+        except OSError as e:
+            log.warning("cannot read the token file %s: %s", self.token_file, e)
+            token = self._token[1] if self._token else None
+        req.headers.update(auth(token))
+        return await handler(req)
 
 
 def torchserve_message(body: bytes) -> tuple[str, str]:
@@ -194,7 +253,11 @@ class TorchServeBackend:
 
     async def start(self) -> None:
         # no total timeout on the session: each request sets its own; keep connections to TorchServe alive
-        self.session = ClientSession(connector=TCPConnector(limit=self.connections), timeout=ClientTimeout(total=None))
+        self.session = ClientSession(
+            connector=TCPConnector(limit=self.connections),
+            timeout=ClientTimeout(total=None),
+            middlewares=(TorchServeAuth(self.tokens),),
+        )
 
     async def close(self) -> None:
         if self.session is not None:
@@ -203,22 +266,14 @@ class TorchServeBackend:
     async def predict(self, body: bytes, timeout_s: float) -> Reply:
         url = f"{self.inference_url}/predictions/{self.model}"
         timeout = ClientTimeout(total=max(0.001, timeout_s))
+        headers = {"Content-Type": "application/json"}
         try:
-            for attempt in range(2):
-                key = await self.tokens.inference_key(self.session)
-                headers = {"Content-Type": "application/json", **auth(key)}
-                async with self.session.post(url, data=body, headers=headers, timeout=timeout) as r:
-                    payload = await r.read()
-                    if r.status == 200:
-                        passed = {k: v for k, v in r.headers.items() if k.lower().startswith(HEADER_PREFIX.lower())}
-                        return Reply(200, payload.strip(), passed)
-                    kind, message = torchserve_message(payload)
-                    if kind == "InvalidKeyException":  # our token, not the client's fault
-                        if attempt == 0 and self.tokens.key_file is not None:
-                            await self.tokens.renew(self.session, key)
-                            continue
-                        break
-                    return self.map_error(r.status, message)
+            async with self.session.post(url, data=body, headers=headers, timeout=timeout) as r:
+                payload = await r.read()
+                if r.status == 200:
+                    passed = {k: v for k, v in r.headers.items() if k.lower().startswith(HEADER_PREFIX.lower())}
+                    return Reply(200, payload.strip(), passed)
+                kind, message = torchserve_message(payload)
         except ClientError as e:
             if isinstance(e, TimeoutError):  # aiohttp's read/connect timeouts are ClientErrors too: the caller's 504
                 raise
@@ -228,12 +283,14 @@ class TorchServeBackend:
                 "it may be down or restarting, retry in a minute",
                 {},
             )
-        return Reply(
-            503,
-            "TorchServe rejected the proxy's inference key (even after renewing it); "
-            "the operator should restart client_infer.py",
-            {},
-        )
+        if kind == INVALID_KEY:  # our token, not the client's fault (TorchServeAuth already renewed it once)
+            return Reply(
+                503,
+                "TorchServe rejected the proxy's inference key (even after renewing it); "
+                "the operator should restart client_infer.py",
+                {},
+            )
+        return self.map_error(r.status, message)
 
     def map_error(self, status: int, message: str) -> Reply:
         """TorchServe's error statuses -> the contract's (a 404 here means the model is not registered)."""
@@ -250,17 +307,13 @@ class TorchServeBackend:
         data: dict = {"torchserve": "unreachable", "model": {"name": self.model, "ready": False}}
         timeout = ClientTimeout(total=5)
         try:
-            key = await self.tokens.inference_key(self.session)
-            async with self.session.get(f"{self.inference_url}/ping", headers=auth(key), timeout=timeout) as r:
+            async with self.session.get(f"{self.inference_url}/ping", timeout=timeout) as r:
                 data["torchserve"] = (
                     (await r.json(content_type=None)).get("status", f"HTTP {r.status}")
                     if r.status == 200
                     else f"HTTP {r.status}"
                 )
-            mkey = await self.tokens.key("management")
-            async with self.session.get(
-                f"{self.management_url}/models/{self.model}", headers=auth(mkey), timeout=timeout
-            ) as r:
+            async with self.session.get(f"{self.management_url}/models/{self.model}", timeout=timeout) as r:
                 if r.status == 200:
                     d = (await r.json(content_type=None))[0]
                     workers = [w.get("status") for w in d.get("workers", [])]
@@ -307,39 +360,26 @@ class KServeBackend:
         self.token_file = Path(token_file) if token_file else None
         self.connections = connections
         self.session: ClientSession | None = None
-        self._token: tuple[int, str] | None = None  # (mtime_ns, token)
 
     async def start(self) -> None:
-        self.session = ClientSession(connector=TCPConnector(limit=self.connections), timeout=ClientTimeout(total=None))
+        self.session = ClientSession(
+            connector=TCPConnector(limit=self.connections),
+            timeout=ClientTimeout(total=None),
+            middlewares=(BearerFile(self.token_file),) if self.token_file is not None else (),
+        )
 
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
 
-    def _read_token(self) -> str | None:
-        """Blocking (stat, read): runs in a thread."""
-        mtime = self.token_file.stat().st_mtime_ns
-        if self._token is None or self._token[0] != mtime:
-            self._token = (mtime, self.token_file.read_text().strip())
-        return self._token[1]
-
-    async def headers(self) -> dict[str, str]:
-        """Content type and, with a token file, ``Authorization: Bearer <token>``."""
-        if self.token_file is None:
-            return {"Content-Type": "application/json"}
-        try:
-            key = await asyncio.to_thread(self._read_token)
-        except OSError as e:
-            log.warning("cannot read the KServe token file %s: %s", self.token_file, e)
-            key = self._token[1] if self._token else None
-        return {"Content-Type": "application/json", **auth(key)}
-
     async def predict(self, body: bytes, timeout_s: float) -> Reply:
         timeout = ClientTimeout(total=max(0.001, timeout_s))
         try:
-            headers = await self.headers()
             async with self.session.post(
-                self.url + v1.V1_PREDICT_SUFFIX, data=v1.request(body), headers=headers, timeout=timeout
+                self.url + v1.V1_PREDICT_SUFFIX,
+                data=v1.request(body),
+                headers={"Content-Type": "application/json"},
+                timeout=timeout,
             ) as r:
                 payload = await r.read()
                 passed = {k: v for k, v in r.headers.items() if k.lower().startswith(HEADER_PREFIX.lower())}
@@ -381,7 +421,7 @@ class KServeBackend:
     async def health(self) -> Health:
         data: dict = {"kserve": self.url, "model": {"name": self.model, "ready": False}}
         try:
-            async with self.session.get(self.url, headers=await self.headers(), timeout=ClientTimeout(total=5)) as r:
+            async with self.session.get(self.url, timeout=ClientTimeout(total=5)) as r:
                 body = await r.read()
                 if r.status == 200:
                     d = json.loads(body)
