@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from testing.browser import chromium, missing
 
 from serving.launcher import ServiceProcess
+from testing.browser import chromium, missing
 from testing.clips import encode_video, moving_clip
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -64,8 +64,8 @@ def add_video_stream(
     threads: int = 0,
 ) -> av.VideoStream:
     """The one encoder set-up: a ``codec`` stream of ``width`` x ``height`` ``pix_fmt`` at ``rate`` fps in
-    ``container``, frames timed in ``time_base`` (default: the codec's 1/rate), ``threads`` encoder threads (0: the codec
-    decides; 1 for reproducible output)."""
+    ``container``, frames timed in ``time_base`` (default: the codec's 1/rate), ``threads`` encoder threads
+    (0: the codec decides; 1 for reproducible output)."""
     stream = container.add_stream(codec, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     if time_base is not None:  # else PyAV's: the codec's 1/rate, the muxer's own

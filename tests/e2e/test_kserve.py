@@ -23,8 +23,8 @@ import yaml
 from aiohttp import ClientSession
 
 import client_infer
-from proxy.app import ProxyConfig, serve
 from proxy import run as proxy_run
+from proxy.app import ProxyConfig, serve
 from proxy.backend import KServeBackend
 from proxy.run import KSERVE_CLIP_TIMEOUT
 from serving.launcher import ROOT
