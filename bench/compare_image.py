@@ -15,24 +15,23 @@ import cv2
 import numpy as np
 import torch
 
+from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE
 from model.checkpoint import load_checkpoint
 from model.inference import super_resolve
 from train.data import bicubic_upscale, crop_to_scale, discover_samples, read_clip, to_float
 from train.evaluate import lowres_frames
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--dataset_path", default=str(ROOT.parent / "shared" / "data" / "vimeo90k_sample"))
+    p.add_argument("--dataset_path", default=str(VIMEO_SAMPLE))
     p.add_argument("--clip", default="00002/0007")
     p.add_argument("--frame", type=int, default=4)
     p.add_argument("--box", default="150,60,128,128", help="x,y,w,h of the high-res crop")
     p.add_argument(
         "--model",
         nargs="+",
-        default=[str(ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth")],
+        default=[str(DEFAULT_MODEL)],
         help="one or more checkpoints, shown left to right",
     )
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "compare.png"))

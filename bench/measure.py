@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from common.paths import ROOT
 from model.runtime import available_cores
 from serving.launcher import ServiceProcess
 from testing.clips import encode_video, moving_clip
 from wire.contract import PREDICT_PATH, TIMING_HEADER, b64_decoded_len, parse_timing
-
-ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = {  # FRVSRConfig arguments
     "tiny": {"channels": 8, "blocks": 1, "fnet_channels": 4},

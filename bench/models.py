@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.paths import DEFAULT_MODEL, ROOT
 from model.checkpoint import load_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
 from model.inference import time_super_resolve
@@ -127,8 +128,7 @@ def train_for(cfg: FRVSRConfig, dataset: Path, seconds: float, seed: int = 0) ->
 
 
 def shipped_default() -> tuple[FRVSR, dict] | None:
-    path = Path(__file__).resolve().parent.parent / "model" / "pretrained" / "FRVSR_GAN_default.pth"
-    return load_checkpoint(path) if path.is_file() else None
+    return load_checkpoint(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None
 
 
 def run_model_bench(dataset: Path | None, train_seconds: float, sizes=((176, 144), (200, 200))) -> list[dict]:
@@ -141,7 +141,7 @@ def run_model_bench(dataset: Path | None, train_seconds: float, sizes=((176, 144
         entries.append(
             (
                 Candidate(
-                    "shipped default", default[0].cfg, "model/pretrained/FRVSR_GAN_default.pth (its full training)"
+                    "shipped default", default[0].cfg, f"{DEFAULT_MODEL.relative_to(ROOT)} (its full training)"
                 ),
                 default,
             )

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common.paths import DEFAULT_MODEL, VIMEO_SAMPLE
 from serving.launcher import ServiceProcess
 from testing.browser import chromium, missing
 from testing.clips import encode_video, moving_clip
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth"
-SHARED = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
+MODEL = DEFAULT_MODEL
+SHARED = VIMEO_SAMPLE
 
 
 def js(driver, expr: str):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from common.paths import DEFAULT_MODEL, VIMEO_SAMPLE
 from model.checkpoint import load_checkpoint
 from model.inference import super_resolve
 from serving.launcher import ServiceProcess
@@ -27,9 +28,8 @@ from train.evaluate import lowres_frames
 from train.metrics import mse, psnr_from_mse
 from wire.contract import PREDICT_PATH
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
-MODEL = ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth"
+SHARED = VIMEO_SAMPLE
+MODEL = DEFAULT_MODEL
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -28,12 +28,11 @@ import psutil
 import torch
 
 from bench.models import CANDIDATES, degradation_cost, run_model_bench, shipped_default
+from common.paths import ROOT, VIMEO_SAMPLE
 from model.frvsr import FRVSR
 
-ROOT = Path(__file__).resolve().parent.parent
-
 RESULTS = ROOT / "bench" / "results"
-SHARED = ROOT.parent / "shared" / "data" / "vimeo90k_sample"
+SHARED = VIMEO_SAMPLE
 
 
 class PeakRSS:

@@ -27,6 +27,7 @@ import psutil
 import requests
 
 from common.files import atomic_write_text
+from common.paths import ROOT
 from model.checkpoint import save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
 from serving.launcher import ServiceProcess, wait_healthy
@@ -34,7 +35,6 @@ from serving.torchserve import free_port, group_members
 from testing.clips import make_video
 from wire.contract import HEALTH_PATH, PREDICT_PATH
 
-ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 300
 

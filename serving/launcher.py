@@ -20,11 +20,11 @@ from pathlib import Path
 import psutil
 import requests
 
+from common.paths import ROOT
 from serving.torchserve import TS_MAIN_CLASS, ServeState, free_port, group_members
 from wire.contract import HEALTH_PATH
 from wire.tokens import read_keys
 
-ROOT = Path(__file__).resolve().parent.parent
 PORT_OPTIONS = ("service_port", "inference_port", "management_port", "metrics_port")
 
 

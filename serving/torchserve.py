@@ -337,6 +337,19 @@ def check_ports(ports: Ports, runs_root: Path) -> None:
 # ----------------------------------------------------------------------------- the server
 
 
+def torchserve_env(tmp: Path, logs: Path) -> dict[str, str]:
+    """The environment of a TorchServe of its own: its temp folder and its logs (``os.environ`` underneath)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "TMPDIR": str(tmp),  # the torchserve CLI keeps its pid file in $TMPDIR: runs do not collide
+        "TEMP": str(tmp),  # -> -Djava.io.tmpdir: worker unix sockets live here
+        "LOG_LOCATION": str(logs),
+        "METRICS_LOCATION": str(logs),
+    }
+
+
 class TorchServe:
     """One TorchServe process group started from a run folder; ``stop()`` leaves no process behind."""
 
@@ -354,17 +367,8 @@ class TorchServe:
         self.inference_url = f"http://127.0.0.1:{ports.inference}"
 
     def start(self) -> None:
-        tmp = self.run_dir / "tmp"  # TorchServe's pid file, JVM temp files and worker sockets
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "TMPDIR": str(tmp),  # the torchserve CLI keeps its pid file in $TMPDIR: runs do not collide
-            "TEMP": str(tmp),  # -> -Djava.io.tmpdir: worker unix sockets live here
-            "LOG_LOCATION": str(self.logs),
-            "METRICS_LOCATION": str(self.logs),
-            **self.env,
-        }
+        # TorchServe's pid file, JVM temp files and worker sockets in the run folder's tmp/
+        env = {**torchserve_env(self.run_dir / "tmp", self.logs), **self.env}
         cmd = [
             sys.executable,
             "-m",

@@ -5,7 +5,6 @@ The launcher of client_infer.py itself is ``serving.launcher`` (bench/ uses it t
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import requests
 from model.checkpoint import save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
 from serving.launcher import ServiceProcess
-from serving.torchserve import free_port, stop_group
+from serving.torchserve import free_port, stop_group, torchserve_env
 from wire.contract import PREDICT_PATH
 
 TINY = FRVSRConfig(channels=8, blocks=1, fnet_channels=4)
@@ -71,15 +70,9 @@ class KServeLayoutServer:
         return f"http://127.0.0.1:{self.ports['management']}"
 
     def env(self) -> dict[str, str]:
-        tmp = self.work / "tmp"  # the CLI's pid file and the worker sockets: apart from any other TorchServe
-        tmp.mkdir(parents=True, exist_ok=True)
         p = self.ports
         return {
-            **os.environ,
-            "TMPDIR": str(tmp),
-            "TEMP": str(tmp),
-            "LOG_LOCATION": str(self.work / "logs"),
-            "METRICS_LOCATION": str(self.work / "logs"),
+            **torchserve_env(self.work / "tmp", self.work / "logs"),  # apart from any other TorchServe
             "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{p['inference']}",
             "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{p['management']}",
             "TS_METRICS_ADDRESS": f"http://127.0.0.1:{p['metrics']}",

@@ -23,11 +23,11 @@ import yaml
 from aiohttp import ClientSession
 
 import client_infer
+from common.paths import ROOT
 from proxy import run as proxy_run
 from proxy.app import ProxyConfig, serve
 from proxy.backend import KServeBackend
 from proxy.run import KSERVE_CLIP_TIMEOUT
-from serving.launcher import ROOT
 from serving.torchserve import KSERVE_ROOT, free_port, kserve_overrides, read_properties, write_properties
 from testing.clips import encode_video, moving_clip, probe
 from testing.services import KServeLayoutServer, b64, needs_java, tiny_checkpoint

@@ -18,9 +18,10 @@ import psutil
 import pytest
 import requests
 
+from common.paths import ROOT
 from model.frvsr import FRVSRConfig
 from proxy.backend import TorchServeBackend
-from serving.launcher import ROOT, ServiceProcess
+from serving.launcher import ServiceProcess
 from serving.torchserve import TS_MAIN_CLASS, ServeState, group_alive
 from testing.clips import make_video, probe
 from testing.services import b64, needs_java, predict, tiny_checkpoint

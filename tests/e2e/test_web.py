@@ -171,7 +171,7 @@ class InProcessBackend:
         return Reply(200, res.video, {TIMING_HEADER: res.timings.header(), FORMAT_HEADER: res.family})
 
     def _run(self, body: bytes):
-        job = open_job({"body": json.loads(body)}, self.settings)
+        job = open_job(body, self.settings)
         try:
             res = upscale_video(self.model, job.reader, self.settings, job.out_format)
         finally:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testing.helpers import ROOT, SHARED_DATA
+from common.paths import DEFAULT_MODEL
+from testing.helpers import SHARED_DATA
 
-PRETRAINED = ROOT / "model" / "pretrained" / "FRVSR_GAN_default.pth"
+PRETRAINED = DEFAULT_MODEL
 
 
 def _needs(path: Path, what: str):

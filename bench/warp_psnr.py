@@ -1,0 +1,208 @@
+"""Warp PSNR of each flow option FRVSR could use, beside its cost.
+
+    python -m bench.warp_psnr                       # + every runs/flow/*/FRVSR_flowinit.pth
+    python -m bench.warp_psnr --checkpoints runs/flow/c16/FRVSR_flowinit.pth
+
+Warp PSNR: the previous low-res frame warped onto the current one with the option's flow, PSNR over RGB in
+[0, 1] with a 4-pixel border left out, mean over the consecutive pairs of every clip of a test list
+(``train.flow_distill.evaluate``). Both shared test lists (``sep_testlist.txt`` of vsr_train and of the
+Vimeo-90K sample), on clean bicubic x1/4 low-res and on that low-res H.264-encoded at CRF 23 (the maker
+client_test.py uses: ``train.evaluate.lowres_frames``). Each option is run in fp32 and under bf16 autocast;
+ms/frame is one flow at 176x144 on ``--threads`` threads (median after warm-up). Options: no motion, the
+shipped FNet, SPyNet (BasicVSR's, our port) at full and at half resolution, and each distilled FNet.
+Writes ``bench/results/warp_psnr.md`` and ``.json`` (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.files import atomic_write_text
+from common.paths import DEFAULT_MODEL, ROOT, runs_dir
+from model.checkpoint import load_checkpoint
+from model.inference import autocast, to_tensor
+from train.degradations import EVAL_CRF
+from train.flow_distill import DEFAULT_DATASETS, FlowFn, evaluate, fnet_flow, load_eval_clips, zero_flow
+from train.results import atomic_write_json
+
+RESULTS = ROOT / "bench" / "results"
+SHIPPED = DEFAULT_MODEL
+PRECISIONS = ("fp32", "bf16")
+REFERENCE = "spynet"  # the option whose gain over no motion the others are measured against
+
+
+def under(flow_fn: FlowFn, precision: str) -> FlowFn:
+    """``flow_fn`` under autocast at ``precision``, its flow returned in float32."""
+
+    def flow(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        with autocast(precision, cur.device):
+            return flow_fn(cur, prev).float()
+
+    return flow
+
+
+def half_res(flow_fn: FlowFn) -> FlowFn:
+    """``flow_fn`` on the pair downscaled 2x (antialiased bilinear), its flow upsampled back and rescaled."""
+
+    def flow(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        h, w = cur.shape[-2:]
+        size = (max(1, h // 2), max(1, w // 2))
+        small = [F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False) for x in (cur, prev)]
+        f = flow_fn(*small).float()  # (n, 2, h/2, w/2) in half-res pixels
+        f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
+        return f * torch.tensor([w / size[1], h / size[0]], device=f.device).view(1, 2, 1, 1)
+
+    return flow
+
+
+def flow_ms(flow_fn: FlowFn, width: int = 176, height: int = 144, repeats: int = 15, warmup: int = 3) -> float:
+    """Median milliseconds of one flow between two random ``width`` x ``height`` frames (tensors laid out as
+    ``model.inference.to_tensor`` gives them to the model)."""
+    rng = np.random.default_rng(0)
+    cur, prev = (to_tensor(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(2))
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            flow_fn(cur, prev)
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn]]]:
+    """(name, note, builder of the fp32 flow function) of every option whose weights are available."""
+    out: list[tuple[str, str, Callable[[], FlowFn]]] = [("none", "no motion (identity warp)", lambda: zero_flow)]
+
+    def fnet_of(path: Path) -> Callable[[], FlowFn]:
+        def build() -> FlowFn:
+            model, _ = load_checkpoint(path)  # NHWC weights, eval mode: as served
+            return fnet_flow(model.fnet, "fp32")  # precision: applied outside (``under``)
+
+        return build
+
+    if SHIPPED.is_file():
+        cfg = torch.load(SHIPPED, map_location="cpu", weights_only=True)["model_args"]
+        out.append(("fnet-shipped", f"shipped default's FNet (C={cfg['fnet_channels']})", fnet_of(SHIPPED)))
+    try:
+        from model.spynet import load_spynet
+
+        spynet = load_spynet().to(memory_format=torch.channels_last)
+        out.append((REFERENCE, "BasicVSR's SPyNet (Vimeo-90K BIx4 weights), full low-res", lambda: spynet))
+        out.append(("spynet-half", "the same on the pair downscaled 2x, flow upsampled", lambda: half_res(spynet)))
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        print(f"SPyNet left out: {e}", file=sys.stderr)
+    for path in checkpoints:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        d = ck.get("distill", {})
+        note = (
+            f"distilled FNet C={ck['model_args']['fnet_channels']}, teacher on {d.get('teacher_input', '?')} pairs, "
+            f"{ck.get('step', '?')} steps"
+        )
+        out.append((f"fnet-{path.parent.name}", note, fnet_of(path)))
+    return out
+
+
+def run(datasets: list[str], checkpoints: list[Path], threads: int) -> dict:
+    """Every option's warp PSNR (both precisions, clean and CRF) and ms/frame; see the module docstring."""
+    torch.set_num_threads(threads)
+    eval_sets = {"clean": load_eval_clips(datasets), f"crf{EVAL_CRF}": load_eval_clips(datasets, EVAL_CRF)}
+    rows = []
+    for name, note, build in options(checkpoints):
+        fn = build()
+        row = {"option": name, "note": note, "threads": threads, "ms": {}, "warp_psnr": {}}
+        for precision in PRECISIONS:
+            f = under(fn, precision)
+            row["ms"][precision] = flow_ms(f)
+            row["warp_psnr"][precision] = {cond: evaluate(f, clips) for cond, clips in eval_sets.items()}
+        print(f"{name}: {json.dumps(row['ms'])} {json.dumps(row['warp_psnr'])}", file=sys.stderr)
+        rows.append(row)
+    add_gain_fractions(rows)
+    lists = {cond: {k: len(v) for k, v in clips.items()} for cond, clips in eval_sets.items()}
+    return {"rows": rows, "clips": lists, "threads": threads, "reference": REFERENCE, "crf": EVAL_CRF}
+
+
+def add_gain_fractions(rows: list[dict]) -> None:
+    """Each row's gain over no motion as a fraction of the reference's (fp32 SPyNet), per precision and
+    condition, on the mean of the lists."""
+    by = {r["option"]: r for r in rows}
+    if "none" not in by or REFERENCE not in by:
+        return
+    for r in rows:
+        r["fraction"] = {}
+        for precision, conds in r["warp_psnr"].items():
+            r["fraction"][precision] = {}
+            for cond, scores in conds.items():
+                base = by["none"]["warp_psnr"]["fp32"][cond]["mean"]
+                ref = by[REFERENCE]["warp_psnr"]["fp32"][cond]["mean"]
+                r["fraction"][precision][cond] = (scores["mean"] - base) / (ref - base) if ref != base else float("nan")
+
+
+def markdown(result: dict) -> str:
+    rows = result["rows"]
+    conds = list(rows[0]["warp_psnr"]["fp32"]) if rows else []
+    lists = [k for k in rows[0]["warp_psnr"]["fp32"][conds[0]] if k != "mean"] if rows else []
+    lines = [
+        "# Warp PSNR of the flow options",
+        "",
+        "`python -m bench.warp_psnr`: previous low-res frame warped onto the current one, PSNR (dB) over RGB with a "
+        "4-pixel border left out, mean over all consecutive pairs of each test list "
+        f"({', '.join(f'{k}: {v} clips' for k, v in result['clips']['clean'].items())}); "
+        f"clean = bicubic x1/4, crf{result['crf']} = that low-res H.264-encoded (libx264 yuv420p). "
+        f"ms = one flow at 176x144, {result['threads']} thread(s), median. "
+        f"gain = fraction of {result['reference']} (fp32)'s gain over no motion, mean of the lists.",
+        "",
+    ]
+    for precision in PRECISIONS:
+        head = ["option", "ms fp32", "ms bf16"]
+        for c in conds:
+            head += [f"{lst} {c}" for lst in lists] + [f"mean {c}", f"gain {c}"]
+        lines += [f"## Flow computed in {precision}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [r["option"], f"{r['ms']['fp32']:.1f}", f"{r['ms']['bf16']:.1f}"]
+            for c in conds:
+                s = r["warp_psnr"][precision][c]
+                frac = r.get("fraction", {}).get(precision, {}).get(c)
+                cells += [f"{s[lst]:.2f}" for lst in lists] + [f"{s['mean']:.2f}"]
+                cells.append(f"{100 * frac:.0f} %" if frac is not None else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Options:", ""] + [f"- `{r['option']}`: {r['note']}" for r in rows] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.warp_psnr", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoints", nargs="*", type=Path, default=None, help="distilled FRVSR checkpoints "
+                        "(default: every runs/flow/*/FRVSR_flowinit.pth)")  # fmt: skip
+    parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS / "warp_psnr", help="path without suffix: .md and .json")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.datasets if not Path(d).is_dir()]
+    if missing:
+        print(f"skipped: the test data is not here ({', '.join(missing)}); it lives in ../shared/data")
+        return 0
+    checkpoints = args.checkpoints
+    if checkpoints is None:
+        checkpoints = sorted(p for p in (runs_dir() / "flow").glob("*/FRVSR_flowinit.pth") if p.parent.name != "best")
+    result = run(args.datasets, checkpoints, args.threads)
+    atomic_write_json(args.out.with_suffix(".json"), result)
+    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    print(args.out.with_suffix(".md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
