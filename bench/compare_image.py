@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from common.files import atomic_write_bytes
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE
 from model.checkpoint import load_checkpoint
 from model.inference import super_resolve
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     row = np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)
     row = cv2.resize(row, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(a.out, cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
+    _, png = cv2.imencode(".png", cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
+    atomic_write_bytes(a.out, png.tobytes())
     print(
         f"wrote {a.out}: bicubic | {' | '.join(Path(m).name for m in a.model)} | ground truth, "
         f"clip {a.clip} frame {a.frame}, crop {a.box}, input {'clean' if a.crf is None else f'H.264 CRF {a.crf}'}"

@@ -23,8 +23,9 @@ from model.inference import time_super_resolve
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
 from train.degradations import EVAL_CRF
-from train.evaluate import evaluate_clips
+from train.evaluate import evaluate_clips, evaluate_conditions, test_samples
 from train.metrics import Aggregate
+from train.report import summarize
 from train.trainer import train_step
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def frame_ms(
     ``serving_path``: NHWC weights and ``precision="auto"``, as ``load_checkpoint`` + the handler run it;
     otherwise NCHW fp32.
     """
-    model = cfg_or_model if isinstance(cfg_or_model, FRVSR) else FRVSR(cfg_or_model).eval()
+    model = cfg_or_model if isinstance(cfg_or_model, torch.nn.Module) else FRVSR(cfg_or_model).eval()
     model = model.to(memory_format=torch.channels_last if serving_path else torch.contiguous_format)
     precision = "auto" if serving_path else "fp32"
     rng = np.random.default_rng(0)
@@ -222,4 +223,41 @@ def degradation_cost(dataset: Path, steps: int = 30) -> list[dict]:
             }
         )
         log.info("%s: %.1f ms/window, %.3f s/step", kind, window_ms, rows[-1]["step_s"])
+    return rows
+
+
+def list_quality(model, dataset: Path, crfs: tuple[int, ...] = (EVAL_CRF,)) -> dict:
+    """Platform PSNR of ``model`` and of bicubic on ``dataset``'s test list, clean BI input and each H.264
+    CRF, through ``client_test.py``'s own code (``train.evaluate``); plus the model's seconds per frame there."""
+    samples = test_samples(dataset)
+    runs = evaluate_conditions(model.eval(), samples, "bicubic", "cpu", list(crfs))
+    out = {}
+    for crf, results in runs.items():
+        s = summarize(results)
+        out["clean" if crf is None else f"crf{crf}"] = {
+            "model": s["FRVSR_GAN"]["PSNR"],
+            "bicubic": s["Bicubic"]["PSNR"],
+            "gain": s["FRVSR_GAN"]["PSNR"] - s["Bicubic"]["PSNR"],
+        }
+    frames = sum(r.frames for r in runs[None])
+    out["s_per_frame"] = sum(r.seconds for r in runs[None]) / max(1, frames)
+    return out
+
+
+def reference_quality(lists: dict[str, Path]) -> list[dict]:
+    """The teacher (BasicVSR, the authors' Vimeo-90K BIx4 weights, as served: precision auto) and the shipped
+    default on both shared test lists, clean and at CRF 23, with ms/frame at 176x144."""
+    from model.teacher import load_teacher
+
+    entries = [("teacher: BasicVSR BIx4", lambda: load_teacher().to(memory_format=torch.channels_last))]
+    if DEFAULT_MODEL.is_file():
+        entries.append(("shipped default", lambda: load_checkpoint(DEFAULT_MODEL)[0]))
+    rows = []
+    for name, load in entries:
+        model = load()
+        row = {"name": name, "ms_176x144": frame_ms(model, 176, 144, frames=4, repeats=1)}
+        for list_name, folder in lists.items():
+            row[list_name] = list_quality(model, folder)
+            log.info("%s on %s: %s", name, list_name, row[list_name])
+        rows.append(row)
     return rows
