@@ -84,8 +84,10 @@ def super_resolve(
     """Super-resolve a clip frame by frame, streaming: uint8 (h, w, 3) RGB in -> uint8 (4h, 4w, 3) out.
 
     The one inference path: training validation, client_test.py and the TorchServe handler call it.
-    Frames are consumed lazily, so a decoder generator can feed it and an encoder can drain it
-    without the clip ever being held in memory. ``precision``: see ``resolve_precision``.
+    Frames are consumed lazily, so a decoder generator can feed it and an encoder can drain it: a
+    frame-recurrent model (FRVSR) never holds the clip in memory. A bidirectional one (BasicVSR) reads the
+    whole clip before its first output and holds one feature map per frame (``model.basicvsr``).
+    ``precision``: see ``resolve_precision``.
     """
     model = unwrap(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
