@@ -118,7 +118,7 @@ def chart(rows: list[dict], path: Path) -> None:
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
 

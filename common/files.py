@@ -9,22 +9,32 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: mkstemp makes 0600 files, and a result should get the usual permissions
+_UMASK: list[int] = []  # read on first use: mkstemp makes 0600 files, and a result should get the usual permissions
+
+
+def _file_mode() -> int:
+    if not _UMASK:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        _UMASK.append(umask)
+    return 0o666 & ~_UMASK[0]
 
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a fresh temp path beside ``path``; write it inside the block (``torch.save``, ``savefig``...).
 
     On a clean exit the temp file is fsynced and renamed to ``path``; on an error it is removed and ``path``
-    is untouched. The temp name keeps ``path``'s suffix (writers such as matplotlib choose the format by it).
+    is untouched. The temp name is hidden and ends in ``.tmp`` (a left-over never matches ``*.pth`` or
+    ``*.mar``); ``keep_suffix`` ends it in ``path``'s suffix instead, for writers that choose the format by
+    it (matplotlib).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)
+    suffix = f".tmp{path.suffix}" if keep_suffix else ".tmp"
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, _file_mode())
     os.close(fd)
     tmp = Path(name)
     try:

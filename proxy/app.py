@@ -53,7 +53,8 @@ TIMING = web.RequestKey("timing", str)  # the worker's stage timings, for the lo
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    max_body_bytes: int = Limits().max_body_bytes()  # = TorchServe's max_request_size, from the request limits
+    # the largest request at the default limits; client_infer.py gives TorchServe the same max_request_size
+    max_body_bytes: int = Limits().max_body_bytes()
     timeout_s: float = 1200.0  # for one request from its arrival, queue wait included; then 504
     max_inflight: int = 2  # requests with the model server at once (processing or in its own small queue)
     max_queued: int = 32  # requests waiting here beyond those (uploading, validated, waiting their turn)

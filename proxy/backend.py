@@ -27,6 +27,7 @@ from aiohttp import (
     ClientTimeout,
     TCPConnector,
 )
+from yarl import URL
 
 from wire import v1
 from wire.contract import HEADER_PREFIX, TIMING_HEADER, format_timing
@@ -151,11 +152,15 @@ class TorchServeAuth:
 
     def __init__(self, tokens: TokenSource):
         self.tokens = tokens
+        self.management = URL(tokens.management_url)  # compared as URLs: host case and default ports normalised
+
+    def _is_management(self, url: URL) -> bool:
+        return url.origin() == self.management.origin() and url.path.startswith(self.management.path.rstrip("/"))
 
     async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         if self.tokens.key_file is None:
             return await handler(req)
-        if str(req.url).startswith(self.tokens.management_url):
+        if self._is_management(req.url):
             req.headers.update(auth(await self.tokens.key("management")))
             return await handler(req)
         key = await self.tokens.inference_key(req.session)

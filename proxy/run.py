@@ -271,9 +271,12 @@ def add_kserve_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 def kserve_options(args: argparse.Namespace) -> KServeProxyOptions:
     """The parsed options of either command line -> the proxy-only mode's settings."""
-    known = {f.name for f in fields(KServeProxyOptions)} - {"limits", "kserve_token_file", "max_queued_bytes"}
+    counts = {"workers": max(1, args.workers), "max_inflight": max(0, args.max_inflight)}
+    counts["max_queued"] = max(0, args.max_queued)
+    known = {f.name for f in fields(KServeProxyOptions)} - {"limits", "kserve_token_file", "max_queued_bytes", *counts}
     return KServeProxyOptions(
         **{k: getattr(args, k) for k in known},
+        **counts,
         kserve_token_file=Path(args.kserve_token_file) if args.kserve_token_file else None,
         limits=limits_from(args),
         max_queued_bytes=int(args.max_queued_mb * 2**20),
@@ -298,6 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return run_kserve_proxy(kserve_options(args), on_ready=print_kserve_banner)
-    except StartupError as e:
+    except (StartupError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -73,8 +73,6 @@ def encode_video(
     muxer, codec, pix_fmt = muxer or k_muxer, codec or k_codec, pix_fmt or k_pix_fmt
     if options is None:
         options = {"preset": "ultrafast"} if codec == "libx264" else {}
-    if len(clip) == 0:  # the stream header and no frame
-        return _header_only(muxer, codec, pix_fmt, fps, clip.shape[1:3])
 
     def tone(c: av.container.OutputContainer):
         audio_codec = "pcm_s16le" if muxer == "avi" else ("libopus" if muxer == "webm" else "aac")
@@ -82,14 +80,20 @@ def encode_video(
         a.layout = "mono"
         return lambda: _write_tone(c, a, len(clip) / fps)
 
-    return encode_frames(clip, muxer, codec, pix_fmt, fps, options, extra=tone if audio else None)
+    extra = tone if audio else None
+    if len(clip) == 0:  # the stream header and no frame
+        return _header_only(muxer, codec, pix_fmt, fps, clip.shape[1:3], options, extra)
+    return encode_frames(clip, muxer, codec, pix_fmt, fps, options, extra=extra)
 
 
-def _header_only(muxer: str, codec: str, pix_fmt: str, fps: int, size: tuple[int, int]) -> bytes:
+def _header_only(muxer: str, codec: str, pix_fmt: str, fps: int, size: tuple[int, int], options, extra) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, "w", format=muxer) as c:
-        add_video_stream(c, codec, size[1], size[0], pix_fmt, fps)
+        add_video_stream(c, codec, size[1], size[0], pix_fmt, fps, options=options)
+        finish = extra(c) if extra is not None else None
         c.start_encoding()
+        if finish is not None:
+            finish()
     return buf.getvalue()
 
 

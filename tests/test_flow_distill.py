@@ -22,6 +22,8 @@ from train.flow_distill import (
     distill_loss,
     distill_step,
     evaluate,
+    init_fnet,
+    synthetic_batch,
     warp_psnr,
     zero_flow,
 )
@@ -129,6 +131,27 @@ def test_augmentation_moves_the_flow_with_the_image():
         assert warp_psnr(p, c, torch.from_numpy(np.ascontiguousarray(f))[None])[0] > 100
 
 
+def test_synthetic_pairs_move_by_their_flow():
+    clip = tensor(moving(2, 40, 40, seed=4, scale=1))
+    batch = synthetic_batch(PairBatch(clip, clip, None, clip, clip), 4.0, torch.Generator().manual_seed(0))
+    assert batch.flow.shape == (2, 2, 40, 40) and batch.flow.abs().max() <= 4.0 + 0.03 * 20 * 2
+    assert batch.flow.flatten(2).std(dim=2).max() > 0  # not only a shift: the zoom/rotation varies it
+    exact = warp_psnr(batch.prev, batch.cur, batch.flow)
+    still = warp_psnr(batch.prev, batch.cur, zero_flow(batch.cur, batch.prev))
+    assert min(exact) > 45 and max(still) < min(exact) - 10  # 8-bit rounding only
+    assert torch.equal(batch.clean_cur, batch.cur)  # the same field moves the clean frames
+
+
+def test_a_fresh_fnet_predicts_zero_flow_and_keeps_its_signal():
+    torch.manual_seed(0)
+    default, fnet = FNet(8, 24.0), FNet(8, 24.0)
+    init_fnet(fnet)
+    x = torch.rand(1, 6, 32, 32)
+    assert torch.equal(fnet(x[:, :3], x[:, 3:]), torch.zeros(1, 2, 32, 32))
+    with torch.no_grad():  # the last layer's input: PyTorch's default init loses most of the signal on the way
+        assert fnet.body[:-1](x).std() > 3 * default.body[:-1](x).std()
+
+
 def fixed_batch() -> PairBatch:
     clip = tensor(moving(3, 32, 32, seed=3, scale=1))
     cur, prev = clip[1:], clip[:-1]  # (2, 3, 32, 32)
@@ -185,6 +208,7 @@ def run_cfg(tmp_path, init_ckpt, **kw) -> DistillConfig:
         "crops": [16],
         "batch_size": 2,
         "eval_every_minutes": 0.0,
+        "synthetic_steps": 1,  # one synthetic warm-up step, then real and synthetic batches
         "log_every": 1,
         "precision": "fp32",
         "teacher_precision": "fp32",
@@ -195,7 +219,7 @@ def run_cfg(tmp_path, init_ckpt, **kw) -> DistillConfig:
 
 @pytest.mark.parametrize("channels", [4, 8])  # init's width (FNet continues from init's) and a new one (fresh)
 def test_distill_writes_a_checkpoint_with_init_srnet_and_a_new_fnet(tmp_path, init_ckpt, channels):
-    cfg = run_cfg(tmp_path, init_ckpt, fnet_channels=channels)
+    cfg = run_cfg(tmp_path, init_ckpt, fnet_channels=channels, keep_init_fnet=True)
     record = distill(cfg, teacher=shift_teacher, cache_dir=tmp_path / "cache")
     model, ck = load_checkpoint(tmp_path / "out" / CHECKPOINT_NAME, channels_last=False)
     init, _ = load_checkpoint(init_ckpt, channels_last=False)

@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from common.files import atomic_path
 from common.paths import VIMEO_SAMPLE, VSR_TRAIN
 from train.config import TrainConfig
 from train.trainer import train
@@ -69,9 +70,9 @@ def run(out: Path, device: str, settings: dict, dataset: Path = DATASET, trial_n
     """Train ``settings`` on ``dataset`` and copy the kept checkpoint to ``out``; returns its path."""
     trial = train(str(dataset), TrainConfig.from_settings(settings), trial_name, device, given=set(settings))
     kept = Path(trial["model_path"]) / f"{trial['gened_model_name']}.pth"
-    out.mkdir(parents=True, exist_ok=True)
     dest = out / kept.name
-    shutil.copy2(kept, dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(kept, tmp)
     return dest
 
 

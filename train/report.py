@@ -205,7 +205,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     gan_title = "validation PSNR (step 0: the GAN stage's starting model)"
     a2.set(xlabel="step", ylabel="PSNR (dB)", title=gan_title if val and val[0]["step"] == 0 else "validation PSNR")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
 

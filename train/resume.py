@@ -51,9 +51,10 @@ class ResumeState:
 
 
 def process_cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its live children (the DataLoader workers)."""
+    """User + system CPU seconds of this process, its finished children and its live ones (the DataLoader
+    workers)."""
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    total = sum(me.cpu_times()[:4])  # user, system, children_user, children_system (children waited for)
     for child in me.children(recursive=True):
         try:
             total += sum(child.cpu_times()[:2])

@@ -22,8 +22,11 @@ def test_atomic_write_replaces_whole_files_with_the_usual_permissions(tmp_path):
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
     target = tmp_path / "model.pth"
     target.write_bytes(b"good")
+    with atomic_path(tmp_path / "curves.png", keep_suffix=True) as tmp:
+        assert tmp.suffix == ".png" and tmp.name.startswith(".")  # writers that pick the format by suffix
+        tmp.write_bytes(b"png")
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        assert tmp.parent == tmp_path and tmp.suffix == ".pth"  # writers that pick the format by suffix
+        assert tmp.parent == tmp_path and tmp.suffix == ".tmp" and not tmp.match("*.pth")
         tmp.write_bytes(b"half")
         raise RuntimeError("killed mid-write")
-    assert target.read_bytes() == b"good" and os.listdir(tmp_path) == ["model.pth"]
+    assert target.read_bytes() == b"good" and sorted(os.listdir(tmp_path)) == ["curves.png", "model.pth"]

@@ -25,7 +25,8 @@ def test_the_recipe_is_valid_settings_and_the_gpu_variant_changes_only_what_a_gp
 def test_run_trains_through_the_trainer_and_copies_the_kept_checkpoint(tmp_path, seed_dataset, monkeypatch):
     monkeypatch.setenv("FRVSR_RUNS_DIR", str(tmp_path / "runs"))
     tiny = {"channels": 8, "blocks": 1, "fnet_channels": 4, "hidden": 4, "crop_size": 32, "num_frames": 3}
-    settings = {**gpu_settings(minutes=0.05, batch_size=2, workers=0), **tiny, "extra_datasets": [], "epochs": 2}
+    # epochs bound it (max_minutes 0: no time budget, which a busy machine could spend on start-up alone)
+    settings = {**gpu_settings(minutes=0, batch_size=2, workers=0), **tiny, "extra_datasets": [], "epochs": 2}
     settings["crops_per_clip"] = 2
     path = run(tmp_path / "out", "cpu", settings, seed_dataset, "tiny")
     assert path.parent == tmp_path / "out" and path.is_file()
