@@ -17,11 +17,13 @@ from torch.nn.parallel import DistributedDataParallel
 from common.files import atomic_path
 from model.basicvsr import BasicVSR, BasicVSRConfig
 from model.frvsr import FRVSR, FRVSRConfig
+from model.frvsr_spynet import FRVSRSpyNet, FRVSRSpyNetConfig
 
 # one line per architecture: name -> (config class with a from_dict, nn.Module class taking the config)
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
     "frvsr": (FRVSRConfig, FRVSR),
     "basicvsr": (BasicVSRConfig, BasicVSR),
+    "frvsr-spynet": (FRVSRSpyNetConfig, FRVSRSpyNet),
 }
 DEFAULT_ARCH = "frvsr"  # what a checkpoint without an ``arch`` key holds
 

@@ -6,6 +6,7 @@ import ast
 import json
 from dataclasses import asdict, dataclass, field
 
+from model.checkpoint import ARCHS, DEFAULT_ARCH
 from model.frvsr import FRVSRConfig
 from model.inference import check_precision
 from train.data import DEGRADATIONS
@@ -39,8 +40,14 @@ class TrainConfig:
     # DataLoader worker processes (the degradation, H.264 included, runs there); 0 = in the training process
     workers: int = 1
     resume: str = ""  # continue the run in this runs/models/<uuid> folder (its settings win; see train/trainer.py)
-    # model: FRVSRConfig's fields (channels, blocks, fnet_channels, upsampler, residual, max_flow, hidden)
-    # are set by their own names in advance_settings; their defaults are FRVSRConfig's
+    # the architecture (model.checkpoint.ARCHS): 'frvsr' (FNet flow) or 'frvsr-spynet' (BasicVSR's pretrained
+    # SPyNet as the flow: model/frvsr_spynet.py); a fresh frvsr-spynet starts from the released SPyNet
+    arch: str = DEFAULT_ARCH
+    # the flow network's learning rate as a fraction of lr; 0 = frozen (no gradient through it: faster steps)
+    flow_lr_scale: float = 1.0
+    # model: the architecture's config fields (FRVSR: channels, blocks, fnet_channels, upsampler, residual,
+    # max_flow, hidden; frvsr-spynet adds flow_scale) are set by their own names in advance_settings; their
+    # defaults are the config class's
     model: FRVSRConfig = field(default_factory=FRVSRConfig)
     # misc
     seed: int = 0
@@ -79,6 +86,13 @@ class TrainConfig:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
         if min(self.w_adv, self.w_fm, self.w_pingpong, self.flow_loss_weight) < 0:
             raise ValueError("w_adv, w_fm, w_pingpong and flow_loss_weight must be >= 0")
+        if self.arch not in ARCHS or not issubclass(ARCHS[self.arch][0], FRVSRConfig):
+            trainable = sorted(a for a, (c, _) in ARCHS.items() if issubclass(c, FRVSRConfig))
+            raise ValueError(f"arch must be one of {trainable} (the FRVSR recurrence), got {self.arch!r}")
+        if type(self.model) is not ARCHS[self.arch][0]:
+            raise ValueError(f"arch {self.arch!r} takes a {ARCHS[self.arch][0].__name__}, got {self.model!r}")
+        if self.flow_lr_scale < 0:
+            raise ValueError(f"flow_lr_scale must be >= 0, got {self.flow_lr_scale}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not all(isinstance(p, str) and p for p in self.extra_datasets):
@@ -89,15 +103,19 @@ class TrainConfig:
     def from_settings(cls, settings: dict) -> TrainConfig:
         """Apply ``advance_settings``; unknown keys and wrong types are errors listing what is valid.
 
-        Architecture keys (``FRVSRConfig``'s fields) go to ``model``; everything else to this class."""
+        Architecture keys (the fields of ``arch``'s config class) go to ``model``; everything else to this class."""
         train_defaults = {k: v for k, v in asdict(cls()).items() if k != "model"}
-        arch_defaults = asdict(FRVSRConfig())
+        arch = settings.get("arch", DEFAULT_ARCH)
+        if arch not in ARCHS:
+            raise ValueError(f"advance_settings['arch'] must be one of {sorted(ARCHS)}, got {arch!r}")
+        model_cls = ARCHS[arch][0]
+        arch_defaults = asdict(model_cls())
         unknown = sorted(set(settings) - set(train_defaults) - set(arch_defaults))
         if unknown:
             raise ValueError(
                 f"unknown advance_settings key(s) {unknown}; valid keys: {sorted([*train_defaults, *arch_defaults])}"
             )
-        kwargs, arch = {}, {}
+        kwargs, model_args = {}, {}
         for k, v in settings.items():
             default = train_defaults[k] if k in train_defaults else arch_defaults[k]
             want = type(default)
@@ -107,8 +125,8 @@ class TrainConfig:
                 v = list(v)
             if not isinstance(v, want) or (want is int and isinstance(v, bool)):
                 raise ValueError(f"advance_settings[{k!r}] must be {want.__name__}, got {v!r}")
-            (kwargs if k in train_defaults else arch)[k] = v
-        return cls(**kwargs, model=FRVSRConfig(**arch))
+            (kwargs if k in train_defaults else model_args)[k] = v
+        return cls(**kwargs, model=model_cls(**model_args))
 
     def settings(self) -> dict:
         """The flat ``advance_settings`` form of this config (what ``from_settings`` takes back)."""

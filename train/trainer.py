@@ -29,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model.checkpoint import load_checkpoint, model_from, save_checkpoint
+from model.checkpoint import ARCHS, load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
 from model.inference import autocast, resolve_precision
 from train.config import TrainConfig
@@ -113,6 +113,23 @@ def validation_scores(
     ):
         agg.add(r.model)
     return {**agg.result(), "tOF": agg.tof()} if with_temporal else agg.result()
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over the model; the flow network (``model.fnet``) at ``flow_lr_scale`` of the rate, or frozen (its
+    parameters then need no gradient: nothing is back-propagated through it). At scale 1, one group, as runs
+    written before the setting existed have it (their resume.pt holds one group's state)."""
+    if cfg.flow_lr_scale == 1:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    flow = list(model.fnet.parameters())
+    ids = {id(p) for p in flow}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr_scale": 1.0}]
+    if cfg.flow_lr_scale > 0:
+        groups.append({"params": flow, "lr_scale": cfg.flow_lr_scale})
+    else:
+        for p in flow:
+            p.requires_grad_(False)
+    return torch.optim.Adam(groups, lr=cfg.lr)
 
 
 def cosine_lr(cfg: TrainConfig, progress: float) -> float:
@@ -266,8 +283,11 @@ def build_run(
         inherited_cpu = float(init.get("cpu_seconds", 0.0))  # training time goes on counting across init_from
         log.info("initialised from %s (%s; %.2f CPU-h of training)", cfg.init_from, model.cfg, inherited_cpu / 3600)
     else:
-        model = FRVSR(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        model = ARCHS[cfg.arch][1](cfg.model)
+        if hasattr(model, "load_released_flow"):  # frvsr-spynet: the pretrained SPyNet, not random weights
+            model.load_released_flow()
+            log.info("flow: BasicVSR's released SPyNet")
+    optimizer = build_optimizer(model, cfg)
     gan = GanStage.build(cfg, device) if cfg.gan else None
     state = restore(saved, optimizer, gan, ranks) if saved is not None else ResumeState(cpu_seconds=inherited_cpu)
     loader = build_loader(cfg, clips, ranks, state.step)
@@ -317,7 +337,7 @@ def run_epochs(
         for lr_batch, hr_batch in loader:
             progress = max(state.step / total_steps, (state.train_time / budget_s) if budget_s else 0.0)
             for group in run.optimizer.param_groups:
-                group["lr"] = cosine_lr(cfg, progress)
+                group["lr"] = cosine_lr(cfg, progress) * group.get("lr_scale", 1.0)
             lr_batch, hr_batch = lr_batch.to(run.device), hr_batch.to(run.device)
             t0 = time.perf_counter()
             if run.gan is not None:
