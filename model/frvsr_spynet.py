@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    from model import frvsr_spynet  # this module by its name: as __main__ its classes are not the ones in ARCHS
     from model.checkpoint import load_checkpoint, save_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m model.frvsr_spynet", description=main.__doc__)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         frvsr, ckpt = load_checkpoint(a.src, channels_last=False)
         if type(frvsr) is not FRVSR:
             raise ValueError(f"{a.src} holds a {type(frvsr).__name__}, not an FRVSR")
-        model = from_frvsr(frvsr, a.flow_scale)
+        model = frvsr_spynet.from_frvsr(frvsr, a.flow_scale)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

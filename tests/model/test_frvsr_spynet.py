@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,7 @@ from model.frvsr import FRVSR, FRVSRConfig, flow_warp
 from model.frvsr_spynet import FRVSRSpyNet, FRVSRSpyNetConfig, ScaledSPyNet, from_frvsr, main
 from model.inference import super_resolve, to_tensor
 from testing.clips import moving_clip
-from testing.helpers import random_frvsr
+from testing.helpers import ROOT, random_frvsr
 from train.config import TrainConfig
 from train.data import degrade, to_float
 from train.trainer import build_optimizer, train_step
@@ -88,3 +91,12 @@ def test_flow_lr_scale_gives_the_flow_its_own_rate_and_one_keeps_a_single_group(
     with pytest.raises(ValueError, match="unknown advance_settings.*flow_scale"):
         TrainConfig.from_settings({"flow_scale": 0.5})  # plain FRVSR has no such field
     assert FRVSR(FRVSRConfig(**TINY)).cfg.hidden == 4
+
+
+def test_the_conversion_cli_runs_as_a_module(tmp_path):
+    """``python -m model.frvsr_spynet``: as __main__ the module's classes must still be the ones in ARCHS."""
+    save_checkpoint(tmp_path / "f.pth", random_frvsr(FRVSRConfig(**TINY, fnet_channels=4)))
+    cmd = [sys.executable, "-m", "model.frvsr_spynet", "from-frvsr", str(tmp_path / "f.pth"), str(tmp_path / "s.pth")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == str(tmp_path / "s.pth"), r.stderr
+    assert load_checkpoint(tmp_path / "s.pth")[1]["arch"] == "frvsr-spynet"
