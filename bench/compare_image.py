@@ -13,13 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from common.files import atomic_write_bytes
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE
 from model.checkpoint import load_checkpoint
-from model.inference import super_resolve
-from train.data import bicubic_upscale, crop_to_scale, discover_samples, read_clip, to_float
+from model.inference import super_resolve, to_tensor
+from train.data import bicubic_upscale, crop_to_scale, discover_samples, read_clip
 from train.evaluate import lowres_frames
 
 
@@ -42,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     sample = next(s for s in discover_samples(a.dataset_path) if s.name == a.clip)
     hr = crop_to_scale(read_clip(sample))
-    lr = lowres_frames(to_float(hr), "bicubic", sample.name, a.crf)
+    lr = lowres_frames(to_tensor(hr), "bicubic", sample.name, a.crf)
     outs = [list(super_resolve(load_checkpoint(m)[0], lr))[a.frame] for m in a.model]
-    bic = bicubic_upscale(torch.from_numpy(lr[a.frame]).permute(2, 0, 1)[None].float() / 255)[0]
+    bic = bicubic_upscale(to_tensor(lr[a.frame : a.frame + 1]))[0]
     bic = (bic * 255).round().byte().permute(1, 2, 0).numpy()
     x, y, w, h = map(int, a.box.split(","))
     tiles = [im[y : y + h, x : x + w] for im in (bic, *outs, hr[a.frame])]

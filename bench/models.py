@@ -112,7 +112,7 @@ def train_for(cfg: FRVSRConfig, dataset: Path, seconds: float, seed: int = 0) ->
     torch.manual_seed(seed)
     samples = discover_samples(dataset)
     train_s, val_s = split_samples(dataset, samples, tc.val_split, seed)
-    data = TrainClips(train_s, tc.num_frames, tc.crop_size, tc.degradation, tc.crops_per_clip, seed)
+    data = TrainClips(train_s, tc.num_frames, tc.crop_size, tc.degradation, tc.crops_per_clip)
     loader = torch.utils.data.DataLoader(data, batch_size=tc.batch_size, shuffle=True, drop_last=True)
     model = FRVSR(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -184,7 +184,7 @@ def degradation_cost(dataset: Path, steps: int = 30) -> list[dict]:
     rows = []
     for kind in ("bicubic", "realistic"):
         tc = TrainConfig(seed=0, degradation=kind, threads=torch.get_num_threads())
-        data = TrainClips(samples, tc.num_frames, tc.crop_size, kind, tc.crops_per_clip, 0)
+        data = TrainClips(samples, tc.num_frames, tc.crop_size, kind, tc.crops_per_clip)
         random.seed(0)
         t0 = time.perf_counter()
         for i in range(64):

@@ -70,12 +70,13 @@ def run_once(driver, url: str, clip: Path) -> dict:
 
 def sample_clip() -> np.ndarray:
     """The first shared test clip at low resolution, forwards then backwards (1 s at 30 fps)."""
-    from train.data import crop_to_scale, discover_samples, read_clip, read_list, to_float
+    from model.inference import to_tensor
+    from train.data import crop_to_scale, discover_samples, read_clip, read_list
     from train.evaluate import lowres_frames
 
     names = set(read_list(SHARED, "sep_testlist.txt"))
     sample = sorted((s for s in discover_samples(SHARED) if s.name in names), key=lambda s: s.name)[0]
-    lr = lowres_frames(to_float(crop_to_scale(read_clip(sample))), "bicubic")
+    lr = lowres_frames(to_tensor(crop_to_scale(read_clip(sample))), "bicubic")
     loop = np.concatenate([lr, lr[::-1]])
     return np.concatenate([loop] * (30 // len(loop) + 1))[:30]
 

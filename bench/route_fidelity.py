@@ -20,10 +20,10 @@ import requests
 
 from common.paths import DEFAULT_MODEL, VIMEO_SAMPLE
 from model.checkpoint import load_checkpoint
-from model.inference import super_resolve
+from model.inference import super_resolve, to_tensor
 from serving.launcher import ServiceProcess
 from testing.clips import decode_frames, encode_video
-from train.data import crop_to_scale, discover_samples, read_clip, read_list, to_float
+from train.data import crop_to_scale, discover_samples, read_clip, read_list
 from train.evaluate import lowres_frames
 from train.metrics import mse, psnr_from_mse
 from wire.contract import PREDICT_PATH
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print("| clip | in-process PSNR | through the route PSNR | difference (dB) |\n|---|---|---|---|")
         for name, hr in sorted(clips.items()):
-            lr = lowres_frames(to_float(hr), "bicubic")
+            lr = lowres_frames(to_tensor(hr), "bicubic")
             local = np.stack(list(super_resolve(model, lr)))
             lossless = encode_video(lr, "mkv_ffv1_rgb", 30)
             r = requests.post(

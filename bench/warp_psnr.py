@@ -9,7 +9,7 @@ Warp PSNR: the previous low-res frame warped onto the current one with the optio
 Vimeo-90K sample), on clean bicubic x1/4 low-res and on that low-res H.264-encoded at CRF 23 (the maker
 client_test.py uses: ``train.evaluate.lowres_frames``). Each option is run in fp32 and under bf16 autocast;
 ms/frame is one flow at 176x144 on ``--threads`` threads (median after warm-up). Options: no motion, the
-shipped FNet, SPyNet (BasicVSR's, our port) at full and at half resolution, and each distilled FNet.
+shipped FNet, SPyNet (BasicVSR's, our port) at full and at reduced resolution, and each distilled FNet.
 Writes ``bench/results/warp_psnr.md`` and ``.json`` (atomically).
 """
 
@@ -51,14 +51,16 @@ def under(flow_fn: FlowFn, precision: str) -> FlowFn:
     return flow
 
 
-def half_res(flow_fn: FlowFn) -> FlowFn:
-    """``flow_fn`` on the pair downscaled 2x (antialiased bilinear), its flow upsampled back and rescaled."""
+def reduced(flow_fn: FlowFn, scale: float, multiple: int = 32, least: int = 64) -> FlowFn:
+    """``flow_fn`` on the pair resized (antialiased bilinear) by about ``scale``, each side snapped to a multiple of
+    ``multiple`` px of at least ``least`` (the grid SPyNet computes on anyway: it resizes to multiples of 32 of at
+    least 64), its flow resized back and rescaled to the input's pixels. 176x144 at 0.5 -> 96x64, at 0.75 -> 128x96."""
 
     def flow(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         h, w = cur.shape[-2:]
-        size = (max(1, h // 2), max(1, w // 2))
+        size = tuple(max(least, round(s * scale / multiple) * multiple) for s in (h, w))
         small = [F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False) for x in (cur, prev)]
-        f = flow_fn(*small).float()  # (n, 2, h/2, w/2) in half-res pixels
+        f = flow_fn(*small).float()  # (n, 2, h', w') in pixels of the resized pair
         f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
         return f * torch.tensor([w / size[1], h / size[0]], device=f.device).view(1, 2, 1, 1)
 
@@ -69,7 +71,7 @@ def flow_ms(flow_fn: FlowFn, width: int = 176, height: int = 144, repeats: int =
     """Median milliseconds of one flow between two random ``width`` x ``height`` frames (tensors laid out as
     ``model.inference.to_tensor`` gives them to the model)."""
     rng = np.random.default_rng(0)
-    cur, prev = (to_tensor(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(2))
+    cur, prev = (to_tensor(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))[None] for _ in range(2))
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
@@ -99,7 +101,9 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
 
         spynet = load_spynet().to(memory_format=torch.channels_last)
         out.append((REFERENCE, "BasicVSR's SPyNet (Vimeo-90K BIx4 weights), full low-res", lambda: spynet))
-        out.append(("spynet-half", "the same on the pair downscaled 2x, flow upsampled", lambda: half_res(spynet)))
+        for scale in (0.5, 0.75):
+            note = f"the same on the pair resized by ~{scale} (sides snapped to multiples of 32), flow resized back"
+            out.append((f"spynet-x{scale}", note, lambda scale=scale: reduced(spynet, scale)))
     except (ModuleNotFoundError, FileNotFoundError) as e:
         print(f"SPyNet left out: {e}", file=sys.stderr)
     for path in checkpoints:

@@ -63,10 +63,10 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(device.type, dtype=dtype)
 
 
-def to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (h, w, 3) RGB -> float (1, 3, h, w) in [0, 1] on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(frame)).to(device)
-    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+def to_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (..., h, w, 3) RGB (a frame, a clip) -> float (..., 3, h, w) in [0, 1] on ``device``."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return t.movedim(-1, -3).float().div_(255.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -103,7 +103,7 @@ def super_resolve(
                 size = f.shape
             elif f.shape != size:
                 raise ValueError(f"frame {i} has size {f.shape[:2]}, the clip started at {size[:2]}")
-            yield to_tensor(f, device)
+            yield to_tensor(f, device)[None]  # (1, 3, h, w)
 
     was_training = model.training
     model.eval()

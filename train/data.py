@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from model.frvsr import SCALE
+from model.frvsr import SCALE, upsample_image
+from model.inference import to_tensor
 from train.degradations import DEGRADATIONS, degrade  # noqa: F401  (re-exported: the data API)
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,6 @@ def read_clip(sample: Sample) -> np.ndarray:
     return np.stack(frames)
 
 
-def to_float(clip: np.ndarray) -> torch.Tensor:
-    """uint8 (t, h, w, 3) -> float (t, 3, h, w) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def crop_to_scale(clip: np.ndarray) -> np.ndarray:
     """Crop (t, h, w, 3) bottom/right so h, w are multiples of 4: ground truth must be exactly 4x the input."""
     h, w = clip.shape[1:3]
@@ -170,7 +165,7 @@ def crop_to_scale(clip: np.ndarray) -> np.ndarray:
 
 def bicubic_upscale(lr: torch.Tensor) -> torch.Tensor:
     """The baseline: (n, 3, h, w) -> (n, 3, 4h, 4w) bicubic, clamped to [0, 1]."""
-    return F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False).clamp(0, 1)
+    return upsample_image(lr).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------- training set
@@ -191,7 +186,6 @@ class TrainClips(Dataset):
         crop_size: int,
         degradation: str,
         crops_per_clip: int,
-        seed: int,
     ):
         if crop_size % (SCALE * 8):
             raise ValueError(f"crop_size must be a multiple of {SCALE * 8}, got {crop_size}")
@@ -206,7 +200,7 @@ class TrainClips(Dataset):
                 )
             self.clips.append(clip)
         self.num_frames, self.crop, self.degradation = num_frames, crop_size, degradation
-        self.crops_per_clip, self.seed = crops_per_clip, seed
+        self.crops_per_clip = crops_per_clip  # randomness: the process's (and each DataLoader worker's) RNG
 
     def __len__(self) -> int:
         return len(self.clips) * self.crops_per_clip
@@ -227,7 +221,7 @@ class TrainClips(Dataset):
             win = win.transpose(0, 2, 1, 3)  # swap axes: motion in a new direction
         if random.random() < 0.5:
             win = win[::-1]
-        hr = to_float(win.copy())
+        hr = to_tensor(win.copy())
         return degrade(hr, self.degradation), hr
 
 

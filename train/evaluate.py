@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from model.frvsr import FRVSR
-from model.inference import super_resolve
+from model.inference import super_resolve, to_tensor
 from train.data import (
     DataError,
     Sample,
@@ -22,7 +22,6 @@ from train.data import (
     discover_samples,
     read_clip,
     read_list,
-    to_float,
 )
 from train.degradations import clip_rng, h264_roundtrip
 from train.metrics import SampleScore, optical_flows, score_clip
@@ -71,7 +70,7 @@ def evaluate_clips(
     """
     for s in samples:
         clip = crop_to_scale(read_clip(s))
-        hr = to_float(clip)  # (t, 3, H, W)
+        hr = to_tensor(clip)  # (t, 3, H, W)
         lr = lowres_frames(hr, degradation, s.name, crf)
         t0 = time.perf_counter()
         out = np.stack(list(super_resolve(model, lr, device=device, precision=precision)))  # (t, H, W, 3) uint8
@@ -81,7 +80,7 @@ def evaluate_clips(
         model_score = score_clip(s.name, out.astype(np.float64) / 255.0, gt, with_y, gt_flows)
         bic = None
         if with_bicubic:
-            up = bicubic_upscale(torch.from_numpy(lr).permute(0, 3, 1, 2).float() / 255.0)
+            up = bicubic_upscale(to_tensor(lr))
             up = up.mul(255).round().div(255)  # 8-bit output like the model's
             bic = score_clip(s.name, up, gt, with_y, gt_flows)
         log.info(

@@ -273,7 +273,7 @@ def build_run(
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
     train_samples, val_samples = load_splits(dataset_path, cfg)
-    clips = TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, cfg.seed)
+    clips = TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip)
 
     inherited_cpu = 0.0
     if saved is not None:

@@ -16,7 +16,7 @@ from model.inference import super_resolve, to_tensor
 from testing.clips import moving_clip
 from testing.helpers import ROOT, random_frvsr
 from train.config import TrainConfig
-from train.data import degrade, to_float
+from train.data import degrade
 from train.trainer import build_optimizer, train_step
 
 TINY = {"channels": 8, "blocks": 1, "hidden": 4}
@@ -24,7 +24,7 @@ TINY = {"channels": 8, "blocks": 1, "hidden": 4}
 
 def _pair(shift=(3, -2), h=72, w=88):
     clip = moving_clip(2, h, w, dx=shift[0], dy=shift[1], seed=5)  # frame 1 (p) == frame 0 (p + shift)
-    return to_tensor(clip[1]), to_tensor(clip[0])  # cur, prev (1, 3, h, w)
+    return to_tensor(clip[1:2]), to_tensor(clip[0:1])  # cur, prev (1, 3, h, w)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.625])
@@ -71,7 +71,7 @@ def test_a_frozen_flow_gets_no_gradient_and_does_not_move():
     model = FRVSRSpyNet(cfg.model).train()
     opt = build_optimizer(model, cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    hr = to_float(moving_clip(3, 64, 64))[None]  # (1, 3, 3, 64, 64)
+    hr = to_tensor(moving_clip(3, 64, 64))[None]  # (1, 3, 3, 64, 64)
     lr = degrade(hr[0], "bicubic")[None]
     train_step(model, opt, lr, hr, cfg)
     after = model.state_dict()

@@ -16,7 +16,7 @@ from model.frvsr import (
     upsample_image_phases,
     upscale_flow,
 )
-from model.inference import super_resolve
+from model.inference import super_resolve, to_tensor
 from testing.helpers import random_frvsr
 
 
@@ -223,11 +223,11 @@ def test_model_trains_on_a_moving_clip(tiny_cfg):
     """A few optimisation steps reduce the loss: gradients reach both FNet and SRNet."""
     from testing.helpers import moving_clip
     from train.config import TrainConfig
-    from train.data import degrade, to_float
+    from train.data import degrade
     from train.losses import frvsr_loss
 
     torch.manual_seed(0)
-    hr = to_float(moving_clip(4, 32, 32)).unsqueeze(0)  # (1, 4, 3, 32, 32)
+    hr = to_tensor(moving_clip(4, 32, 32)).unsqueeze(0)  # (1, 4, 3, 32, 32)
     lr = degrade(hr)
     model = FRVSR(tiny_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -37,10 +37,10 @@ def _test_clips():
 
 
 def _lowres(hr_frames: np.ndarray) -> np.ndarray:
-    from train.data import to_float
+    from model.inference import to_tensor
     from train.evaluate import lowres_frames
 
-    return lowres_frames(to_float(hr_frames), "bicubic")
+    return lowres_frames(to_tensor(hr_frames), "bicubic")
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.inference import to_tensor
 from testing.clips import moving_clip
-from train.data import to_float
 from train.degradations import (
     Recipe,
     apply_recipe,
@@ -24,7 +24,7 @@ from train.metrics import mse, psnr_from_mse
 
 
 def _clip(t=6, h=64, w=96, seed=0) -> torch.Tensor:
-    return to_float(moving_clip(t, h, w, dx=1, dy=1, seed=seed))  # (t, 3, h, w)
+    return to_tensor(moving_clip(t, h, w, dx=1, dy=1, seed=seed))  # (t, 3, h, w)
 
 
 def test_h264_round_trip_is_lossy_keeps_shape_and_gets_worse_with_crf():

@@ -14,9 +14,9 @@ import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
+from model.inference import to_tensor
 from testing.helpers import TRIAL_KEYS, client_test_argv, client_train_argv, moving_clip, random_frvsr
 from train.config import TrainConfig
-from train.data import to_float
 from train.gan import (
     D_IN_CHANNELS,
     DETAIL_GAIN,
@@ -52,7 +52,7 @@ def _one_thread():
 
 
 def _window(seed=0, b=2, t=3, crop=32):
-    hr = torch.stack([to_float(moving_clip(t, crop, crop, seed=seed + i)) for i in range(b)])  # (b, t, 3, H, W)
+    hr = torch.stack([to_tensor(moving_clip(t, crop, crop, seed=seed + i)) for i in range(b)])  # (b, t, 3, H, W)
     lr = torch.nn.functional.avg_pool2d(hr.flatten(0, 1), 4).unflatten(0, (b, t))  # (b, t, 3, H/4, W/4)
     return lr, hr
 
@@ -117,7 +117,7 @@ def test_discriminator_shapes_and_spectral_norm():
 def test_discriminator_input_aligns_neighbours_with_the_middle_frame():
     """Each window = [previous warped to middle, middle, next warped to middle, upsampled low-res middle]."""
     b, t, dx, dy = 1, 4, 4, -4  # high-res pixels per frame: one low-res pixel
-    hr = to_float(moving_clip(t, 64, 64, dx=dx, dy=dy)).unsqueeze(0)  # frame i+1 (p) == frame i (p + (dx, dy))
+    hr = to_tensor(moving_clip(t, 64, 64, dx=dx, dy=dy)).unsqueeze(0)  # frame i+1 (p) == frame i (p + (dx, dy))
     lr = torch.rand(b, t, 3, 16, 16)
     flows = torch.empty(b, t - 2, 2, 2, 16, 16)
     flows[:, :, 0, 0], flows[:, :, 0, 1] = dx / 4, dy / 4  # previous frame: sample at p + motion

@@ -247,6 +247,8 @@ def test_distill_resumes_where_it_stopped(tmp_path, init_ckpt):
     )
     assert record["step"] == 4
     assert [r["step"] for r in torch.load(tmp_path / "out" / RESUME_NAME, weights_only=False)["history"]] == [2, 4]
+    with pytest.raises(ValueError, match="fnet_channels"):
+        distill(run_cfg(tmp_path, init_ckpt, max_steps=6, resume=True, fnet_channels=8), teacher=shift_teacher)
 
 
 def test_the_command_line_sets_every_field_and_checks_them():
