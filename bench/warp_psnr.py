@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from common.files import atomic_write_text
 from common.paths import DEFAULT_MODEL, ROOT, runs_dir
 from model.checkpoint import load_checkpoint
+from model.frvsr_spynet import FRVSRSpyNetConfig, ScaledSPyNet
 from model.inference import autocast, to_tensor
 from train.degradations import EVAL_CRF
 from train.flow_distill import DEFAULT_DATASETS, FlowFn, evaluate, fnet_flow, load_eval_clips, zero_flow
@@ -104,6 +105,10 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
         for scale in (0.5, 0.75):
             note = f"the same on the pair resized by ~{scale} (sides snapped to multiples of 32), flow resized back"
             out.append((f"spynet-x{scale}", note, lambda scale=scale: reduced(spynet, scale)))
+        scaled = ScaledSPyNet(FRVSRSpyNetConfig.flow_scale)  # the flow the frvsr-spynet architecture runs
+        scaled.spynet.load_state_dict(spynet.state_dict())
+        note = f"arch frvsr-spynet's flow: SPyNet at flow_scale {FRVSRSpyNetConfig.flow_scale} (model/frvsr_spynet.py)"
+        out.append(("frvsr-spynet", note, lambda: scaled.eval().to(memory_format=torch.channels_last)))
     except (ModuleNotFoundError, FileNotFoundError) as e:
         print(f"SPyNet left out: {e}", file=sys.stderr)
     for path in checkpoints:
