@@ -91,7 +91,7 @@ def encode_frames(
 ) -> bytes:
     """A whole clip of uint8 (h, w, 3) RGB (or (h, w) gray) frames, numbered 0, 1, ..., as a video file in
     memory. ``extra(container)`` may add more streams before the first frame and returns what writes them
-    after the video is flushed (the test clips' audio). Zero frames writes the stream header only."""
+    after the video is flushed (the test clips' audio)."""
     frames = list(frames)
     if not frames:
         raise ValueError("encode_frames needs at least one frame to know the size; got none")
@@ -101,10 +101,9 @@ def encode_frames(
     with av.open(buf, "w", format=muxer) as c:
         stream = add_video_stream(c, codec, w, h, pix_fmt, rate, options=options, threads=threads)
         finish_extra = extra(c) if extra is not None else None
-        c.start_encoding()  # writes the header even when no frame follows
         for i, f in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format=src_format)
-            frame.pts, frame.time_base = i, Fraction(1, 1) / Fraction(rate)
+            frame.pts = i  # in the codec's time base, 1/rate
             c.mux(stream.encode(frame))
         c.mux(stream.encode(None))
         if finish_extra is not None:
