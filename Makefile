@@ -27,7 +27,7 @@ lint: $(STAMP)
 test: setup lint
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
-# The edit loop (< 30 s): everything but the tests that start TorchServe or a client_*.py subprocess.
+# The edit loop (< 30 s): everything but the tests that start TorchServe or a subprocess, or run the teacher.
 test-fast: $(STAMP)
 	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
 

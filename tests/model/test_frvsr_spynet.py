@@ -93,6 +93,7 @@ def test_flow_lr_scale_gives_the_flow_its_own_rate_and_one_keeps_a_single_group(
     assert FRVSR(FRVSRConfig(**TINY)).cfg.hidden == 4
 
 
+@pytest.mark.slow
 def test_the_conversion_cli_runs_as_a_module(tmp_path):
     """``python -m model.frvsr_spynet``: as __main__ the module's classes must still be the ones in ARCHS."""
     save_checkpoint(tmp_path / "f.pth", random_frvsr(FRVSRConfig(**TINY, fnet_channels=4)))

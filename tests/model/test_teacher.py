@@ -108,6 +108,7 @@ def test_spynet_runs_below_the_originals_minimum_size():
     assert flow.shape == (1, 2, 12, 20) and flow.dtype == torch.float32 and torch.isfinite(flow).all()
 
 
+@pytest.mark.slow
 def test_basicvsr_equals_the_reference_implementation(reference, teacher):
     """The wheel's BasicVSR outputs the centre frame of its window; ours every frame of the clip."""
     clip = _tensors(moving_clip(5, 36, 40, dx=2, dy=1))  # (5, 3, 36, 40): the original needs sides > 32 px
@@ -136,6 +137,7 @@ def test_forward_is_iterate_and_cuts_stop_both_branches():
     assert not torch.allclose(hr[:, 1], alone[1], atol=1e-3)  # without cuts the neighbours matter
 
 
+@pytest.mark.slow
 def test_export_writes_a_checkpoint_that_loads_and_serves_the_same(tmp_path, capsys, teacher):
     assert ARCHS["basicvsr"] == (BasicVSRConfig, BasicVSR)
     assert main(["export", str(tmp_path), "--weights", "BIx4"]) == 0
