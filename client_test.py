@@ -6,6 +6,8 @@ The clean input is the platform's definition: the high-res clip downscaled x1/4 
 for a model trained on it). Each ``--crf`` adds the same metrics on that low-res clip after a real H.264
 encode and decode at that CRF (libx264, yuv420p, deterministic): model and bicubic see the same decoded
 frames. trial.txt carries them as ``test_h264_crf{N}`` beside ``test``; the xlsx as sheet ``h264_crf{N}``.
+A checkpoint holding a clean and a compressed-input model (``model.variants``) is scored as it is served:
+the clean input by the clean model, each H.264 clip by the one the server would choose for that upload.
 
     python client_test.py --dataset_path ../shared/data/vimeo90k_sample \
         --model_path runs/models/<uuid> --used_model FRVSR_GAN_trial.pth
@@ -69,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from model.checkpoint import load_checkpoint
     from model.runtime import resolve_device
+    from model.variants import load_model_set
     from train.data import DataError
     from train.degradations import EVAL_CRF
     from train.evaluate import check_crfs, clean_degradation, evaluate_conditions, test_samples
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         ckpt_path = Path(args.model_path) / args.used_model
-        model, ckpt = load_checkpoint(ckpt_path, device)
+        models, ckpt = load_model_set(ckpt_path, device)
         degradation = clean_degradation(ckpt)
         crfs = check_crfs([EVAL_CRF] if args.crf is None else args.crf)
         samples = test_samples(args.dataset_path)
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         def bar(results, label: str):
             return tqdm(results, total=len(samples), unit="clip", desc=label)
 
-        runs = evaluate_conditions(model, samples, degradation, device, crfs, bar)
+        runs = evaluate_conditions(models, samples, degradation, device, crfs, bar)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         "compressed input": f"H.264 CRF {crfs} (libx264 yuv420p)" if crfs else "none",
         "device": device,
         "model_args": ckpt.get("model_args"),
+        "models": (
+            f"clean and compressed-input variants, chosen per clip by {models.rule}" if models.paired else "one"
+        ),
         "seconds": round(seconds, 2),
     }
     out_dir = runs_dir() / "models" / str(uuid.uuid4())

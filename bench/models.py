@@ -141,9 +141,7 @@ def run_model_bench(dataset: Path | None, train_seconds: float, sizes=((176, 144
     if default is not None:
         entries.append(
             (
-                Candidate(
-                    "shipped default", default[0].cfg, f"{DEFAULT_MODEL.relative_to(ROOT)} (its full training)"
-                ),
+                Candidate("shipped default", default[0].cfg, f"{DEFAULT_MODEL.relative_to(ROOT)} (its full training)"),
                 default,
             )
         )

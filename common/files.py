@@ -20,7 +20,6 @@ def _file_mode() -> int:
     return 0o666 & ~_UMASK[0]
 
 
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a fresh temp path beside ``path``; write it inside the block (``torch.save``, ``savefig``...).

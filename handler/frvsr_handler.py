@@ -27,13 +27,13 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
-from model.checkpoint import load_checkpoint
 from model.inference import resolve_precision, super_resolve
 from model.runtime import resolve_device, threads_per_worker
+from model.variants import load_model_set
 from video.pipeline import Job, Result, open_job, upscale_video
 from video.settings import HandlerSettings
 from wire import v1
-from wire.contract import FORMAT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
+from wire.contract import FORMAT_HEADER, INPUT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
 from wire.errors import BadRequest, VideoRequestError
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,16 @@ class FRVSRHandler(BaseHandler):
                 threads_per_worker(self.settings.torch_threads, int(yaml_config.get("minWorkers") or 1))
             )
         ckpt = Path(props["model_dir"]) / self.manifest["model"]["serializedFile"]
-        self.model, _ = load_checkpoint(ckpt, self.device)  # rebuilds FRVSR from the stored config, eval mode
+        # rebuilds the stored architecture, eval mode; a paired checkpoint brings its compressed-input model too
+        self.models, _ = load_model_set(ckpt, self.device)
         self._warm_up()
         m = self.manifest.get("model", {})
         self.model_label = f"{m.get('modelName', ckpt.stem)}/{m.get('modelVersion', '?')}"
         self.initialized = True
         log.info(
-            "FRVSR ready: %s on %s (%s), %d torch threads, limits %s",
+            "FRVSR ready: %s (%s) on %s (%s), %d torch threads, limits %s",
             ckpt.name,
+            f"models {sorted(self.models.models)}, {self.models.rule}" if self.models.paired else "one model",
             self.device,
             resolve_precision(self.settings.precision, self.device),
             torch.get_num_threads(),
@@ -75,9 +77,10 @@ class FRVSRHandler(BaseHandler):
 
     def _warm_up(self) -> None:
         """First calls pay for kernel selection and allocation; pay it here, not in the first request."""
-        frames = (np.zeros((32, 32, 3), np.uint8) for _ in range(2))
-        for _ in super_resolve(self.model, frames, device=self.device, precision=self.settings.precision):
-            pass
+        for model in self.models.models.values():
+            frames = (np.zeros((32, 32, 3), np.uint8) for _ in range(2))
+            for _ in super_resolve(model, frames, device=self.device, precision=self.settings.precision):
+                pass
 
     def preprocess(self, data: list) -> list[tuple[Job | Exception, str]]:
         """Each row -> (its opened clip, or its error to raise in inference; the protocol it came in)."""
@@ -99,29 +102,36 @@ class FRVSRHandler(BaseHandler):
                 jobs.append((e, protocol))
         return jobs
 
-    def inference(self, jobs: list, *args, **kwargs) -> list[tuple[Result, str]]:
+    def inference(self, jobs: list, *args, **kwargs) -> list[tuple[Result, str, str]]:
         results = []
         try:
             for job, protocol in jobs:
                 if isinstance(job, Exception):
                     raise _to_prediction_error(job)
                 try:
-                    res = upscale_video(self.model, job.reader, self.settings, job.out_format, self.device)
+                    info = job.reader.info
+                    quality, model = self.models.pick(info.codec, info.bits_per_pixel, job.input_quality)
+                    why = (
+                        "requested"
+                        if job.input_quality
+                        else f"auto: {self.models.rule.describe(info.codec, info.bits_per_pixel)}"
+                    )
+                    res = upscale_video(model, job.reader, self.settings, job.out_format, self.device)
                     res.timings.open = job.open_s
                     self.settings.limits.check_output(b64_len(len(res.video)))
                 except Exception as e:
                     raise _to_prediction_error(e) from e
-                results.append((res, protocol))
+                results.append((res, protocol, f"{quality} ({why})"))
         finally:
             for job, _ in jobs:
                 if isinstance(job, Job):
                     job.reader.close()
         return results
 
-    def postprocess(self, results: list[tuple[Result, str]]) -> list[str | dict]:
+    def postprocess(self, results: list[tuple[Result, str, str]]) -> list[str | dict]:
         """Each answer in the protocol its request came in (``wire.v1.reply``; see the module docstring)."""
         out: list[str | dict] = []
-        for idx, (res, protocol) in enumerate(results):
+        for idx, (res, protocol, variant) in enumerate(results):
             t = time.perf_counter()
             b64 = base64.b64encode(res.video).decode("ascii")
             dt = time.perf_counter() - t  # base64 is part of producing the response
@@ -129,17 +139,19 @@ class FRVSRHandler(BaseHandler):
             res.timings.total += dt
             timing = res.timings.header()
             log.info(
-                "timing %s: %s %dx%d, %d bytes out; %s",
+                "timing %s: %s %dx%d, %d bytes out, input %s; %s",
                 TIMING_HEADER,
                 res.family,
                 res.width,
                 res.height,
                 len(res.video),
+                variant,
                 timing,
             )
             _set_header(self.context, idx, TIMING_HEADER, timing)
             _set_header(self.context, idx, FORMAT_HEADER, res.family)
             _set_header(self.context, idx, MODEL_HEADER, self.model_label)
+            _set_header(self.context, idx, INPUT_HEADER, variant)
             out.append(v1.reply(protocol, b64, res.timings.total))
         return out
 

@@ -153,15 +153,25 @@ def _blur(x: torch.Tensor, sx: float, sy: float, angle: float) -> torch.Tensor:
 
 
 def h264_roundtrip(frames: np.ndarray, crf: int, preset: str = H264_PRESET) -> np.ndarray:
-    """Encode uint8 (t, h, w, 3) RGB with libx264 (yuv420p, ``crf``, ``preset``, one thread) in memory and
-    decode it back. Odd sides are padded by edge replication for 4:2:0 and cropped after."""
+    """Encode uint8 (t, h, w, 3) RGB with libx264 (``h264_encode``) in memory and decode it back."""
+    return h264_decode(h264_encode(frames, crf, preset), frames.shape)
+
+
+def h264_encode(frames: np.ndarray, crf: int, preset: str = H264_PRESET) -> bytes:
+    """uint8 (t, h, w, 3) RGB -> an MP4 of libx264 (yuv420p, ``crf``, ``preset``, one thread), as a user's
+    upload would be. Odd sides are padded by edge replication for 4:2:0 (``h264_decode`` crops them)."""
     t, h, w, _ = frames.shape
     ph, pw = h % 2, w % 2
     if ph or pw:
         frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
     # fixed settings, one thread, explicit timestamps: as reproducible as libx264 gets. Seen here: 1-3
     # of 100 identical encodes still differ in a few macroblocks (PSNR to the source within ~0.1 dB)
-    data = encode_frames(frames, "mp4", "libx264", "yuv420p", 25, {"crf": str(crf), "preset": preset}, threads=1)
+    return encode_frames(frames, "mp4", "libx264", "yuv420p", 25, {"crf": str(crf), "preset": preset}, threads=1)
+
+
+def h264_decode(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """``h264_encode``'s MP4 -> uint8 frames of ``shape`` (t, h, w, 3) again."""
+    t, h, w = shape[:3]
     decoded = decode_frames(data, threads=1)
     if len(decoded) != t:
         raise RuntimeError(f"H.264 round trip returned {len(decoded)} frames for {t}")

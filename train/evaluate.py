@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-from model.frvsr import FRVSR
 from model.inference import super_resolve, to_tensor
+from model.variants import CLEAN, InputRule, ModelSet
 from train.data import (
     DataError,
     Sample,
@@ -23,8 +24,9 @@ from train.data import (
     read_clip,
     read_list,
 )
-from train.degradations import clip_rng, h264_roundtrip
+from train.degradations import clip_rng, h264_decode, h264_encode
 from train.metrics import SampleScore, optical_flows, score_clip
+from video.io import VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class ClipResult:
     model: SampleScore
     bicubic: SampleScore | None
     seconds: float  # model inference time for the clip
+    input_quality: str = "clean"  # the model variant that served it (``model.variants``)
+    bits_per_pixel: float | None = None  # of the H.264 low-res input; None for frames handed over as they are
 
 
 def lowres_frames(hr: torch.Tensor, degradation: str, name: str = "", crf: int | None = None) -> np.ndarray:
@@ -45,13 +49,34 @@ def lowres_frames(hr: torch.Tensor, degradation: str, name: str = "", crf: int |
     Deterministic: ``realistic`` draws the clip's recipe from its ``name``. ``crf``: then H.264-encode
     and decode the low-res clip at this CRF (libx264 yuv420p, one thread), as a user's upload would be.
     """
+    return lowres_input(hr, degradation, name, crf)[0]
+
+
+def lowres_input(
+    hr: torch.Tensor, degradation: str, name: str = "", crf: int | None = None
+) -> tuple[np.ndarray, str | None, float | None]:
+    """``lowres_frames`` and what a server would read of the upload: (frames, codec, bits per pixel);
+    codec and bits per pixel are None for frames handed over as they are (the platform's clean input)."""
     lr = degrade(hr, degradation, rng=clip_rng(name))
     frames = lr.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return h264_roundtrip(frames, crf) if crf is not None else frames
+    if crf is None:
+        return frames, None, None
+    data = h264_encode(frames, crf)
+    reader = VideoReader(data)
+    try:
+        info = reader.info
+    finally:
+        reader.close()
+    return h264_decode(data, frames.shape), info.codec, info.bits_per_pixel
+
+
+def as_model_set(model: nn.Module | ModelSet) -> ModelSet:
+    """A plain model as the one model of a ``ModelSet`` (it answers every input)."""
+    return model if isinstance(model, ModelSet) else ModelSet({CLEAN: model}, InputRule())
 
 
 def evaluate_clips(
-    model: FRVSR,
+    model: nn.Module | ModelSet,
     samples: Sequence[Sample],
     degradation: str = "bicubic",
     device: str | torch.device = "cpu",
@@ -60,20 +85,24 @@ def evaluate_clips(
     with_temporal: bool = False,
     precision: str = "auto",
     crf: int | None = None,
+    input_quality: str | None = None,
 ) -> Iterator[ClipResult]:
     """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it.
 
     The model and bicubic see the same low-res frames (``lowres_frames``: ``degradation``, then H.264
-    at ``crf`` when given).
+    at ``crf`` when given). A ``ModelSet`` serves each clip with the variant the server would choose
+    for the upload (its codec and bits per pixel), or with ``input_quality`` when given.
     ``with_temporal`` adds tOF (``train.metrics.tof``) to the model's and bicubic's scores; clips of a
     single frame have none (nan).
     """
+    models = as_model_set(model)
     for s in samples:
         clip = crop_to_scale(read_clip(s))
         hr = to_tensor(clip)  # (t, 3, H, W)
-        lr = lowres_frames(hr, degradation, s.name, crf)
+        lr, codec, bpp = lowres_input(hr, degradation, s.name, crf)
+        quality, net = models.pick(codec, bpp, input_quality)
         t0 = time.perf_counter()
-        out = np.stack(list(super_resolve(model, lr, device=device, precision=precision)))  # (t, H, W, 3) uint8
+        out = np.stack(list(super_resolve(net, lr, device=device, precision=precision)))  # (t, H, W, 3) uint8
         seconds = time.perf_counter() - t0
         gt = clip.astype(np.float64) / 255.0
         gt_flows = optical_flows(gt) if with_temporal and len(clip) > 1 else None  # shared by model and bicubic
@@ -84,14 +113,17 @@ def evaluate_clips(
             up = up.mul(255).round().div(255)  # 8-bit output like the model's
             bic = score_clip(s.name, up, gt, with_y, gt_flows)
         log.info(
-            "%s: PSNR %.3f dB SSIM %.4f tOF %.3f (%.2fs)",
+            "%s: PSNR %.3f dB SSIM %.4f tOF %.3f (%.2fs, %s model)",
             s.name,
             model_score.psnr,
             model_score.ssim,
             model_score.tof,
             seconds,
+            quality,
         )
-        yield ClipResult(s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds)
+        yield ClipResult(
+            s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds, quality, bpp
+        )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- client_test.py's policy
@@ -124,7 +156,7 @@ def check_crfs(crfs: Iterable[int]) -> list[int]:
 
 
 def evaluate_conditions(
-    model: FRVSR,
+    model: nn.Module | ModelSet,
     samples: Sequence[Sample],
     degradation: str,
     device: str | torch.device,

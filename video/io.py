@@ -50,6 +50,14 @@ class VideoInfo:
     seconds: float | None
     audio_codec: str | None
     pix_fmt: str | None = None  # the decoder's pixel format, e.g. 'yuv420p', 'bgr0'
+    bit_rate: int | None = None  # of the video stream, bits/s: the stream's, else the file's (less audio)
+
+    @property
+    def bits_per_pixel(self) -> float | None:
+        """Bits per pixel of the video stream (``bit_rate`` / pixels per second): how hard it was compressed."""
+        if not self.bit_rate or not self.fps:
+            return None
+        return self.bit_rate / (self.width * self.height * float(self.fps))
 
 
 def add_video_stream(
@@ -147,6 +155,7 @@ class VideoReader:
 
     def __init__(self, data: bytes):
         self._head = data[:64]
+        self._size = len(data)
         try:
             self.container = av.open(io.BytesIO(data), mode="r", options={"format_whitelist": DEMUXERS})
         except (av.FFmpegError, ValueError, OSError) as e:
@@ -193,7 +202,17 @@ class VideoReader:
             seconds=seconds,
             audio_codec=self.audio.codec_context.name if self.audio is not None else None,
             pix_fmt=cc.pix_fmt,
+            bit_rate=self._video_bit_rate(seconds),
         )
+
+    def _video_bit_rate(self, seconds: float | None) -> int | None:
+        """The stream's bit rate where the demuxer knows it (MP4, MOV, AVI), else the file's over its
+        duration (MKV, WebM), less the audio stream's."""
+        if self.video.bit_rate:
+            return int(self.video.bit_rate)
+        total = self.container.bit_rate or (self._size * 8 / seconds if seconds else 0)
+        audio = (self.audio.bit_rate or 0) if self.audio is not None else 0
+        return int(total - audio) if total > audio else None
 
     def frames(
         self, limits: Limits, on_audio: Callable[[av.Packet], None] | None = None

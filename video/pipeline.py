@@ -65,6 +65,7 @@ class Job:
     reader: VideoReader
     out_format: str | None
     open_s: float
+    input_quality: str | None = None  # the request's override of the automatic model choice (``model.variants``)
 
 
 def open_job(body: object, settings: HandlerSettings) -> Job:
@@ -79,7 +80,7 @@ def open_job(body: object, settings: HandlerSettings) -> Job:
         reader.close()
         raise
     log.info(
-        "request: %d bytes %s/%s %dx%d %.3g fps, %s frames, %s s, audio %s",
+        "request: %d bytes %s/%s %dx%d %.3g fps, %s frames, %s s, %s bpp, audio %s",
         len(req.video),
         i.family,
         i.codec,
@@ -88,9 +89,10 @@ def open_job(body: object, settings: HandlerSettings) -> Job:
         float(i.fps),
         i.frames,
         None if i.seconds is None else round(i.seconds, 3),
+        None if i.bits_per_pixel is None else round(i.bits_per_pixel, 3),
         i.audio_codec,
     )
-    return Job(reader, req.out_format, time.perf_counter() - t)
+    return Job(reader, req.out_format, time.perf_counter() - t, req.input_quality)
 
 
 class _Stage(threading.Thread):

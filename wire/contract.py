@@ -32,6 +32,8 @@ TIMING_HEADER = (
 )
 FORMAT_HEADER = "X-FRVSR-Format"  # container family of the answer: avi, mp4, mkv, webm
 MODEL_HEADER = "X-FRVSR-Model"  # <model name>/<version> that served the request
+# the model variant that served it and why: "compressed (auto: h264, 0.311 bpp)", "clean (requested)"
+INPUT_HEADER = "X-FRVSR-Input"
 REQUEST_ID_HEADER = "X-FRVSR-Request-Id"  # optional, chosen by the client: lets it ask QUEUE_PATH for its place
 TIMING_FIELDS = ("open", "decode", "model", "encode", "total", "frames")
 

@@ -1,4 +1,5 @@
-"""The request body: ``{"content": "<base64 video>", "format": "mp4"}`` -> video bytes and output format.
+"""The request body: ``{"content": "<base64 video>", "format": "mp4", "input_quality": "auto"}`` -> video
+bytes, output format and which of the model's variants to use (``model.variants``).
 
 The same body may arrive wrapped in KServe's v1 protocol, ``{"instances": [<body>]}`` (``wire.v1.unwrap``).
 
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from wire.errors import BadRequest
 
 OUTPUT_FORMATS = ("mp4", "avi", "mkv", "webm")
+# ``input_quality``: auto (the default: chosen from the input's codec and bits per pixel), or the model
+# trained for clean low-res input, or its fine-tune for compressed (H.264, JPEG, noisy) input
+INPUT_QUALITIES = ("auto", "clean", "compressed")
 
 _NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
 _WHITESPACE = re.compile(r"\s+")
@@ -29,6 +33,7 @@ _WHITESPACE = re.compile(r"\s+")
 class VideoRequest:
     video: bytes
     out_format: str | None  # one of OUTPUT_FORMATS, or None: the input's container family
+    input_quality: str | None = None  # "clean" or "compressed"; None: automatic
 
 
 def parse_body(body: object, allow_raw: bool = True) -> VideoRequest:
@@ -57,7 +62,9 @@ def parse_body(body: object, allow_raw: bool = True) -> VideoRequest:
     content = body["content"]
     if not isinstance(content, str):
         raise BadRequest(f'"content" must be a base64 string, got {type(content).__name__}')
-    return VideoRequest(decode_content(content), parse_format(body.get("format")))
+    return VideoRequest(
+        decode_content(content), parse_format(body.get("format")), parse_input_quality(body.get("input_quality"))
+    )
 
 
 def load_json(body: object) -> object:
@@ -83,6 +90,15 @@ def parse_format(value: object) -> str | None:
             f'"format" must be one of {list(OUTPUT_FORMATS)} or omitted (same as the input), got {value!r}'
         )
     return value.lower().lstrip(".")
+
+
+def parse_input_quality(value: object) -> str | None:
+    """``None`` (automatic) for a missing, empty or ``auto`` value, else ``clean`` or ``compressed``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value.lower() not in INPUT_QUALITIES:
+        raise BadRequest(f'"input_quality" must be one of {list(INPUT_QUALITIES)} or omitted (auto), got {value!r}')
+    return None if value.lower() == "auto" else value.lower()
 
 
 def decode_content(text: str) -> bytes:

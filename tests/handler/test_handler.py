@@ -34,8 +34,9 @@ def handler_ctx(tmp_path_factory, tiny_model):
 
 def test_initialize_builds_model_from_checkpoint_config(handler_ctx):
     h, _ = handler_ctx
-    assert h.initialized and not h.model.training
-    assert h.model.cfg.channels == 8 and h.device == torch.device("cpu")
+    model = h.models.models["clean"]
+    assert h.initialized and not model.training and not h.models.paired
+    assert model.cfg.channels == 8 and h.device == torch.device("cpu")
     assert h.settings.limits.max_frames == 20
     assert torch.get_num_threads() == 1
 
@@ -66,6 +67,7 @@ def _b64_video(**kw) -> str:
         ({"content": base64.b64encode(b"just some text, not a video" * 10).decode()}, 415, "not a video"),
         ({"content": _b64_video(frames=2, width=220, height=200)}, 422, "max_pixels"),
         ({"content": _b64_video(frames=25, width=16, height=16)}, 422, "max_frames"),
+        ({"content": _b64_video(frames=2, width=16, height=16), "input_quality": "best"}, 400, "'compressed']"),
     ],
 )
 def test_handle_errors_are_prediction_exceptions_with_client_status(handler_ctx, body, status, words):
@@ -139,3 +141,51 @@ def test_v1_errors_keep_status_and_message(handler_ctx, body, status, words, env
     with pytest.raises(PredictionException) as ei:
         handle([{"body": body}], ctx)
     assert ei.value.error_code == status and words in ei.value.message
+
+
+@pytest.fixture(scope="module")
+def paired_ctx(tmp_path_factory, tiny_model):
+    """A handler over a checkpoint holding two different tiny models (``model.variants.pair``)."""
+    from handler.frvsr_handler import FRVSRHandler
+    from model.frvsr import FRVSRConfig
+    from model.variants import InputRule, pair
+    from testing.helpers import random_frvsr
+
+    d = tmp_path_factory.mktemp("paired_dir")
+    save_checkpoint(d / "clean.pth", tiny_model)
+    save_checkpoint(d / "comp.pth", random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4, hidden=4), seed=5))
+    pair(d / "clean.pth", d / "comp.pth", d / "pair.pth", InputRule(clean_min_bpp=1.5))
+    (d / "model-config.yaml").write_text(yaml.safe_dump({"minWorkers": 1, "handler": {"torch_threads": 1}}))
+    ctx = MockContext(
+        model_pt_file="pair.pth", model_dir=str(d), model_file=None, model_yaml_config_file="model-config.yaml"
+    )
+    h = FRVSRHandler()
+    h.initialize(ctx)
+    return h, ctx
+
+
+def _variant_used(h, ctx, body: dict) -> tuple[str, bytes]:
+    """(the variant the handler logged in its result, the 4x video) for one request, through preprocess,
+    inference and postprocess as ``handle`` runs them."""
+    jobs = h.preprocess([{"body": body}])
+    results = h.inference(jobs)
+    ((res, _, variant),) = results
+    h.postprocess(results)
+    return variant, res.video
+
+
+def test_paired_checkpoint_serves_compressed_uploads_with_the_compressed_model(paired_ctx):
+    from testing.clips import encode_video, moving_clip
+
+    h, ctx = paired_ctx
+    assert h.models.paired
+    clip = moving_clip(6, 48, 64, dx=2, dy=0, seed=3, grain=16)  # big enough for bits per pixel to mean much
+    lossy = base64.b64encode(encode_video(clip, "mp4_h264", options={"crf": "30", "preset": "ultrafast"})).decode()
+    lossless = base64.b64encode(encode_video(clip, "mkv_ffv1_rgb")).decode()
+    auto_lossy, v1 = _variant_used(h, ctx, {"content": lossy})
+    auto_lossless, _ = _variant_used(h, ctx, {"content": lossless})
+    forced, v2 = _variant_used(h, ctx, {"content": lossy, "input_quality": "clean"})
+    assert auto_lossy.startswith("compressed (auto: h264, ") and auto_lossy.endswith(" bpp)")
+    assert auto_lossless.startswith("clean (auto: ffv1")
+    assert forced == "clean (requested)"
+    assert v1 != v2  # two different models answered

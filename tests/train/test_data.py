@@ -133,14 +133,10 @@ def test_blur_degradation_takes_every_4th_pixel_of_the_blurred_image():
 
 
 def test_training_windows_have_the_right_shapes(seed_dataset):
-    ds = TrainClips(
-        discover_samples(seed_dataset), num_frames=5, crop_size=32, degradation="bicubic", crops_per_clip=3
-    )
+    ds = TrainClips(discover_samples(seed_dataset), num_frames=5, crop_size=32, degradation="bicubic", crops_per_clip=3)
     assert len(ds) == 12
     lr, hr = ds[0]
     assert lr.shape == (5, 3, 8, 8) and hr.shape == (5, 3, 32, 32)
     assert 0 <= hr.min() and hr.max() <= 1
     with pytest.raises(DataError, match="smaller"):
-        TrainClips(
-            discover_samples(seed_dataset), num_frames=5, crop_size=96, degradation="bicubic", crops_per_clip=1
-        )
+        TrainClips(discover_samples(seed_dataset), num_frames=5, crop_size=96, degradation="bicubic", crops_per_clip=1)

@@ -45,3 +45,19 @@ def test_frames_enforce_limits_the_header_does_not_state():
 def test_a_444_source_stays_444():
     assert full_chroma("yuv444p") and full_chroma("bgr0") and full_chroma("gbrp")
     assert not any(full_chroma(p) for p in ("yuv420p", "yuvj420p", "nv12", "yuv422p", "gray", None, "nonsense"))
+
+
+@pytest.mark.parametrize("muxer", ["mp4", "matroska"])
+def test_bits_per_pixel_follows_the_compression(muxer):
+    """The stream's rate where the container states it (MP4), else the file's over its duration (MKV)."""
+    from testing.clips import encode_video, moving_clip
+
+    clip = moving_clip(20, 64, 96, dx=2, dy=1, seed=4)
+    bpp = {}
+    for crf in (12, 32):
+        data = encode_video(clip, "mp4_h264", fps=25, muxer=muxer, options={"crf": str(crf), "preset": "veryfast"})
+        r = VideoReader(data)
+        bpp[crf] = r.info.bits_per_pixel
+        assert r.info.bit_rate and abs(r.info.bit_rate / 8 * 20 / 25 - len(data)) < 0.5 * len(data)
+        r.close()
+    assert bpp[12] > 2 * bpp[32] > 0

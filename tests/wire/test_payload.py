@@ -60,3 +60,18 @@ def test_parse_body_dict_str_and_bytes_agree():
     for body in (d, json.dumps(d), json.dumps(d).encode()):
         req = parse_body(body)
         assert req.video == VIDEO and req.out_format == "mkv"
+
+
+@pytest.mark.parametrize(
+    "value, expected", [(None, None), ("", None), ("auto", None), ("Clean", "clean"), ("compressed", "compressed")]
+)
+def test_input_quality_field(value, expected):
+    body = {"content": base64.b64encode(b"\x00\x01video").decode(), "input_quality": value}
+    assert parse_body(body).input_quality == expected
+
+
+@pytest.mark.parametrize("value", ["best", 1, ["clean"]])
+def test_bad_input_quality_lists_the_values(value):
+    body = {"content": base64.b64encode(b"\x00\x01video").decode(), "input_quality": value}
+    with pytest.raises(BadRequest, match=r"input_quality.*\['auto', 'clean', 'compressed'\]"):
+        parse_body(body)

@@ -1,0 +1,131 @@
+"""One checkpoint, two models: one for clean low-res input and its fine-tune for compressed input.
+
+A small model trained on one degradation mix is not good at both (measured: the realistic mix costs clean
+input dB, the clean model loses on H.264). So the shipped ``.pth`` may hold two weight sets of the same
+architecture, and each request gets the one its input calls for:
+
+    {'arch', 'model_args', 'model': <clean weights>, ...,          # any loader sees the clean model
+     'variants': {'compressed': {'model': <weights>, 'train_settings': ..., 'cpu_seconds': ...}},
+     'input_rule': {'clean_min_bpp': 1.5}}
+
+``InputRule`` makes the automatic choice from what the container says: frames handed over in-process
+(``codec=None``, the platform's clean definition) and lossless codecs are clean; a lossy stream is clean
+only at ``clean_min_bpp`` bits per pixel or more (near-lossless). A request may override it
+(``input_quality``: ``clean`` or ``compressed``).
+
+    python -m model.variants pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from common.files import atomic_path
+from model.checkpoint import load_checkpoint, model_from
+
+# the variants' names, also the values of a request's ``input_quality`` (``wire.payload.INPUT_QUALITIES``)
+CLEAN = "clean"
+COMPRESSED = "compressed"
+# decoders whose output is the encoder's input, bit for bit (or nearly: high-rate intra codecs)
+LOSSLESS_CODECS = frozenset(
+    {"ffv1", "huffyuv", "ffvhuff", "png", "apng", "rawvideo", "utvideo", "qtrle", "magicyuv", "zlib", "lagarith"}
+)
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """Which model a clip's input calls for, from its codec and bits per pixel."""
+
+    # a lossy stream at this many bits per pixel or more is treated as clean. Measured on the shared test
+    # lists' low-res clips (libx264 veryfast, 4:2:0): CRF 0 3.7-6.3 bpp, CRF 12 0.8-1.8, CRF 18 0.45-0.93,
+    # CRF 23 0.24-0.50, CRF 32 0.07-0.20
+    clean_min_bpp: float = 1.5
+
+    def choose(self, codec: str | None, bits_per_pixel: float | None) -> str:
+        """``CLEAN`` or ``COMPRESSED`` for an input; ``codec`` None means frames with no container."""
+        if codec is None or codec in LOSSLESS_CODECS:
+            return CLEAN
+        if bits_per_pixel is not None and bits_per_pixel >= self.clean_min_bpp:
+            return CLEAN
+        return COMPRESSED
+
+    def describe(self, codec: str | None, bits_per_pixel: float | None) -> str:
+        """Why ``choose`` chose what it did, for the response header and the log."""
+        bpp = "unknown bpp" if bits_per_pixel is None else f"{bits_per_pixel:.3f} bpp"
+        return f"{codec or 'frames'}, {bpp}"
+
+
+@dataclass
+class ModelSet:
+    """The model(s) of one checkpoint, by input quality. A plain checkpoint serves every input with one."""
+
+    models: dict[str, nn.Module]
+    rule: InputRule
+
+    def pick(
+        self, codec: str | None, bits_per_pixel: float | None, override: str | None = None
+    ) -> tuple[str, nn.Module]:
+        """(the input quality used, its model): ``override`` when given (``clean``/``compressed``), else the
+        rule's choice. With one model that one answers, under the name asked for."""
+        quality = override if override in (CLEAN, COMPRESSED) else self.rule.choose(codec, bits_per_pixel)
+        return quality, self.models.get(quality, self.models[CLEAN])
+
+    @property
+    def paired(self) -> bool:
+        return COMPRESSED in self.models
+
+
+def load_model_set(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelSet, dict]:
+    """Every model of a checkpoint (``load_checkpoint`` for the clean one, the variants beside it), eval mode."""
+    clean, ckpt = load_checkpoint(path, device)
+    models = {CLEAN: clean}
+    for name, part in (ckpt.get("variants") or {}).items():
+        if name != COMPRESSED:
+            raise ValueError(f"{path}: unknown model variant {name!r}; this version knows {[COMPRESSED]}")
+        model = model_from({**ckpt, "model": part["model"]}).to(device, memory_format=torch.channels_last)
+        models[name] = model.eval()
+    return ModelSet(models, InputRule(**(ckpt.get("input_rule") or {}))), ckpt
+
+
+def pair(clean_path: str | Path, compressed_path: str | Path, out: str | Path, rule: InputRule) -> dict:
+    """Write ``out``: ``clean_path``'s checkpoint with ``compressed_path``'s weights as its compressed variant.
+
+    Both must be the same architecture and configuration (the fine-tune of one from the other). Each
+    keeps its own ``train_settings``, ``step``, ``eval`` and ``cpu_seconds`` (a fine-tune's count includes
+    the run it started from)."""
+    clean = torch.load(clean_path, map_location="cpu", weights_only=True)
+    comp = torch.load(compressed_path, map_location="cpu", weights_only=True)
+    for key in ("arch", "model_args"):
+        if clean.get(key) != comp.get(key):
+            raise ValueError(f"{key} differs: {clean.get(key)!r} vs {comp.get(key)!r}; pair two of the same model")
+    if "variants" in clean or "variants" in comp:
+        raise ValueError("pair two single checkpoints, not a checkpoint that already holds variants")
+    variant = {k: comp[k] for k in ("model", "train_settings", "cpu_seconds", "step", "epoch", "eval") if k in comp}
+    paired = {**clean, "variants": {COMPRESSED: variant}, "input_rule": asdict(rule)}
+    with atomic_path(out) as tmp:
+        torch.save(paired, tmp)
+    return paired
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.variants", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("pair", help="write one checkpoint holding a clean model and its compressed fine-tune")
+    q.add_argument("clean")
+    q.add_argument("compressed")
+    q.add_argument("out")
+    q.add_argument("--clean_min_bpp", type=float, default=InputRule.clean_min_bpp)
+    a = p.parse_args(argv)
+    pair(a.clean, a.compressed, a.out, InputRule(a.clean_min_bpp))
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
