@@ -25,7 +25,7 @@ from serving.launcher import ServiceProcess
 from serving.torchserve import TS_MAIN_CLASS, ServeState, group_alive
 from testing.clips import make_video, probe
 from testing.services import b64, needs_java, predict, tiny_checkpoint
-from wire.contract import HEALTH_PATH, MODEL_HEADER, PREDICT_PATH, TIMING_HEADER
+from wire.contract import HEALTH_PATH, INPUT_HEADER, MODEL_HEADER, PREDICT_PATH, TIMING_HEADER
 
 pytestmark = [pytest.mark.slow, needs_java]
 
@@ -179,8 +179,9 @@ def test_oversized_content_length_is_refused_before_upload(service):
 
 def test_second_version_registered_and_made_default_is_served(service, tmp_models):
     video = make_video("avi_mjpeg", frames=3, width=24, height=24)
-    r1 = predict(service, json={"content": b64(video)})
+    r1 = predict(service, json={"content": b64(video), "input_quality": "clean"})
     assert r1.status_code == 200 and r1.headers[MODEL_HEADER] == "tiny/1.0"
+    assert r1.headers[INPUT_HEADER] == "clean (requested)"  # the proxy passes the variant through
 
     built = subprocess.run(
         service.args(

@@ -1,0 +1,125 @@
+"""Clean vs compressed-input model, and the automatic choice between them, on both shared test lists.
+
+For a checkpoint holding both (``model.variants``), every clip of each test list is degraded once per
+condition (clean BI, then H.264 at each CRF, the maker ``client_test.py`` uses: ``train.evaluate``), and
+the same decoded frames go to bicubic, the clean model, the compressed-input model and any ``--also``
+model. "auto" is what the server would serve with no ``input_quality``: per clip, the variant the
+checkpoint's rule picks from the upload's codec and bits per pixel. Platform PSNR (of the mean MSE, RGB).
+
+    python -m bench.variants --model model/pretrained/FRVSR_GAN_default.pth \
+        --also shipped=runs/old_default.pth --crf 12 15 18 23 28 32
+
+Saves ``bench/results/variants.{json,md}`` (``--out`` to change); not part of every ``make bench`` (about
+10 minutes a model on one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.files import atomic_write_text
+from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from model.checkpoint import load_checkpoint
+from model.inference import super_resolve, to_tensor
+from model.variants import CLEAN, COMPRESSED, load_model_set
+from train.data import bicubic_upscale, crop_to_scale, read_clip
+from train.evaluate import lowres_input, test_samples
+from train.metrics import mse, psnr_from_mse
+
+log = logging.getLogger(__name__)
+LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
+CRFS = (12, 15, 18, 23, 28, 32)
+
+
+def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: dict[str, Path]) -> dict:
+    models, _ = load_model_set(model_path)
+    if not models.paired:
+        raise ValueError(f"{model_path} holds one model; pair two with python -m model.variants pair")
+    nets = {CLEAN: models.models[CLEAN], COMPRESSED: models.models[COMPRESSED]}
+    nets.update({name: load_checkpoint(p)[0] for name, p in also.items()})
+    out: dict = {"model": str(model_path), "rule": str(models.rule), "also": {k: str(v) for k, v in also.items()}}
+    for list_name, folder in lists.items():
+        samples = test_samples(folder)
+        rows = {}
+        for crf in [None, *crfs]:
+            sq = {name: [] for name in ["bicubic", *nets, "auto"]}  # per-clip MSE
+            bpps, picks = [], []
+            for s in samples:
+                clip = crop_to_scale(read_clip(s))
+                gt = clip.astype(np.float64) / 255.0
+                lr, codec, bpp = lowres_input(to_tensor(clip), "bicubic", s.name, crf)
+                sq["bicubic"].append(mse(bicubic_upscale(to_tensor(lr)).mul(255).round().div(255), gt))
+                for name, net in nets.items():
+                    sr = np.stack(list(super_resolve(net, lr)))
+                    sq[name].append(mse(sr.astype(np.float64) / 255.0, gt))
+                pick = models.rule.choose(codec, bpp)
+                sq["auto"].append(sq[pick][-1])
+                picks.append(pick)
+                bpps.append(bpp)
+            key = "clean" if crf is None else f"crf{crf}"
+            row = {name: psnr_from_mse(float(np.mean(v))) for name, v in sq.items()}
+            row["bpp"] = None if crf is None else [min(bpps), max(bpps)]
+            row["auto_picks"] = {q: picks.count(q) for q in (CLEAN, COMPRESSED)}
+            rows[key] = row
+            log.info("%s %s: %s", list_name, key, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
+        out[list_name] = rows
+    return out
+
+
+def markdown(res: dict) -> str:
+    names = [n for n in res[next(iter(LISTS))]["clean"] if n not in ("bicubic", "bpp", "auto_picks")]
+    lines = [
+        f"Model: `{res['model']}`; {res['rule']}. Gains over bicubic on the same decoded frames, platform PSNR "
+        "(dB). auto: what the server serves with no `input_quality`.",
+        "",
+        "| list | input | bpp | bicubic | " + " | ".join(names) + " | auto picks (clean/compr.) | auto vs better |",
+        "|---|---|---|---:|" + "---:|" * len(names) + "---|---:|",
+    ]
+    for list_name in LISTS:
+        for key, row in res[list_name].items():
+            bic = row["bicubic"]
+            bpp = "-" if row["bpp"] is None else f"{row['bpp'][0]:.2f}-{row['bpp'][1]:.2f}"
+            gains = " | ".join(f"{row[n] - bic:+.3f}" for n in names)
+            best = max(row[CLEAN], row[COMPRESSED])
+            picks = row["auto_picks"]
+            lines.append(
+                f"| {list_name} | {key} | {bpp} | {bic:.3f} | {gains} | {picks[CLEAN]}/{picks[COMPRESSED]} | "
+                f"{row['auto'] - best:+.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.variants", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, required=True, help="a checkpoint holding both variants")
+    p.add_argument("--also", nargs="*", default=[], help="NAME=PATH: other single models scored on the same frames")
+    p.add_argument("--crf", type=int, nargs="*", default=list(CRFS))
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "variants")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    missing = [str(f) for f in LISTS.values() if not f.is_dir()]
+    if missing:
+        print(f"skipped: the shared test lists are not here ({', '.join(missing)})", file=sys.stderr)
+        return 0
+    torch.set_num_threads(a.threads)
+    also = dict(item.split("=", 1) for item in a.also)
+    t0 = time.perf_counter()
+    res = run(a.model, {k: Path(v) for k, v in also.items()}, tuple(a.crf), LISTS)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write_text(a.out.with_suffix(".json"), json.dumps(res, indent=1))
+    atomic_write_text(a.out.with_suffix(".md"), markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
