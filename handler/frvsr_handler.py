@@ -116,7 +116,8 @@ class FRVSRHandler(BaseHandler):
                         if job.input_quality
                         else f"auto: {self.models.rule.describe(info.codec, info.bits_per_pixel)}"
                     )
-                    res = upscale_video(model, job.reader, self.settings, job.out_format, self.device)
+                    settings = job.settings_for(self.settings)
+                    res = upscale_video(model, job.reader, settings, job.out_format, self.device)
                     res.timings.open = job.open_s
                     self.settings.limits.check_output(b64_len(len(res.video)))
                 except Exception as e:

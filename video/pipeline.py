@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,11 @@ class Job:
     out_format: str | None
     open_s: float
     input_quality: str | None = None  # the request's override of the automatic model choice (``model.variants``)
+    crf: int | None = None  # the request's output quality (``EncoderSettings.with_crf``); None: the server's
+
+    def settings_for(self, settings: HandlerSettings) -> HandlerSettings:
+        """The server's settings with this request's output quality, if it asked for one."""
+        return settings if self.crf is None else replace(settings, encoder=settings.encoder.with_crf(self.crf))
 
 
 def open_job(body: object, settings: HandlerSettings) -> Job:
@@ -92,7 +97,7 @@ def open_job(body: object, settings: HandlerSettings) -> Job:
         None if i.bits_per_pixel is None else round(i.bits_per_pixel, 3),
         i.audio_codec,
     )
-    return Job(reader, req.out_format, time.perf_counter() - t, req.input_quality)
+    return Job(reader, req.out_format, time.perf_counter() - t, req.input_quality, req.crf)
 
 
 class _Stage(threading.Thread):

@@ -7,7 +7,7 @@ generated model-config.yaml take them from here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from model.inference import check_precision
 from wire.limits import Limits
@@ -31,6 +31,14 @@ class EncoderSettings:
     vp9_crf: int = 20  # VP9 (WebM) constant quality on its 0-63 scale
     vp9_cpu_used: int = 8  # libvpx realtime speed 0-8; 8 keeps VP9 about as fast as x264 veryfast
     threads: int = 0  # encoder threads; 0 lets the codec decide
+
+    def with_crf(self, crf: int) -> EncoderSettings:
+        """These settings at a request's ``crf`` (H.264's 0-51 scale): H.264 4:2:0 takes it as it is; the
+        full-chroma path keeps its offset below it (default 12 vs 18); VP9 gets it mapped onto its 0-63."""
+        offset = self.x264_crf - self.x264_crf_full_chroma
+        return replace(
+            self, x264_crf=crf, x264_crf_full_chroma=max(0, crf - offset), vp9_crf=min(63, round(crf * 63 / 51))
+        )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ OUTPUT_FORMATS = ("mp4", "avi", "mkv", "webm")
 # ``input_quality``: auto (the default: chosen from the input's codec and bits per pixel), or the model
 # trained for clean low-res input, or its fine-tune for compressed (H.264, JPEG, noisy) input
 INPUT_QUALITIES = ("auto", "clean", "compressed")
+# ``crf``: the output's quality on H.264's scale, 0 (best, largest) to 51; WebM's VP9 maps it onto its own
+# 0-63 (``video.settings.EncoderSettings.with_crf``). Omitted: the server's setting (18)
+CRF_RANGE = (0, 51)
+# ``model``: a registered model's name (TorchServe's rules: letters, digits, _ - .)
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 _NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
 _WHITESPACE = re.compile(r"\s+")
@@ -34,6 +39,8 @@ class VideoRequest:
     video: bytes
     out_format: str | None  # one of OUTPUT_FORMATS, or None: the input's container family
     input_quality: str | None = None  # "clean" or "compressed"; None: automatic
+    crf: int | None = None  # the output's quality (CRF_RANGE); None: the server's setting
+    model: str | None = None  # the model asked for (the proxy routes it); None: the default
 
 
 def parse_body(body: object, allow_raw: bool = True) -> VideoRequest:
@@ -63,7 +70,11 @@ def parse_body(body: object, allow_raw: bool = True) -> VideoRequest:
     if not isinstance(content, str):
         raise BadRequest(f'"content" must be a base64 string, got {type(content).__name__}')
     return VideoRequest(
-        decode_content(content), parse_format(body.get("format")), parse_input_quality(body.get("input_quality"))
+        decode_content(content),
+        parse_format(body.get("format")),
+        parse_input_quality(body.get("input_quality")),
+        parse_crf(body.get("crf")),
+        parse_model(body.get("model")),
     )
 
 
@@ -99,6 +110,28 @@ def parse_input_quality(value: object) -> str | None:
     if not isinstance(value, str) or value.lower() not in INPUT_QUALITIES:
         raise BadRequest(f'"input_quality" must be one of {list(INPUT_QUALITIES)} or omitted (auto), got {value!r}')
     return None if value.lower() == "auto" else value.lower()
+
+
+def parse_crf(value: object) -> int | None:
+    """``None`` (the server's setting) or a whole number in ``CRF_RANGE``."""
+    if value is None or value == "":
+        return None
+    lo, hi = CRF_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not lo <= value <= hi:
+        raise BadRequest(
+            f'"crf" must be a whole number from {lo} (best quality, largest file) to {hi} (smallest) on H.264\'s '
+            f"scale, or omitted (the server's setting), got {value!r}"
+        )
+    return int(value)
+
+
+def parse_model(value: object) -> str | None:
+    """``None`` (the default model) or a model name as TorchServe and KServe spell them."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _MODEL_NAME.match(value):
+        raise BadRequest(f'"model" must be the name of a served model (see GET /autotable/models), got {value!r}')
+    return value
 
 
 def decode_content(text: str) -> bytes:

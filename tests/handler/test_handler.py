@@ -189,3 +189,15 @@ def test_paired_checkpoint_serves_compressed_uploads_with_the_compressed_model(p
     assert auto_lossless.startswith("clean (auto: ffv1")
     assert forced == "clean (requested)"
     assert v1 != v2  # two different models answered
+
+
+def test_a_lower_crf_gives_a_larger_file(handler_ctx):
+    from testing.clips import encode_video, moving_clip
+
+    h, ctx = handler_ctx
+    clip = base64.b64encode(encode_video(moving_clip(6, 32, 48, grain=8), "mp4_h264")).decode()
+    sizes = {}
+    for crf in (10, 40):
+        (out,) = h.handle([{"body": {"content": clip, "crf": crf}}], ctx)
+        sizes[crf] = len(base64.b64decode(out))
+    assert sizes[10] > 1.5 * sizes[40]

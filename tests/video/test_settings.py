@@ -39,3 +39,11 @@ def test_model_config_template_is_valid():
     cfg = yaml.safe_load((ROOT / "handler" / "model-config.yaml").read_text())
     assert "handler" not in cfg  # not restated: client_infer.py writes it from HandlerSettings (test_archive)
     assert cfg["batchSize"] == 1 and cfg["responseTimeout"] > 0
+
+
+def test_a_requests_crf_maps_onto_each_encoder():
+    from video.settings import EncoderSettings
+
+    e = EncoderSettings().with_crf(30)
+    assert (e.x264_crf, e.x264_crf_full_chroma, e.vp9_crf) == (30, 24, 37)
+    assert EncoderSettings().with_crf(3).x264_crf_full_chroma == 0 and EncoderSettings().with_crf(51).vp9_crf == 63

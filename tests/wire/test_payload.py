@@ -75,3 +75,28 @@ def test_bad_input_quality_lists_the_values(value):
     body = {"content": base64.b64encode(b"\x00\x01video").decode(), "input_quality": value}
     with pytest.raises(BadRequest, match=r"input_quality.*\['auto', 'clean', 'compressed'\]"):
         parse_body(body)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (0, 0), (23, 23), (51, 51), (30.0, 30)])
+def test_crf_field(value, expected):
+    body = {"content": base64.b64encode(b"\x00\x01video").decode(), "crf": value}
+    assert parse_body(body).crf == expected
+
+
+@pytest.mark.parametrize("value", [-1, 52, 22.5, "23", True])
+def test_bad_crf_says_the_range(value):
+    body = {"content": base64.b64encode(b"\x00\x01video").decode(), "crf": value}
+    with pytest.raises(BadRequest, match=r'"crf" must be a whole number from 0 .* to 51'):
+        parse_body(body)
+
+
+@pytest.mark.parametrize(
+    "value, ok", [("FRVSR_GAN_default", True), ("teacher-1.0", True), ("../etc", False), (3, False)]
+)
+def test_model_field(value, ok):
+    body = {"content": base64.b64encode(b"\x00\x01video").decode(), "model": value}
+    if ok:
+        assert parse_body(body).model == value
+    else:
+        with pytest.raises(BadRequest, match="GET /autotable/models"):
+            parse_body(body)
