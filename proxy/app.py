@@ -7,7 +7,11 @@ The proxy validates a body itself (a bad request never waits for a worker), then
 ``max_inflight`` requests are with the model server at once and the rest wait here in arrival order, in a
 waiting room bounded by a count and by the bytes of the bodies it holds. Only past that bound does a
 request get 503 with ``Retry-After`` (the estimated wait). The wait counts toward the request's timeout.
-The model server is reached through ``proxy.backend`` (TorchServe, or a KServe predictor). ``GET /`` serves the page in
+The model server is reached through ``proxy.backend`` (TorchServe, or a KServe predictor). A request may name
+one of the served models (``"model"``); each model has its own waiting room, time limit and estimate of
+seconds per pixel-frame, so a slow model's queue never holds up the default's. ``GET /autotable/models``
+lists them; ``GET /autotable/queue`` tells a waiting request its place and the time left (from its clip's
+frames and size, read from the container's header with PyAV, no decoding). ``GET /`` serves the page in
 ``proxy/static/`` (plain HTML/JS/CSS, nothing from the internet), which uses the same predict route.
 Everything is asyncio (aiohttp): a long super-resolution never blocks other requests; JSON and base64
 checks of large bodies run in threads. It logs sizes, statuses and timings, never content.
@@ -27,9 +31,11 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.backend import Backend, TorchServeBackend
-from proxy.room import QueueFull, WaitingRoom
+from proxy.probe import clip_work
+from proxy.room import QueueFull, Ticket, WaitingRoom
 from wire.contract import (
     HEALTH_PATH,
+    MODELS_PATH,
     PAGE_PATH,
     PREDICT_PATH,
     QUEUE_PATH,
@@ -42,13 +48,26 @@ from wire.contract import (
 )
 from wire.errors import BadRequest
 from wire.limits import Limits
-from wire.payload import parse_body
+from wire.payload import VideoRequest, parse_body
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 T0 = web.RequestKey("t0", float)  # when the request arrived (perf_counter)
 TIMING = web.RequestKey("timing", str)  # the worker's stage timings, for the log line
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One served model's own queue and time limit (``ProxyConfig.models``)."""
+
+    timeout_s: float = 1200.0
+    max_inflight: int = 2
+    max_queued: int = 32
+    max_queued_bytes: int = 512 * 2**20
+    workers: int = 1
+    clip_seconds_hint: float = 10.0
+    pixel_frame_seconds_hint: float | None = None  # measured at start-up: seconds per frame / pixels per frame
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,19 @@ class ProxyConfig:
     workers: int = 1  # clips the model server processes in parallel: only for the wait estimate
     clip_seconds_hint: float = 10.0  # seconds per clip assumed until requests have been timed
     limits: dict = field(default_factory=dict)  # the model's request limits, shown by the page and /health
+    pixel_frame_seconds_hint: float | None = None  # the default model's, measured at start-up
+    # other served models' lanes by name; a model the backend serves that is not here (a version registered
+    # through TorchServe's management API) gets the default's settings in a room of its own
+    models: dict[str, Lane] = field(default_factory=dict)
+
+    def lane(self, name: str | None) -> Lane:
+        """The settings of model ``name``'s queue (None, or a name without its own lane: the default's)."""
+        if name in self.models:
+            return self.models[name]
+        return Lane(
+            self.timeout_s, self.max_inflight, self.max_queued, self.max_queued_bytes, self.workers,
+            self.clip_seconds_hint, self.pixel_frame_seconds_hint,
+        )  # fmt: skip
 
 
 def envelope(status: int, msg: str, headers: dict | None = None) -> web.Response:
@@ -69,14 +101,40 @@ def envelope(status: int, msg: str, headers: dict | None = None) -> web.Response
     return web.Response(status=status, body=error_body(status, msg), content_type="application/json", headers=headers)
 
 
-def validate(body: bytes) -> None:
-    """The proxy's check of a request body before it waits for a worker: the one parser, JSON only."""
-    parse_body(body, allow_raw=False)
+def validate(body: bytes) -> tuple[VideoRequest, int | None]:
+    """The proxy's check of a request body before it waits for a worker (the one parser, JSON only), and the
+    clip's pixel-frames from its header (None when the header does not say; the model server judges the file)."""
+    req = parse_body(body, allow_raw=False)
+    return req, clip_work(req.video)
+
+
+class Rooms:
+    """A waiting room per served model, made on first use from its lane; looks a request id up in all."""
+
+    def __init__(self, cfg: ProxyConfig, default_model: str):
+        self.cfg, self.default = cfg, default_model
+        self.rooms: dict[str, WaitingRoom] = {}
+
+    def __call__(self, name: str | None) -> WaitingRoom:
+        name = name or self.default
+        if name not in self.rooms:
+            lane = self.cfg.lane(None if name == self.default else name)
+            self.rooms[name] = WaitingRoom(
+                lane.max_inflight, lane.max_queued, lane.max_queued_bytes, lane.workers, lane.clip_seconds_hint,
+                lane.pixel_frame_seconds_hint,
+            )  # fmt: skip
+        return self.rooms[name]
+
+    def find(self, request_id: str) -> tuple[str, WaitingRoom, Ticket] | None:
+        for name, room in self.rooms.items():
+            if request_id in room.by_id:
+                return name, room, room.by_id[request_id]
+        return None
 
 
 CONFIG = web.AppKey("config", ProxyConfig)
 BACKEND = web.AppKey("backend", Backend)
-ROOM = web.AppKey("room", WaitingRoom)
+ROOMS = web.AppKey("rooms", Rooms)
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -84,35 +142,52 @@ ROOM = web.AppKey("room", WaitingRoom)
 
 async def predict(request: web.Request) -> web.Response:
     """POST /autotable/predict: validate, wait for a turn, forward to the model server, answer in the envelope."""
-    cfg, room, backend = request.app[CONFIG], request.app[ROOM], request.app[BACKEND]
+    cfg, rooms, backend = request.app[CONFIG], request.app[ROOMS], request.app[BACKEND]
     t0 = request[T0]
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    room = rooms(None)  # uploading: counted in the default's room until the body names its model
     try:
-        ticket = room.admit(request.content_length or 0, request.headers.get(REQUEST_ID_HEADER))
+        ticket = room.admit(request.content_length or 0, request_id)
     except QueueFull as e:
         return envelope(503, str(e), {"Retry-After": str(e.retry_after)})
     try:
         body = await request.read()
         ticket.nbytes = len(body)
         try:
-            await asyncio.to_thread(validate, body)
+            req, work = await asyncio.to_thread(validate, body)
         except BadRequest as e:
             return envelope(400, str(e))
+        model = req.model if req.model and req.model != rooms.default else None
+        if model is not None:
+            served = await backend.models()
+            if model not in served:
+                return envelope(
+                    400, f'unknown "model" {model!r}; the served models are {sorted(served)} (GET {MODELS_PATH})'
+                )
+            room.leave(ticket)
+            room = rooms(model)
+            try:
+                ticket = room.admit(len(body), request_id)
+            except QueueFull as e:
+                return envelope(503, f"{model}: {e}", {"Retry-After": str(e.retry_after)})
+        ticket.work = work
+        timeout_s = cfg.lane(model).timeout_s
         try:
-            await asyncio.wait_for(room.turn(ticket), timeout=max(0.0, t0 + cfg.timeout_s - time.perf_counter()))
+            await asyncio.wait_for(room.turn(ticket), timeout=max(0.0, t0 + timeout_s - time.perf_counter()))
         except TimeoutError:
             return envelope(
                 504,
                 f"waited {time.perf_counter() - t0:.0f} s in the queue without reaching a worker "
                 "(the limit per request is "
-                f"{cfg.timeout_s:.0f} s, queue included); retry later or send a shorter clip",
+                f"{timeout_s:.0f} s, queue included); retry later or send a shorter clip",
             )
         started = time.perf_counter()
         try:
-            status, payload, headers = await backend.predict(body, t0 + cfg.timeout_s - started)
+            status, payload, headers = await backend.predict(body, t0 + timeout_s - started, model)
         except TimeoutError:
             return envelope(
                 504,
-                f"no answer from the model within {cfg.timeout_s:.0f} s "
+                f"no answer from the model within {timeout_s:.0f} s "
                 "(queue included; the server is overloaded or the clip "
                 "is too heavy); retry later or send a shorter clip",
             )
@@ -120,7 +195,7 @@ async def predict(request: web.Request) -> web.Response:
             return envelope(status, str(payload))
         timing = headers.get(TIMING_HEADER, "")
         request[TIMING] = timing
-        room.record(parse_timing(timing).get("total") or time.perf_counter() - started)
+        room.record(parse_timing(timing).get("total") or time.perf_counter() - started, work)
         return web.Response(
             status=200,
             body=success_body(payload, time.perf_counter() - t0),
@@ -132,28 +207,64 @@ async def predict(request: web.Request) -> web.Response:
 
 
 async def queue_position(request: web.Request) -> web.Response:
-    """GET /autotable/queue?request=<id>: where a request sent with X-FRVSR-Request-Id stands."""
-    room = request.app[ROOM]
-    ticket = room.by_id.get(request.query.get("request", ""))
+    """GET /autotable/queue?request=<id>: where a request sent with X-FRVSR-Request-Id stands, and its time left."""
+    rooms = request.app[ROOMS]
+    found = rooms.find(request.query.get("request", ""))
+    name, room = (found[0], found[1]) if found else (rooms.default, rooms(None))
     data = {
         "state": "unknown",
+        "model": name,
         "position": None,
         "estimated_wait_s": None,
+        "estimated_time_left_s": None,
         **{k: v for k, v in room.status().items() if k in ("waiting", "running")},
     }
-    if ticket is not None:
+    if found is not None:
+        ticket = found[2]
         ahead = room.position(ticket)
+        left = room.time_left(ticket)
         data.update(
             state="running" if ticket.running else ("waiting" if ticket.ready else "uploading"),
             position=ahead,
             estimated_wait_s=round(room.estimated_wait(ahead), 1),
+            estimated_time_left_s=None if left is None else round(left, 1),
         )
     return web.json_response({"code": 200, "data": data, "msg": "ok"})
 
 
+async def model_list(request: web.Request) -> web.Response:
+    """GET /autotable/models: the served models (the default first), their queues and seconds per frame."""
+    return web.json_response({"code": 200, "data": await describe_models(request.app), "msg": "ok"})
+
+
+async def describe_models(app: web.Application) -> dict:
+    cfg, rooms = app[CONFIG], app[ROOMS]
+    served = await app[BACKEND].models()
+    names = [rooms.default, *sorted(n for n in served if n != rooms.default)]
+    area = int(cfg.limits.get("max_pixels") or 0)
+    out = []
+    for name in names:
+        room, lane = rooms(name), cfg.lane(None if name == rooms.default else name)
+        per = room.seconds_per_pixel_frame()
+        out.append(
+            {
+                "name": name,
+                "default": name == rooms.default,
+                **served.get(name, {"ready": False}),
+                "workers": lane.workers,
+                "timeout_s": lane.timeout_s,
+                "seconds_per_frame_176x144": None if per is None else round(per * 176 * 144, 4),
+                "seconds_per_frame_at_limit": None if per is None or not area else round(per * area, 4),
+                "measured_from": "requests" if room.recent_work else ("start-up" if per is not None else None),
+                "queue": {k: v for k, v in room.status().items() if k in ("waiting", "running", "estimated_wait_s")},
+            }
+        )
+    return {"default": rooms.default, "models": out}
+
+
 async def health(request: web.Request) -> web.Response:
     """GET /health: 200 when the model server is ready; the queue and the limits in either case."""
-    room = request.app[ROOM]
+    room = request.app[ROOMS](None)
     h = await request.app[BACKEND].health()
     data = {
         "proxy": "ok",
@@ -161,6 +272,7 @@ async def health(request: web.Request) -> web.Response:
         "inflight": len(room.tickets),
         "queue": room.status(),
         "limits": request.app[CONFIG].limits,
+        "models": (await describe_models(request.app))["models"],
     }
     code = 200 if h.ready else 503
     return web.json_response({"code": code, "data": data, "msg": h.msg}, status=code)
@@ -243,8 +355,8 @@ def create_app(cfg: ProxyConfig, backend: Backend) -> web.Application:
             if e.status == 404:
                 return envelope(
                     404,
-                    f"no such endpoint {request.path}; use POST {PREDICT_PATH}, GET {HEALTH_PATH} "
-                    f"or the page at GET {PAGE_PATH}",
+                    f"no such endpoint {request.path}; use POST {PREDICT_PATH}, GET {HEALTH_PATH}, "
+                    f"GET {MODELS_PATH} or the page at GET {PAGE_PATH}",
                 )
             return envelope(e.status, e.reason or e.text or "error")
 
@@ -256,12 +368,13 @@ def create_app(cfg: ProxyConfig, backend: Backend) -> web.Application:
     app = web.Application(middlewares=[log_and_envelope], client_max_size=cfg.max_body_bytes)
     app[CONFIG] = cfg
     app[BACKEND] = backend
-    app[ROOM] = WaitingRoom(cfg.max_inflight, cfg.max_queued, cfg.max_queued_bytes, cfg.workers, cfg.clip_seconds_hint)
+    app[ROOMS] = Rooms(cfg, backend.model)
     app.add_routes(
         [
             web.post(PREDICT_PATH, predict, expect_handler=too_large_first),
             web.get(HEALTH_PATH, health),
             web.get(QUEUE_PATH, queue_position),
+            web.get(MODELS_PATH, model_list),
             web.get(PAGE_PATH, page),
             web.static(STATIC_PATH, STATIC_DIR),
         ]

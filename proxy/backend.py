@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -60,11 +62,35 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
-    async def predict(self, body: bytes, timeout_s: float) -> Reply:
-        """Forward a validated request body; raises ``TimeoutError`` after ``timeout_s``."""
+    model: str  # the default model's name
+
+    async def predict(self, body: bytes, timeout_s: float, model: str | None = None) -> Reply:
+        """Forward a validated request body to ``model`` (None: the default); ``TimeoutError`` after ``timeout_s``."""
         ...
 
     async def health(self) -> Health: ...
+
+    async def models(self) -> dict[str, dict]:
+        """The served models by name, each ``{"ready": bool, ...}`` (cached for a few seconds)."""
+        ...
+
+
+MODELS_CACHE_S = 5.0  # how long a list of the served models is reused
+
+
+class ModelsCache:
+    """The last list of served models, reused for ``MODELS_CACHE_S`` (the page and every named request ask)."""
+
+    def __init__(self):
+        self.value: dict[str, dict] | None = None
+        self.at = -math.inf
+        self.lock = asyncio.Lock()
+
+    async def get(self, fetch) -> dict[str, dict]:
+        async with self.lock:
+            if self.value is None or time.monotonic() - self.at > MODELS_CACHE_S:
+                self.value, self.at = await fetch(), time.monotonic()
+            return self.value
 
 
 # ----------------------------------------------------------------------------- TorchServe's tokens
@@ -255,6 +281,7 @@ class TorchServeBackend:
         self.tokens = TokenSource(key_file, management_url, renew_margin_s)
         self.connections = connections
         self.session: ClientSession | None = None
+        self._models = ModelsCache()
 
     async def start(self) -> None:
         # no total timeout on the session: each request sets its own; keep connections to TorchServe alive
@@ -268,8 +295,9 @@ class TorchServeBackend:
         if self.session is not None:
             await self.session.close()
 
-    async def predict(self, body: bytes, timeout_s: float) -> Reply:
-        url = f"{self.inference_url}/predictions/{self.model}"
+    async def predict(self, body: bytes, timeout_s: float, model: str | None = None) -> Reply:
+        model = model or self.model
+        url = f"{self.inference_url}/predictions/{model}"
         timeout = ClientTimeout(total=max(0.001, timeout_s))
         headers = {"Content-Type": "application/json"}
         try:
@@ -295,18 +323,38 @@ class TorchServeBackend:
                 "the operator should restart client_infer.py",
                 {},
             )
-        return self.map_error(r.status, message)
+        return self.map_error(r.status, message, model)
 
-    def map_error(self, status: int, message: str) -> Reply:
+    def map_error(self, status: int, message: str, model: str | None = None) -> Reply:
         """TorchServe's error statuses -> the contract's (a 404 here means the model is not registered)."""
         if status == 404:
             return Reply(
                 503,
-                f"model {self.model!r} is not registered in TorchServe ({message}); "
+                f"model {model or self.model!r} is not registered in TorchServe ({message}); "
                 "register it with the management API (see docs/serving.md)",
                 {},
             )
         return contract_reply(status, message)
+
+    async def models(self) -> dict[str, dict]:
+        return await self._models.get(self._list_models)
+
+    async def _list_models(self) -> dict[str, dict]:
+        """TorchServe's registered models (management API), each with its default version's workers."""
+        timeout = ClientTimeout(total=5)
+        out: dict[str, dict] = {}
+        try:
+            async with self.session.get(f"{self.management_url}/models", params={"limit": "100"}, timeout=timeout) as r:
+                names = [m["modelName"] for m in (await r.json(content_type=None)).get("models", [])]
+            for name in names:
+                async with self.session.get(f"{self.management_url}/models/{name}", timeout=timeout) as r:
+                    d = (await r.json(content_type=None))[0] if r.status == 200 else {}
+                workers = [w.get("status") for w in d.get("workers", [])]
+                out[name] = {"ready": "READY" in workers, "version": d.get("modelVersion")}
+        except (TimeoutError, ClientError, ValueError, KeyError, IndexError, AttributeError) as e:
+            log.warning("cannot list TorchServe's models: %s", e)
+            return {self.model: {"ready": False}}
+        return out
 
     async def health(self) -> Health:
         data: dict = {"torchserve": "unreachable", "model": {"name": self.model, "ready": False}}
@@ -353,18 +401,26 @@ class KServeBackend:
     Kubernetes secret or a projected service-account token rotates in place).
     """
 
-    def __init__(self, url: str, token_file: Path | None = None, connections: int = 8):
-        url = url.rstrip("/")
-        m = re.fullmatch(r"(https?://[^/]+(?:/[^?#]*)?)/v1/models/([^/:?#]+)", url)
-        if not m:
-            raise ValueError(
-                f"KServe URL {url!r} must be the predictor's v1 model URL, http(s)://<host>/v1/models/<name>, e.g. "
-                "http://frvsr-predictor.frvsr.svc.cluster.local/v1/models/frvsr (see docs/deploy.md)"
-            )
-        self.url, self.model = url, m.group(2)
+    def __init__(self, url: str | Sequence[str], token_file: Path | None = None, connections: int = 8):
+        self.urls: dict[str, str] = {}  # model name -> its v1 URL; the first is the default
+        for u in [url] if isinstance(url, str) else list(url):
+            u = u.rstrip("/")
+            m = re.fullmatch(r"(https?://[^/]+(?:/[^?#]*)?)/v1/models/([^/:?#]+)", u)
+            if not m:
+                raise ValueError(
+                    f"KServe URL {u!r} must be the predictor's v1 model URL, http(s)://<host>/v1/models/<name>, "
+                    "e.g. http://frvsr-predictor.frvsr.svc.cluster.local/v1/models/frvsr (see docs/deploy.md)"
+                )
+            if m.group(2) in self.urls:
+                raise ValueError(f"two KServe URLs name the model {m.group(2)!r}; each predictor needs its own name")
+            self.urls[m.group(2)] = u
+        if not self.urls:
+            raise ValueError("give at least one KServe URL")
+        self.model, self.url = next(iter(self.urls.items()))
         self.token_file = Path(token_file) if token_file else None
         self.connections = connections
         self.session: ClientSession | None = None
+        self._models = ModelsCache()
 
     async def start(self) -> None:
         self.session = ClientSession(
@@ -377,11 +433,12 @@ class KServeBackend:
         if self.session is not None:
             await self.session.close()
 
-    async def predict(self, body: bytes, timeout_s: float) -> Reply:
+    async def predict(self, body: bytes, timeout_s: float, model: str | None = None) -> Reply:
         timeout = ClientTimeout(total=max(0.001, timeout_s))
+        url = self.urls.get(model or self.model, self.url)
         try:
             async with self.session.post(
-                self.url + v1.V1_PREDICT_SUFFIX,
+                url + v1.V1_PREDICT_SUFFIX,
                 data=v1.request(body),
                 headers={"Content-Type": "application/json"},
                 timeout=timeout,
@@ -393,7 +450,7 @@ class KServeBackend:
             if isinstance(e, TimeoutError):  # aiohttp's read/connect timeouts are ClientErrors too: the caller's 504
                 raise
             return Reply(
-                503, f"the KServe predictor is not reachable at {self.url} ({type(e).__name__}); retry in a minute", {}
+                503, f"the KServe predictor is not reachable at {url} ({type(e).__name__}); retry in a minute", {}
             )
         if status == 200:
             try:
@@ -403,9 +460,9 @@ class KServeBackend:
             if TIMING_HEADER not in passed and elapsed is not None:  # KServe's model server drops our headers
                 passed[TIMING_HEADER] = format_timing({"total": elapsed})
             return Reply(200, content, passed)
-        return self.map_error(status, v1.error_message(payload))
+        return self.map_error(status, v1.error_message(payload), url)
 
-    def map_error(self, status: int, message: str) -> Reply:
+    def map_error(self, status: int, message: str, url: str | None = None) -> Reply:
         """KServe's statuses -> the contract's: credentials and a wrong URL are the operator's to fix (503)."""
         if status in (401, 403):
             return Reply(
@@ -417,11 +474,26 @@ class KServeBackend:
         if status == 404:
             return Reply(
                 503,
-                f"no model at {self.url} (HTTP 404: {message}); the operator should check --kserve_url "
+                f"no model at {url or self.url} (HTTP 404: {message}); the operator should check --kserve_url "
                 "(the InferenceService's host and the model name in its config.properties)",
                 {},
             )
         return contract_reply(status, message)
+
+    async def models(self) -> dict[str, dict]:
+        return await self._models.get(self._list_models)
+
+    async def _list_models(self) -> dict[str, dict]:
+        """The configured predictors, each with its model-ready state (``GET <url>``)."""
+        out = {}
+        for name, url in self.urls.items():
+            try:
+                async with self.session.get(url, timeout=ClientTimeout(total=5)) as r:
+                    ready = r.status == 200 and json.loads(await r.read()).get("ready") is True
+            except (TimeoutError, ClientError, ValueError, AttributeError):
+                ready = False
+            out[name] = {"ready": ready}
+        return out
 
     async def health(self) -> Health:
         data: dict = {"kserve": self.url, "model": {"name": self.model, "ready": False}}

@@ -1,12 +1,19 @@
 """The waiting room: first come, first served admission to the model server, bounded by a count and by bytes.
 
-Pure asyncio bookkeeping, no HTTP: ``proxy.app`` admits a request, awaits its turn, and lets it leave.
+Pure asyncio bookkeeping, no HTTP: ``proxy.app`` admits a request, awaits its turn, and lets it leave. Each
+served model has its own room (a slow model never holds up the default's queue).
+
+Time left: a ticket's clip is ``work`` pixel-frames (frames x width x height, from the container's header);
+the room learns seconds per pixel-frame from the requests it has timed (from a start-up hint until then)
+and plays the queue forward on its ``workers``: every ticket ahead, in order, takes the worker that frees
+first for its remaining time (its estimate less the time it has been processing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import math
 import statistics
 import time
@@ -29,8 +36,10 @@ class Ticket:
     request_id: str | None
     arrived: float = field(default_factory=time.perf_counter)
     ready: bool = False  # body read and valid: may be handed to the model server
-    running: bool = False
+    running: bool = False  # handed to the model server (processing, or next in its own small queue)
     go: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    work: float | None = None  # pixel-frames of its clip, from the header; None: unknown (the clip mean is used)
+    processing_since: float | None = None  # when a worker took it (the first ``workers`` running tickets)
 
 
 class WaitingRoom:
@@ -42,13 +51,23 @@ class WaitingRoom:
     of the last 20 timed requests; estimates use them.
     """
 
-    def __init__(self, slots: int, max_waiting: int, max_bytes: int, workers: int = 1, clip_seconds_hint: float = 10.0):
+    def __init__(
+        self,
+        slots: int,
+        max_waiting: int,
+        max_bytes: int,
+        workers: int = 1,
+        clip_seconds_hint: float = 10.0,
+        pixel_frame_seconds_hint: float | None = None,
+    ):
         self.slots, self.max_waiting, self.max_bytes = max(1, slots), max(0, max_waiting), max_bytes
         self.workers = max(1, workers)
         self.clip_seconds_hint = clip_seconds_hint
+        self.pixel_frame_seconds_hint = pixel_frame_seconds_hint  # the model's start-up measurement, if any
         self.tickets: list[Ticket] = []  # active tickets in arrival order
         self.by_id: dict[str, Ticket] = {}
         self.recent: collections.deque[float] = collections.deque(maxlen=20)
+        self.recent_work: collections.deque[tuple[float, float]] = collections.deque(maxlen=20)  # (seconds, work)
 
     # -- state
     def running(self) -> int:
@@ -62,6 +81,35 @@ class WaitingRoom:
 
     def seconds_per_clip(self) -> float:
         return statistics.fmean(self.recent) if self.recent else self.clip_seconds_hint
+
+    def seconds_per_pixel_frame(self) -> float | None:
+        """Learned from the timed requests whose size was known (their total seconds over their total work)."""
+        if self.recent_work:
+            return sum(t for t, _ in self.recent_work) / sum(w for _, w in self.recent_work)
+        return self.pixel_frame_seconds_hint
+
+    def clip_estimate(self, ticket: Ticket) -> float:
+        """Seconds the model server will take for this ticket's clip."""
+        per = self.seconds_per_pixel_frame()
+        return ticket.work * per if ticket.work is not None and per is not None else self.seconds_per_clip()
+
+    def time_left(self, ticket: Ticket, now: float | None = None) -> float | None:
+        """Seconds until this ticket's answer is ready (queue ahead, then its own clip); None while uploading."""
+        if not (ticket.ready or ticket.running) or ticket not in self.tickets:
+            return None
+        now = time.perf_counter() if now is None else now
+        free = [0.0] * self.workers  # when each worker is next free, from now
+        for t in self.tickets:
+            if not (t.ready or t.running):
+                continue  # still uploading: it will queue behind the ones ready now
+            est = self.clip_estimate(t)
+            if t.processing_since is not None:  # overdue: assume a tenth of its estimate is left
+                est = max(est - (now - t.processing_since), 0.1 * est)
+            end = heapq.heappop(free) + est
+            heapq.heappush(free, end)
+            if t is ticket:
+                return end
+        return None
 
     def estimated_wait(self, ahead: int) -> float:
         """Seconds until a ticket with ``ahead`` active tickets before it reaches a worker."""
@@ -103,8 +151,11 @@ class WaitingRoom:
         self._dispatch()
         await asyncio.shield(ticket.go)
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, work: float | None = None) -> None:
+        """A request's time on the model server (and its clip's pixel-frames when known)."""
         self.recent.append(seconds)
+        if work:
+            self.recent_work.append((seconds, work))
 
     def leave(self, ticket: Ticket) -> None:
         """Done, failed, timed out or cancelled: free its place (and its slot) for the next one."""
@@ -126,6 +177,10 @@ class WaitingRoom:
                 running += 1
                 if not t.go.done():
                     t.go.set_result(None)
+        now = time.perf_counter()
+        for t in [t for t in self.tickets if t.running][: self.workers]:  # the model server works in arrival order
+            if t.processing_since is None:
+                t.processing_since = now
 
     def status(self) -> dict:
         """For GET /health."""

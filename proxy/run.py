@@ -54,8 +54,11 @@ def proxy_config(
     max_queued: int = ProxyConfig.max_queued,
     max_queued_bytes: int = ProxyConfig.max_queued_bytes,
     clip_seconds_hint: float = ProxyConfig.clip_seconds_hint,
+    pixel_frame_seconds_hint: float | None = None,
+    models: dict | None = None,
 ) -> ProxyConfig:
-    """The proxy's settings for a model server with ``workers`` parallel clips at ``limits``."""
+    """The proxy's settings for a model server with ``workers`` parallel clips at ``limits`` (and the other
+    served models' lanes, ``models``)."""
     n = inflight(max_inflight, workers)
     return ProxyConfig(
         max_body_bytes=limits.max_body_bytes(),
@@ -66,6 +69,8 @@ def proxy_config(
         workers=workers,
         clip_seconds_hint=clip_seconds_hint,
         limits={**asdict(limits), "max_body_bytes": limits.max_body_bytes()},
+        pixel_frame_seconds_hint=pixel_frame_seconds_hint,
+        models=dict(models or {}),
     )
 
 
@@ -142,7 +147,7 @@ async def serve_until_stopped(
 class KServeProxyOptions:
     """The proxy-only mode's settings (``client_infer.py --kserve_url`` and ``python -m proxy``)."""
 
-    kserve_url: str
+    kserve_url: str | tuple[str, ...]  # several: the first is the default model, the others are picked by name
     kserve_token_file: Path | None = None
     host: str = "127.0.0.1"
     service_port: int = 8080
@@ -257,9 +262,10 @@ def add_queue_args(p: argparse.ArgumentParser) -> None:
 def add_kserve_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group("KServe (docs/deploy.md)")
     g.add_argument(
-        "--kserve_url", default=None, required=required,
+        "--kserve_url", default=None, required=required, nargs="+", metavar="URL",
         help="serve only the proxy (page and /autotable/predict), in front of a KServe predictor speaking the v1 "
-        "protocol: http(s)://<host>/v1/models/<name>; --workers is then the clips the cluster runs at once "
+        "protocol: http(s)://<host>/v1/models/<name> (several: the first is the default, a request names "
+        "another with \"model\": <name>); --workers is then the clips the cluster runs at once "
         "(replicas x workers per replica) and --response_timeout the predictor's timeout "
         f"(default {KSERVE_CLIP_TIMEOUT})",
     )  # fmt: skip
@@ -275,7 +281,8 @@ def kserve_options(args: argparse.Namespace) -> KServeProxyOptions:
     counts["max_queued"] = max(0, args.max_queued)
     known = {f.name for f in fields(KServeProxyOptions)} - {"limits", "kserve_token_file", "max_queued_bytes", *counts}
     return KServeProxyOptions(
-        **{k: getattr(args, k) for k in known},
+        **{k: getattr(args, k) for k in known - {"kserve_url"}},
+        kserve_url=tuple(args.kserve_url) if isinstance(args.kserve_url, list) else args.kserve_url,
         **counts,
         kserve_token_file=Path(args.kserve_token_file) if args.kserve_token_file else None,
         limits=limits_from(args),

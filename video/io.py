@@ -21,14 +21,10 @@ import numpy as np
 
 from video.settings import EncoderSettings
 from wire.errors import Unprocessable, UnsupportedMedia
-from wire.limits import Limits
+from wire.limits import DEMUXERS, Limits
 
 log = logging.getLogger(__name__)
 
-# Demuxers FFmpeg may pick for an upload. A whitelist keeps playlist-style demuxers (HLS, concat) out:
-# they open the URLs or files named inside the upload.
-# No still-image demuxers: a single picture is not a video.
-DEMUXERS = "avi,mov,matroska,flv,mpegts,mpeg,ogg,asf,nut,ivf,h264,hevc,m4v,mjpeg,rawvideo,gif"
 
 # output family -> (FFmpeg muxer, video encoder)
 MUXERS = {"avi": "avi", "mp4": "mp4", "mkv": "matroska", "webm": "webm"}

@@ -21,6 +21,7 @@ import math
 PREDICT_PATH = "/autotable/predict"  # POST: the one inference route, for every client and the web page
 HEALTH_PATH = "/health"  # GET: 200 when a model worker is ready, else 503; queue depth and limits
 QUEUE_PATH = "/autotable/queue"  # GET ?request=<id>: a waiting request's place in the queue (the page polls it)
+MODELS_PATH = "/autotable/models"  # GET: the served models, their queues and measured seconds per frame
 PAGE_PATH = "/"  # GET: the web page
 STATIC_PATH = "/static"  # GET /static/<file>: the page's JavaScript and CSS
 

@@ -78,3 +78,9 @@ class Limits:
                 f"(max_output_bytes, bounded by TorchServe's max_response_size); very noisy content compresses badly: "
                 f"send a shorter clip, or {RAISE_HINT.format(flag='max_output_mb', key='max_output_bytes')}"
             )
+
+
+# Demuxers FFmpeg may pick for an upload (the model server's reader, the proxy's header probe). A whitelist
+# keeps playlist-style demuxers (HLS, concat) out: they open the URLs or files named inside the upload.
+# No still-image demuxers: a single picture is not a video.
+DEMUXERS = "avi,mov,matroska,flv,mpegts,mpeg,ogg,asf,nut,ivf,h264,hevc,m4v,mjpeg,rawvideo,gif"

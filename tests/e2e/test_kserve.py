@@ -107,19 +107,19 @@ def test_kserve_options_refuse_bad_input_with_what_to_do(argv, words, capsys):
 
 
 def test_proxy_in_front_of_kserve_needs_no_model_libraries():
-    """The proxy image (deploy/kserve/Dockerfile.proxy) holds only ``proxy/``, ``wire/`` and aiohttp: what
+    """The proxy image (deploy/kserve/Dockerfile.proxy) holds only ``proxy/``, ``wire/``, aiohttp and PyAV: what
     ``python -m proxy`` imports (checked in a fresh interpreter), nothing of the model or the servers."""
     code = (
         "import sys, proxy.run; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'numpy', 'av', 'cv2', 'ts', 'requests', 'psutil', 'yaml', 'model', 'video', 'handler', 'serving', "
+        "('torch', 'numpy', 'cv2', 'ts', 'requests', 'psutil', 'yaml', 'model', 'video', 'handler', 'serving', "
         "'train', 'common')))"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
     dockerfile = (DEPLOY / "Dockerfile.proxy").read_text()
     pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
-    assert f"aiohttp=={pins['aiohttp']}" in dockerfile  # the same pin as requirements.txt
+    assert f"aiohttp=={pins['aiohttp']}" in dockerfile and f"av=={pins['av']}" in dockerfile  # requirements.txt's pins
     copied = re.findall(r"^COPY (\S+)", dockerfile, flags=re.M)
     assert sorted(copied) == ["proxy/", "wire/"], copied
     assert 'ENTRYPOINT ["python", "-m", "proxy"]' in dockerfile

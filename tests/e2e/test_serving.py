@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import requests
@@ -25,7 +26,7 @@ from serving.launcher import ServiceProcess
 from serving.torchserve import TS_MAIN_CLASS, ServeState, group_alive
 from testing.clips import make_video, probe
 from testing.services import b64, needs_java, predict, tiny_checkpoint
-from wire.contract import HEALTH_PATH, INPUT_HEADER, MODEL_HEADER, PREDICT_PATH, TIMING_HEADER
+from wire.contract import HEALTH_PATH, INPUT_HEADER, MODEL_HEADER, MODELS_PATH, PREDICT_PATH, TIMING_HEADER
 
 pytestmark = [pytest.mark.slow, needs_java]
 
@@ -60,7 +61,10 @@ def tmp_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_models):
-    svc = service_for(tmp_models, "svc").start()
+    """The tiny model as the default, and a second one served beside it (``--extra_model``)."""
+    svc = service_for(tmp_models, "svc")
+    svc.extra += ["--extra_model", f"other={tmp_models / 'tiny2.pth'}"]
+    svc.start()
     yield svc
     svc.stop()
 
@@ -172,6 +176,42 @@ def test_oversized_content_length_is_refused_before_upload(service):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.split()[1] == b"413" and json.loads(body)["code"] == 413
+
+
+# ----------------------------------------------------------------------------- request options, models
+
+
+def test_a_lower_crf_gives_a_larger_file_closer_to_the_model_output(service):
+    from testing.clips import decode_frames, encode_video, moving_clip
+    from train.metrics import mse, psnr_from_mse
+
+    video = encode_video(moving_clip(8, 48, 64, grain=8), "mp4_h264", fps=10)
+    out = {}
+    for crf in (4, 18, 40):
+        r = predict(service, json={"content": b64(video), "crf": crf})
+        assert r.status_code == 200, r.text[:300]
+        out[crf] = base64.b64decode(r.json()["data"]["content"])
+    frames = {crf: np.stack(decode_frames(data)) / 255.0 for crf, data in out.items()}
+    assert len(out[4]) > len(out[18]) > len(out[40])
+    # against the nearly lossless answer: quality falls with the CRF
+    assert psnr_from_mse(mse(frames[18], frames[4])) > psnr_from_mse(mse(frames[40], frames[4])) + 3
+    bad = predict(service, json={"content": b64(video), "crf": 60})
+    assert bad.status_code == 400 and "0 (best quality, largest file) to 51" in bad.json()["msg"]
+
+
+def test_the_extra_model_is_listed_and_served_by_name(service):
+    listed = requests.get(service.url + MODELS_PATH, timeout=30).json()["data"]
+    assert listed["default"] == "tiny" and [m["name"] for m in listed["models"]][:1] == ["tiny"]
+    other = {m["name"]: m for m in listed["models"]}["other"]
+    assert other["ready"] and other["workers"] == 1 and other["timeout_s"] > 0 and not other["default"]
+    video = make_video("avi_mjpeg", frames=3, width=24, height=24)
+    r = predict(service, json={"content": b64(video), "model": "other"})
+    assert r.status_code == 200 and r.headers[MODEL_HEADER] == "other/1.0"
+    assert probe(base64.b64decode(r.json()["data"]["content"]))["width"] == 96
+    r = predict(service, json={"content": b64(video), "model": "missing"})
+    assert r.status_code == 400 and "'other'" in r.json()["msg"] and "'tiny'" in r.json()["msg"]
+    health = requests.get(service.url + HEALTH_PATH, timeout=30).json()["data"]
+    assert {m["name"] for m in health["models"]} >= {"tiny", "other"}
 
 
 # ----------------------------------------------------------------------------- model versions

@@ -162,7 +162,9 @@ class InProcessBackend:
 
     async def close(self) -> None: ...
 
-    async def predict(self, body: bytes, timeout_s: float) -> Reply:
+    model = "in-process"
+
+    async def predict(self, body: bytes, timeout_s: float, model: str | None = None) -> Reply:
         self.calls += 1
         if self.calls == 1 and self.gate is not None:
             await self.gate.wait()
@@ -180,6 +182,9 @@ class InProcessBackend:
 
     async def health(self) -> Health:
         return Health(True, {"backend": "in-process"}, "ok")
+
+    async def models(self) -> dict[str, dict]:
+        return {self.model: {"ready": True}}
 
 
 @contextlib.contextmanager

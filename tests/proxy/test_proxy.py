@@ -14,10 +14,11 @@ import time
 import pytest
 from aiohttp import ClientSession
 
-from proxy.app import ProxyConfig, WaitingRoom, serve
+from proxy.app import Lane, ProxyConfig, WaitingRoom, serve
 from proxy.backend import Health, Reply, TokenSource, TorchServeBackend
 from serving.torchserve import free_port
-from wire.contract import HEALTH_PATH, PREDICT_PATH, QUEUE_PATH, REQUEST_ID_HEADER, TIMING_HEADER
+from testing.clips import make_video
+from wire.contract import HEALTH_PATH, MODELS_PATH, PREDICT_PATH, QUEUE_PATH, REQUEST_ID_HEADER, TIMING_HEADER
 
 TIMING = "open=0.001;decode=0.100;model=1.000;encode=0.200;total=1.300;frames=10"
 
@@ -30,8 +31,12 @@ class FakeBackend:
     """Answers every request with its content reversed after ``delay`` s (within the timeout); ``gate`` holds
     answers until it is set; records what arrived in order."""
 
+    model = "fake"
+
     def __init__(self):
         self.seen: list[str] = []
+        self.models_seen: list[str | None] = []
+        self.served: dict[str, dict] = {"fake": {"ready": True}}
         self.delay = 0.0
         self.gate: asyncio.Event | None = None
         self.reply: Reply | None = None
@@ -44,9 +49,10 @@ class FakeBackend:
     async def close(self) -> None:
         self.closed = True
 
-    async def predict(self, body: bytes, timeout_s: float) -> Reply:
+    async def predict(self, body: bytes, timeout_s: float, model: str | None = None) -> Reply:
         content = json.loads(body)["content"]
-        self.seen.append(base64.b64decode(content).decode())
+        self.seen.append(base64.b64decode(content).decode(errors="replace"))
+        self.models_seen.append(model)
         if self.gate is not None:  # held until the test opens it, whatever the timeout
             await self.gate.wait()
         async with asyncio.timeout(timeout_s):
@@ -57,6 +63,9 @@ class FakeBackend:
 
     async def health(self) -> Health:
         return Health(self.ready, {"backend": "fake"}, "ok" if self.ready else "the model is not ready: fake")
+
+    async def models(self) -> dict[str, dict]:
+        return self.served
 
 
 def run(scenario, backend=None, **cfg_kw):
@@ -366,3 +375,83 @@ def _content_length(data: bytes) -> int:
         if line.lower().startswith(b"content-length:"):
             return int(line.split(b":")[1])
     return 0
+
+
+# ----------------------------------------------------------------------------- several models
+
+
+def test_a_named_model_is_routed_and_an_unknown_one_is_a_400_listing_the_served():
+    async def scenario(fake, url, s):
+        fake.served = {"fake": {"ready": True}, "teacher": {"ready": True}}
+        status, body, _ = await post(s, url, {**body_of("t"), "model": "teacher"})
+        assert status == 200
+        status, body, _ = await post(s, url, {**body_of("d"), "model": "fake"})  # the default by name
+        assert status == 200 and fake.models_seen == ["teacher", None]
+        status, body, _ = await post(s, url, {**body_of("x"), "model": "nope"})
+        assert status == 400 and "unknown \"model\" 'nope'" in body["msg"] and "['fake', 'teacher']" in body["msg"]
+        assert fake.seen == ["video t", "video d"]
+        status, listed = await get_json(s, url, MODELS_PATH)
+        assert status == 200 and listed["data"]["default"] == "fake"
+        models = {m["name"]: m for m in listed["data"]["models"]}
+        assert list(models) == ["fake", "teacher"] and models["teacher"]["timeout_s"] == 99.0
+        assert models["fake"]["default"] and not models["teacher"]["default"]
+
+    run(scenario, models={"teacher": Lane(timeout_s=99.0, max_inflight=1, max_queued=1)})
+
+
+def test_a_slow_model_does_not_hold_up_the_default():
+    """The teacher's one slot is taken and its queue is full: a default request still goes straight through."""
+
+    async def scenario(fake, url, s):
+        gate = asyncio.Event()
+        answer = fake.predict
+
+        async def predict(body, timeout_s, model=None):
+            if model == "teacher":  # held until the end
+                fake.seen.append("teacher")
+                await gate.wait()
+                return Reply(200, b"T", {})
+            return await answer(body, timeout_s, model)
+
+        fake.predict = predict
+        fake.served = {"fake": {"ready": True}, "teacher": {"ready": True}}
+        slow = [asyncio.create_task(post(s, url, {**body_of(f"t{i}"), "model": "teacher"})) for i in range(2)]
+        await until(lambda: fake.seen.count("teacher") == 1)
+        await asyncio.sleep(0.2)
+        status, body, _ = await post(s, url, {**body_of("t2"), "model": "teacher"})
+        assert status == 503 and body["msg"].startswith("teacher: the queue is full"), body
+        t = time.perf_counter()
+        assert (await post(s, url, body_of("default")))[0] == 200 and time.perf_counter() - t < 2.0
+        gate.set()
+        assert [r[0] for r in await asyncio.gather(*slow)] == [200, 200]
+
+    run(scenario, max_inflight=1, models={"teacher": Lane(timeout_s=30, max_inflight=1, max_queued=1)})
+
+
+def test_time_left_counts_down_from_the_clips_frames_and_size():
+    """A real clip's header gives its pixel-frames; after one timed request the estimate follows the model's
+    seconds per pixel-frame: the queue ahead, then its own clip."""
+    clip = {"content": base64.b64encode(make_video("mp4_h264", frames=10, width=32, height=32)).decode()}
+
+    async def scenario(fake, url, s):
+        fake.delay = 0.3
+        assert (await post(s, url, clip))[0] == 200  # timed: total=1.300 s for 10 x 32 x 32 (the fake's header)
+        fake.delay, fake.gate = 0.0, asyncio.Event()
+        first = asyncio.create_task(post(s, url, clip))
+        await until(lambda: len(fake.seen) == 2)
+        second = asyncio.create_task(post(s, url, clip, headers={REQUEST_ID_HEADER: "r2"}))
+        await asyncio.sleep(0.3)
+        status, q = await get_json(s, url, QUEUE_PATH + "?request=r2")
+        left = q["data"]["estimated_time_left_s"]
+        assert status == 200 and q["data"]["state"] == "waiting" and q["data"]["model"] == "fake"
+        assert 1.3 < left < 2.6, q  # the first's remaining (1.3 s less ~0.3 s) and its own 1.3 s
+        await asyncio.sleep(0.5)
+        later = (await get_json(s, url, QUEUE_PATH + "?request=r2"))[1]["data"]["estimated_time_left_s"]
+        assert later < left - 0.3
+        status, listed = await get_json(s, url, MODELS_PATH)
+        (m,) = listed["data"]["models"]
+        assert m["measured_from"] == "requests" and abs(m["seconds_per_frame_176x144"] - 0.13 * 176 * 144 / 1024) < 0.01
+        fake.gate.set()
+        assert (await first)[0] == 200 and (await second)[0] == 200
+
+    run(scenario, max_inflight=1, workers=1)

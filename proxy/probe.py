@@ -1,0 +1,28 @@
+"""How much work a clip is, from its container's header alone (PyAV; nothing is decoded)."""
+
+from __future__ import annotations
+
+import io
+
+import av
+
+from wire.limits import DEMUXERS
+
+
+def clip_work(video: bytes) -> int | None:
+    """Pixel-frames of the clip (frames x width x height) as its header states them (frames, else duration x
+    frame rate); None when the header does not say or cannot be read: the model server judges the file."""
+    try:
+        with av.open(io.BytesIO(video), mode="r", options={"format_whitelist": DEMUXERS}) as c:
+            v = c.streams.video[0]
+            w, h = v.codec_context.width, v.codec_context.height
+            frames = v.frames
+            if not frames:
+                rate = v.average_rate or v.guessed_rate
+                seconds = float(v.duration * v.time_base) if v.duration and v.time_base else None
+                if seconds is None and c.duration:
+                    seconds = c.duration / av.time_base
+                frames = round(seconds * float(rate)) if seconds and rate else 0
+            return frames * w * h if frames and w and h else None
+    except (av.FFmpegError, IndexError, ValueError, OSError, ZeroDivisionError):
+        return None
