@@ -1,16 +1,24 @@
-// FRVSR web page: pick a video, send it to POST /autotable/predict (the same route as every client),
-// show upload progress, then the wait (queue position, elapsed time), then before and after in sync.
+// FRVSR web page: pick a video (and the model, the output quality, the kind of input), send it to
+// POST /autotable/predict (the same route as every client), show upload progress, then the wait (queue
+// position and a countdown of the time left), then before and after on one clock: the 4x video drives and
+// the input follows it frame for frame; step frames, look through a loupe on both sides, save a frame.
 // Plain JavaScript, no build step, nothing from the internet.
 "use strict";
 
 const PREDICT = "/autotable/predict";
 const HEALTH = "/health";
 const QUEUE = "/autotable/queue";
+const MODELS = "/autotable/models";
 const REQUEST_ID_HEADER = "X-FRVSR-Request-Id";
 const JSON_SLACK = 64 * 1024; // serving/contract.py JSON_SLACK_BYTES: the JSON around the base64 content
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, limits: null, busy: false, urls: [] };
+const state = {
+  file: null, limits: null, busy: false, urls: [],
+  frameDur: 1 / 25, frames: 0, shown: { after: null, before: null }, eta: null, lastFrame: null,
+  pointer: null, // where the loupe looks: (u, v) in [0, 1] of the picture, or null
+};
+window.frvsr = state; // for the browser tests: the clock and the loupe's state
 
 // ------------------------------------------------------------------ limits and service state
 
@@ -33,6 +41,7 @@ async function loadService() {
         `up to ${d.limits.max_seconds} s and ${d.limits.max_frames} frames, files up to ${mib(maxFileBytes(d.limits))}. ` +
         `MP4 or WebM inputs also play here as "before".`;
     }
+    if (d.models) fillModels(d.models);
     const q = d.queue || {};
     $("service").textContent = r.ok
       ? `Ready: model ${d.model && d.model.name ? d.model.name : ""}` + (q.waiting ? `, ${q.waiting} video(s) waiting` : "")
@@ -40,6 +49,31 @@ async function loadService() {
   } catch (e) {
     $("service").textContent = "The service does not answer; is client_infer.py running?";
   }
+}
+
+function fillModels(models) {
+  // the picker lists what the server serves (GET /autotable/models, also in /health); the choice is kept
+  const sel = $("model"), keep = sel.value;
+  const names = models.map((m) => m.name).join(",");
+  if (sel.dataset.names === names) return;
+  sel.dataset.names = names;
+  sel.innerHTML = "";
+  for (const m of models) {
+    const o = document.createElement("option");
+    o.value = m.default ? "" : m.name;
+    const spf = m.seconds_per_frame_176x144;
+    o.textContent = `${m.name}${m.default ? " (default)" : ""}` + (spf ? `, ~${spf < 1 ? spf.toFixed(2) : spf.toFixed(1)} s/frame at 176x144` : "");
+    o.disabled = m.ready === false;
+    sel.appendChild(o);
+  }
+  if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+}
+
+async function loadModels() {
+  try {
+    const d = (await (await fetch(MODELS, { cache: "no-store" })).json()).data;
+    if (d && d.models) fillModels(d.models);
+  } catch (e) { /* the picker keeps "the default" */ }
 }
 
 // ------------------------------------------------------------------ choosing a file
@@ -124,7 +158,14 @@ async function start() {
     return finish();
   }
   const id = (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2);
-  const body = `{"content": "${b64}", "format": "${outputFormat(file)}"}`;
+  const opts = { format: outputFormat(file) };
+  if ($("model").value) opts.model = $("model").value;
+  if ($("crf").value) opts.crf = parseInt($("crf").value, 10);
+  if ($("input_quality").value !== "auto") opts.input_quality = $("input_quality").value;
+  state.eta = null;
+  $("eta").textContent = "";
+  // the content is spliced in as text: JSON.stringify of a 30 MB string would copy it again
+  const body = `{"content": "${b64}", ` + JSON.stringify(opts).slice(1);
   const xhr = new XMLHttpRequest();
   let t0 = 0, timer = 0, poller = 0, where = "";
   xhr.open("POST", PREDICT);
@@ -144,6 +185,9 @@ async function start() {
       try {
         const r = await fetch(`${QUEUE}?request=${encodeURIComponent(id)}`, { cache: "no-store" });
         const d = (await r.json()).data;
+        if (d.estimated_time_left_s !== null && d.estimated_time_left_s !== undefined) {
+          state.eta = { left: d.estimated_time_left_s, at: performance.now() };
+        }
         if (d.state === "waiting" || d.state === "uploading") {
           where = `Waiting in the queue: position ${d.position + 1} (${d.position} ahead)` +
             (d.estimated_wait_s ? `, about ${Math.ceil(d.estimated_wait_s)} s` : "");
@@ -155,6 +199,12 @@ async function start() {
     const tick = () => {
       $("phase").textContent = `Processing… ${((performance.now() - t0) / 1000).toFixed(1)} s`;
       $("detail").textContent = where;
+      if (state.eta) {
+        const left = state.eta.left - (performance.now() - state.eta.at) / 1000;
+        $("eta").textContent = left >= 1 ? `About ${Math.ceil(left)} s left` : "Almost done…";
+      } else {
+        $("eta").textContent = "Estimating the time left…";
+      }
     };
     poll();
     tick();
@@ -205,8 +255,11 @@ async function showResult(file, data, xhr) {
   for (const u of state.urls) URL.revokeObjectURL(u);
   const family = xhr.getResponseHeader("X-FRVSR-Format") || "mp4";
   const timing = parseTiming(xhr.getResponseHeader("X-FRVSR-Timing"));
+  const modelName = (xhr.getResponseHeader("X-FRVSR-Model") || "FRVSR").split("/")[0];
+  const variant = (xhr.getResponseHeader("X-FRVSR-Input") || "").split(" ")[0];
   const blob = await (await fetch(`data:video/${family};base64,${data.content}`)).blob();
   const outUrl = URL.createObjectURL(blob);
+  state.outputBytes = blob.size;
   const inUrl = URL.createObjectURL(file);
   state.urls = [outUrl, inUrl];
   const before = $("before"), after = $("after");
@@ -231,6 +284,12 @@ async function showResult(file, data, xhr) {
   const frames = timing.frames;
   const dur = after.duration;
   const fps = frames && isFinite(dur) && dur > 0 ? (frames / dur).toFixed(2).replace(/\.?0+$/, "") : "?";
+  state.frames = frames || 0;
+  state.frameDur = frames && isFinite(dur) && dur > 0 ? dur / frames : 1 / 25;
+  state.shown = { after: null, before: null };
+  $("before-label").textContent = `Input, scaled by the browser (${before.videoWidth || "?"}x${before.videoHeight || "?"})`;
+  $("after-label").textContent = `${modelName} 4×` + (variant ? ` (${variant} input)` : "") + ` (${after.videoWidth}x${after.videoHeight})`;
+  state.baseName = file.name.replace(/\.[^.]*$/, "");
   $("info").textContent = `Output ${after.videoWidth}x${after.videoHeight}` + (frames ? `, ${frames} frames` : "") + `, ${fps} fps` +
     `, ${mib(blob.size)} · server time ${data.elapsed_time.toFixed(2)} s` + (timing.model !== undefined ? ` (model ${timing.model.toFixed(2)} s)` : "");
   $("note").textContent = note;
@@ -238,34 +297,163 @@ async function showResult(file, data, xhr) {
   before.play().catch(() => {});
 }
 
-// keep the input in step with the output (the output drives)
-function sync() {
-  const before = $("before"), after = $("after");
-  if (after.readyState >= 1 && isFinite(after.duration)) {
-    if (before.readyState >= 1 && Math.abs(before.currentTime - after.currentTime) > 0.08) before.currentTime = after.currentTime;
-    if (!before.paused !== !after.paused) after.paused ? before.pause() : before.play().catch(() => {});
-    if (!seeking) $("seek").value = Math.round(1000 * after.currentTime / after.duration);
-    $("clock").textContent = `${after.currentTime.toFixed(1)} / ${after.duration.toFixed(1)} s`;
-    $("play").textContent = after.paused ? "Play" : "Pause";
-  }
-  requestAnimationFrame(sync);
-}
-let seeking = false;
-requestAnimationFrame(sync);
+// ------------------------------------------------------------------ one clock for both videos
+// The 4x video is the clock. Each frame it presents (requestVideoFrameCallback: the frame's own media time)
+// the input is checked against it and put on the same frame when it is half a frame off, so the two cannot
+// drift; play, pause and seeking act on both.
 
-$("play").addEventListener("click", () => {
+function watchFrames(video, key) {
+  if (!video.requestVideoFrameCallback) return;
+  const onFrame = (now, meta) => {
+    state.shown[key] = meta.mediaTime;
+    if (key === "after") follow(meta.mediaTime);
+    drawLoupes();
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+
+function follow(mediaTime) {
+  const before = $("before"), after = $("after");
+  if (before.readyState < 1 || before.seeking) return;
+  const shown = state.shown.before !== null ? state.shown.before : before.currentTime;
+  if (Math.abs(shown - mediaTime) > state.frameDur / 2) before.currentTime = mediaTime + state.frameDur / 4;
+  if (after.paused !== before.paused) after.paused ? before.pause() : before.play().catch(() => {});
+}
+watchFrames($("after"), "after");
+watchFrames($("before"), "before");
+
+function frameIndex() {
+  const t = state.shown.after !== null ? state.shown.after : $("after").currentTime;
+  return Math.max(0, Math.round(t / state.frameDur));
+}
+
+function showFrame(index) {
+  // paused on frame ``index`` (its middle: the frame shown is the same in both, whatever the rounding)
+  const after = $("after"), before = $("before");
+  const last = state.frames ? state.frames - 1 : Math.floor(after.duration / state.frameDur) - 1;
+  const i = Math.min(Math.max(0, index), Math.max(0, last));
+  after.pause();
+  before.pause();
+  const t = (i + 0.5) * state.frameDur;
+  after.currentTime = t;
+  if (before.readyState >= 1) before.currentTime = t;
+}
+
+function step(delta) { if ($("after").readyState >= 1) showFrame(frameIndex() + delta); }
+
+function playPause() {
   const after = $("after");
   if (after.paused) { after.play(); $("before").play().catch(() => {}); } else { after.pause(); $("before").pause(); }
+}
+
+function ui() {
+  const after = $("after");
+  if (after.readyState >= 1 && isFinite(after.duration)) {
+    if (!seeking) $("seek").value = Math.round(1000 * after.currentTime / after.duration);
+    const frame = state.frames ? ` · frame ${Math.min(frameIndex() + 1, state.frames)} / ${state.frames}` : "";
+    $("clock").textContent = `${after.currentTime.toFixed(2)} / ${after.duration.toFixed(2)} s${frame}`;
+    $("play").textContent = after.paused ? "Play" : "Pause";
+  }
+  requestAnimationFrame(ui);
+}
+let seeking = false;
+requestAnimationFrame(ui);
+
+$("play").addEventListener("click", playPause);
+$("prev").addEventListener("click", () => step(-1));
+$("next").addEventListener("click", () => step(1));
+document.addEventListener("keydown", (e) => {
+  if ($("result").hidden || e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
+  if (e.key === ",") { step(-1); e.preventDefault(); }
+  if (e.key === ".") { step(1); e.preventDefault(); }
+  if (e.key === " ") { playPause(); e.preventDefault(); }
 });
 $("seek").addEventListener("input", () => {
   seeking = true;
-  const after = $("after");
-  if (isFinite(after.duration)) after.currentTime = $("seek").value / 1000 * after.duration;
+  const after = $("after"), before = $("before");
+  if (isFinite(after.duration)) {
+    after.currentTime = $("seek").value / 1000 * after.duration;
+    if (before.readyState >= 1) before.currentTime = after.currentTime;
+  }
 });
 $("seek").addEventListener("change", () => { seeking = false; });
 $("mode-side").addEventListener("click", () => setMode("side"));
 $("mode-wipe").addEventListener("click", () => setMode("wipe"));
 $("wipe").addEventListener("input", () => $("stage").style.setProperty("--wipe", $("wipe").value + "%"));
+
+// ------------------------------------------------------------------ the loupe
+// Nearest-neighbour pixels around the pointer, at the same place in both pictures: the 4x frame at the
+// chosen zoom, the input at 4x that (so both show the same part of the scene).
+
+function pictureRect(video) {
+  // the picture inside the element (object-fit: contain may leave bars)
+  const r = video.getBoundingClientRect();
+  const s = Math.min(r.width / video.videoWidth, r.height / video.videoHeight);
+  const w = video.videoWidth * s, h = video.videoHeight * s;
+  return { left: r.left + (r.width - w) / 2, top: r.top + (r.height - h) / 2, width: w, height: h };
+}
+
+function drawLoupe(video, canvas, zoom) {
+  const box = canvas.parentElement.getBoundingClientRect(), pic = pictureRect(video);
+  const size = canvas.width, span = Math.max(1, Math.round(size / zoom)); // source pixels across
+  const cx = Math.round(state.pointer.u * video.videoWidth), cy = Math.round(state.pointer.v * video.videoHeight);
+  const sx = Math.min(Math.max(0, cx - Math.floor(span / 2)), Math.max(0, video.videoWidth - span));
+  const sy = Math.min(Math.max(0, cy - Math.floor(span / 2)), Math.max(0, video.videoHeight - span));
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.clearRect(0, 0, size, size);
+  ctx.drawImage(video, sx, sy, span, span, 0, 0, span * zoom, span * zoom);
+  canvas.style.left = `${pic.left - box.left + state.pointer.u * pic.width - size / 2}px`;
+  canvas.style.top = `${pic.top - box.top + state.pointer.v * pic.height - size / 2}px`;
+  canvas.hidden = false;
+}
+
+function drawLoupes() {
+  const zoom = parseInt($("zoom").value, 10);
+  const after = $("after"), before = $("before");
+  const on = zoom > 0 && state.pointer && after.videoWidth && $("stage").className === "side";
+  $("loupe-after").hidden = $("loupe-before").hidden = !on;
+  if (!on) return;
+  drawLoupe(after, $("loupe-after"), zoom);
+  if (before.videoWidth) drawLoupe(before, $("loupe-before"), zoom * after.videoWidth / before.videoWidth);
+}
+
+function pointAt(video, e) {
+  const pic = pictureRect(video);
+  const u = (e.clientX - pic.left) / pic.width, v = (e.clientY - pic.top) / pic.height;
+  state.pointer = u >= 0 && u <= 1 && v >= 0 && v <= 1 ? { u, v } : null;
+  drawLoupes();
+}
+for (const id of ["before", "after"]) {
+  $(id).addEventListener("pointermove", (e) => pointAt($(id), e));
+  $(id).addEventListener("pointerleave", () => { state.pointer = null; drawLoupes(); });
+}
+$("zoom").addEventListener("change", drawLoupes);
+
+// ------------------------------------------------------------------ save this frame
+
+function saveFrame() {
+  const after = $("after");
+  if (!after.videoWidth) return Promise.resolve(null);
+  const c = document.createElement("canvas");
+  c.width = after.videoWidth;
+  c.height = after.videoHeight;
+  c.getContext("2d").drawImage(after, 0, 0);
+  return new Promise((resolve) => c.toBlob((blob) => {
+    const frame = frameIndex() + 1;
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `${state.baseName || "frame"}_x4_frame${frame}.png`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    state.lastFrame = { frame, width: c.width, height: c.height, bytes: blob.size, name: a.download };
+    resolve(state.lastFrame);
+  }, "image/png"));
+}
+$("save-frame").addEventListener("click", saveFrame);
 
 function setMode(mode) {
   $("stage").className = mode;
@@ -274,4 +462,5 @@ function setMode(mode) {
 }
 
 loadService();
+loadModels();
 setInterval(() => { if (!state.busy) loadService(); }, 10000);

@@ -26,7 +26,7 @@ from proxy.backend import Health, Reply
 from serving.torchserve import free_port
 from testing.browser import chromium, missing
 from testing.clips import make_video
-from testing.services import needs_java, tiny_service
+from testing.services import needs_java, tiny_checkpoint, tiny_service
 from video.pipeline import open_job, upscale_video
 from video.settings import HandlerSettings
 from wire.contract import FORMAT_HEADER, PAGE_PATH, PREDICT_PATH, TIMING_HEADER
@@ -110,9 +110,98 @@ def check_result(driver, frames: int, fps: int) -> None:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    svc = tiny_service(tmp_path_factory.mktemp("web"))
+    """The tiny default, and a second tiny model beside it for the model picker."""
+    folder = tmp_path_factory.mktemp("web")
+    other = tiny_checkpoint(folder, "other.pth", FRVSRConfig(channels=4, blocks=1, fnet_channels=4, residual=False))
+    svc = tiny_service(folder, extra=("--response_timeout", "120", "--extra_model", f"other={other}"))
     yield svc
     svc.stop()
+
+
+def choose(driver, select_id: str, value: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", select_id)).select_by_value(value)
+
+
+def run_job(driver) -> None:
+    driver.find_element("id", "upscale").click()
+    wait_for(driver, lambda: not js(driver, "window.frvsr.busy"), 120, "the job to finish")
+    assert visible(driver, "result"), js(driver, "document.getElementById('error').innerText")
+
+
+def uniform_blocks(driver, canvas_id: str, block: int) -> float:
+    """Share of the loupe's ``block`` x ``block`` tiles (from its top-left) that hold a single colour."""
+    data = js(
+        driver,
+        f"Array.from(document.getElementById('{canvas_id}').getContext('2d').getImageData(0, 0, 160, 160).data)",
+    )
+    img = np.array(data, np.uint8).reshape(160, 160, 4)[:, :, :3].astype(int)
+    n = 160 // block
+    tiles = img[: n * block, : n * block].reshape(n, block, n, block, 3)
+    same = (tiles.max(axis=(1, 3)) == tiles.min(axis=(1, 3))).all(axis=-1)
+    assert img.std() > 1, "the loupe is blank"
+    return float(same.mean())
+
+
+@pytest.mark.slow
+@needs_java
+def test_page_model_and_quality_pickers_loupe_frame_steps_and_one_clock(browser, service, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    clip = tmp_path / "moving.mp4"
+    clip.write_bytes(make_video("mp4_h264", frames=120, width=64, height=48, fps=25))  # 4.8 s
+    upload(browser, service.url, clip)
+    wait_for(browser, lambda: not js(browser, "window.frvsr.busy"), 120, "the first job")
+    wait_for(browser, lambda: js(browser, "document.getElementById('model').options.length") == 2, 20, "two models")
+    sizes = {}
+    for crf in ("10", "28"):
+        choose(browser, "model", "other")
+        choose(browser, "crf", crf)
+        run_job(browser)
+        sizes[crf] = js(browser, "document.getElementById('download').href && window.frvsr.outputBytes")
+    assert sizes["10"] > sizes["28"] > 0, sizes  # a lower CRF: a larger file
+    assert js(browser, "document.getElementById('after-label').textContent").startswith("other 4×")
+    assert js(browser, "document.getElementById('before-label').textContent").startswith("Input, scaled by the browser")
+
+    # the loupe: nearest-neighbour pixels, 4x on the 4x frame, 16x on the input, at the same place
+    after = browser.find_element("id", "after")
+    ActionChains(browser).move_to_element_with_offset(after, 10, 5).perform()
+    wait_for(browser, lambda: visible(browser, "loupe-after") and visible(browser, "loupe-before"), 10, "both loupes")
+    assert uniform_blocks(browser, "loupe-after", 4) == 1.0
+    assert uniform_blocks(browser, "loupe-before", 16) == 1.0
+    assert uniform_blocks(browser, "loupe-after", 8) < 0.9  # it is the 4x frame's own detail, not the input's
+
+    # five seconds of play: the two pictures stay within a frame of each other
+    browser.find_element("id", "prev").click()  # paused on a frame
+    browser.find_element("id", "play").click()
+    time.sleep(5)
+    gaps = []
+    for _ in range(10):
+        gaps.append(js(browser, "Math.abs(window.frvsr.shown.after - window.frvsr.shown.before)"))
+        time.sleep(0.05)
+    frame = js(browser, "window.frvsr.frameDur")
+    assert max(gaps) <= frame + 1e-3 and sorted(gaps)[5] < frame, (gaps, frame)
+
+    # frame steps move both videos to the same frame
+    browser.find_element("id", "play").click()  # pause
+    body = browser.find_element("tag name", "body")
+    start = js(browser, "Math.round(window.frvsr.shown.after / window.frvsr.frameDur)")
+    for _ in range(3):
+        body.send_keys(".")
+        time.sleep(0.3)
+    wait_for(
+        browser,
+        lambda: js(browser, "Math.abs(window.frvsr.shown.after - window.frvsr.shown.before) < window.frvsr.frameDur / 2"),
+        10,
+        "both on the same frame",
+    )
+    now = js(browser, "Math.round(window.frvsr.shown.after / window.frvsr.frameDur)")
+    assert now == start + 3 or (start > 116 and now == 119), (start, now)
+    browser.find_element("id", "save-frame").click()
+    wait_for(browser, lambda: js(browser, "window.frvsr.lastFrame !== null"), 10, "the saved frame")
+    saved = js(browser, "window.frvsr.lastFrame")
+    assert (saved["width"], saved["height"]) == (256, 192) and saved["bytes"] > 1000 and saved["name"].endswith(".png")
 
 
 @pytest.mark.slow
@@ -153,7 +242,7 @@ class InProcessBackend:
     first request until the test opens it."""
 
     def __init__(self):
-        self.model = FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).eval()
+        self.net = FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).eval()
         self.settings = HandlerSettings.from_dict({"torch_threads": 1, "x264_preset": "ultrafast"})
         self.gate: asyncio.Event | None = None
         self.calls = 0
@@ -174,7 +263,7 @@ class InProcessBackend:
     def _run(self, body: bytes):
         job = open_job(body, self.settings)
         try:
-            res = upscale_video(self.model, job.reader, self.settings, job.out_format)
+            res = upscale_video(self.net, job.reader, self.settings, job.out_format)
         finally:
             job.reader.close()
         res.video = base64.b64encode(res.video)
@@ -237,6 +326,11 @@ def test_page_works_against_another_backend_and_shows_the_queue(browser, tmp_pat
             "the queue position shown",
         )
         assert "Processing" in js(browser, "document.getElementById('phase').textContent")
+        eta = [js(browser, "document.getElementById('eta').textContent")]
+        time.sleep(2.2)
+        eta.append(js(browser, "document.getElementById('eta').textContent"))
+        left = [int(t.split()[1]) for t in eta]  # "About N s left"
+        assert all(t.startswith("About ") for t in eta) and left[1] <= left[0] - 2, eta  # it counts down
         loop.call_soon_threadsafe(backend.gate.set)
         blocker.join(60)
         assert first["r"].status_code == 200
