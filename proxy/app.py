@@ -31,8 +31,8 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.backend import Backend, TorchServeBackend
-from proxy.probe import clip_work
-from proxy.room import QueueFull, Ticket, WaitingRoom
+from proxy.probe import clip_size
+from proxy.room import Clip, QueueFull, Ticket, WaitingRoom
 from wire.contract import (
     HEALTH_PATH,
     MODELS_PATH,
@@ -101,11 +101,11 @@ def envelope(status: int, msg: str, headers: dict | None = None) -> web.Response
     return web.Response(status=status, body=error_body(status, msg), content_type="application/json", headers=headers)
 
 
-def validate(body: bytes) -> tuple[VideoRequest, int | None]:
+def validate(body: bytes) -> tuple[VideoRequest, Clip | None]:
     """The proxy's check of a request body before it waits for a worker (the one parser, JSON only), and the
-    clip's pixel-frames from its header (None when the header does not say; the model server judges the file)."""
+    clip's size from its header (None when the header does not say; the model server judges the file)."""
     req = parse_body(body, allow_raw=False)
-    return req, clip_work(req.video)
+    return req, clip_size(req.video)
 
 
 class Rooms:
@@ -154,7 +154,7 @@ async def predict(request: web.Request) -> web.Response:
         body = await request.read()
         ticket.nbytes = len(body)
         try:
-            req, work = await asyncio.to_thread(validate, body)
+            req, clip = await asyncio.to_thread(validate, body)
         except BadRequest as e:
             return envelope(400, str(e))
         model = req.model if req.model and req.model != rooms.default else None
@@ -170,7 +170,7 @@ async def predict(request: web.Request) -> web.Response:
                 ticket = room.admit(len(body), request_id)
             except QueueFull as e:
                 return envelope(503, f"{model}: {e}", {"Retry-After": str(e.retry_after)})
-        ticket.work = work
+        ticket.clip = clip
         timeout_s = cfg.lane(model).timeout_s
         try:
             await asyncio.wait_for(room.turn(ticket), timeout=max(0.0, t0 + timeout_s - time.perf_counter()))
@@ -195,7 +195,7 @@ async def predict(request: web.Request) -> web.Response:
             return envelope(status, str(payload))
         timing = headers.get(TIMING_HEADER, "")
         request[TIMING] = timing
-        room.record(parse_timing(timing).get("total") or time.perf_counter() - started, work)
+        room.record(parse_timing(timing).get("total") or time.perf_counter() - started, clip)
         return web.Response(
             status=200,
             body=success_body(payload, time.perf_counter() - t0),
@@ -245,7 +245,7 @@ async def describe_models(app: web.Application) -> dict:
     out = []
     for name in names:
         room, lane = rooms(name), cfg.lane(None if name == rooms.default else name)
-        per = room.seconds_per_pixel_frame()
+        times = room.times
         out.append(
             {
                 "name": name,
@@ -253,13 +253,17 @@ async def describe_models(app: web.Application) -> dict:
                 **served.get(name, {"ready": False}),
                 "workers": lane.workers,
                 "timeout_s": lane.timeout_s,
-                "seconds_per_frame_176x144": None if per is None else round(per * 176 * 144, 4),
-                "seconds_per_frame_at_limit": None if per is None or not area else round(per * area, 4),
-                "measured_from": "requests" if room.recent_work else ("start-up" if per is not None else None),
+                "seconds_per_frame_176x144": _rounded(times.per_frame(176 * 144)),
+                "seconds_per_frame_at_limit": _rounded(times.per_frame(area)) if area else None,
+                "measured_from": "requests" if times.samples else ("start-up" if times.hint is not None else None),
                 "queue": {k: v for k, v in room.status().items() if k in ("waiting", "running", "estimated_wait_s")},
             }
         )
     return {"default": rooms.default, "models": out}
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 async def health(request: web.Request) -> web.Response:

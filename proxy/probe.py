@@ -6,12 +6,13 @@ import io
 
 import av
 
+from proxy.room import Clip
 from wire.limits import DEMUXERS
 
 
-def clip_work(video: bytes) -> int | None:
-    """Pixel-frames of the clip (frames x width x height) as its header states them (frames, else duration x
-    frame rate); None when the header does not say or cannot be read: the model server judges the file."""
+def clip_size(video: bytes) -> Clip | None:
+    """The clip's frames and pixels per frame as its header states them (frames, else duration x frame
+    rate); None when the header does not say or cannot be read: the model server judges the file."""
     try:
         with av.open(io.BytesIO(video), mode="r", options={"format_whitelist": DEMUXERS}) as c:
             v = c.streams.video[0]
@@ -23,6 +24,6 @@ def clip_work(video: bytes) -> int | None:
                 if seconds is None and c.duration:
                     seconds = c.duration / av.time_base
                 frames = round(seconds * float(rate)) if seconds and rate else 0
-            return frames * w * h if frames and w and h else None
+            return Clip(frames, w * h) if frames and w and h else None
     except (av.FFmpegError, IndexError, ValueError, OSError, ZeroDivisionError):
         return None

@@ -3,10 +3,11 @@
 Pure asyncio bookkeeping, no HTTP: ``proxy.app`` admits a request, awaits its turn, and lets it leave. Each
 served model has its own room (a slow model never holds up the default's queue).
 
-Time left: a ticket's clip is ``work`` pixel-frames (frames x width x height, from the container's header);
-the room learns seconds per pixel-frame from the requests it has timed (from a start-up hint until then)
-and plays the queue forward on its ``workers``: every ticket ahead, in order, takes the worker that frees
-first for its remaining time (its estimate less the time it has been processing).
+Time left: a ticket's clip has ``frames`` of ``pixels`` each (from the container's header); the room learns
+how long a clip takes from the requests it has timed (``ClipTimes``: a per-clip, a per-frame and a
+per-pixel-frame cost; from a start-up hint until then) and plays the queue forward on its ``workers``: every
+ticket ahead, in order, takes the worker that frees first for its remaining time (its estimate less the
+time it has been processing).
 """
 
 from __future__ import annotations
@@ -18,6 +19,81 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Clip(NamedTuple):
+    """A clip's size from its header."""
+
+    frames: int
+    pixels: int  # per frame: width x height
+
+
+class ClipTimes:
+    """Seconds a clip takes, learned from timed clips: ``a + b * frames + c * frames * pixels``, fitted by
+    least squares over the last 20 with every cost >= 0 (the per-clip and then the per-frame term are dropped
+    while the clips seen cannot pin them down). Before any clip: ``c`` from the start-up measurement."""
+
+    def __init__(self, pixel_frame_seconds_hint: float | None = None, keep: int = 20):
+        self.hint = pixel_frame_seconds_hint
+        self.samples: collections.deque[tuple[float, Clip]] = collections.deque(maxlen=keep)
+        self._fit: tuple[float, float, float] | None = None
+
+    def add(self, seconds: float, clip: Clip) -> None:
+        self.samples.append((seconds, clip))
+        self._fit = None
+
+    def coefficients(self) -> tuple[float, float, float] | None:
+        """(a per clip, b per frame, c per pixel-frame) in seconds, or None with neither samples nor a hint."""
+        if self._fit is None:
+            self._fit = self._solve()
+        return self._fit
+
+    def estimate(self, clip: Clip) -> float | None:
+        k = self.coefficients()
+        return None if k is None else k[0] + k[1] * clip.frames + k[2] * clip.frames * clip.pixels
+
+    def per_frame(self, pixels: int) -> float | None:
+        """Seconds per frame of ``pixels`` (without the per-clip cost)."""
+        k = self.coefficients()
+        return None if k is None else k[1] + k[2] * pixels
+
+    def _solve(self) -> tuple[float, float, float] | None:
+        if not self.samples:
+            return None if self.hint is None else (0.0, 0.0, self.hint)
+        rows = [(1.0, float(c.frames), float(c.frames * c.pixels)) for _, c in self.samples]
+        ys = [t for t, _ in self.samples]
+        distinct = len(set(rows))
+        for terms in ((0, 1, 2), (1, 2), (2,)):
+            if distinct < len(terms):
+                continue
+            coef = _least_squares([[r[i] for i in terms] for r in rows], ys)
+            if coef is not None and all(x >= 0 for x in coef):
+                full = [0.0, 0.0, 0.0]
+                for i, x in zip(terms, coef, strict=True):
+                    full[i] = x
+                return full[0], full[1], full[2]
+        return 0.0, 0.0, sum(ys) / sum(r[2] for r in rows)
+
+
+def _least_squares(x: list[list[float]], y: list[float]) -> list[float] | None:
+    """Ordinary least squares of a few columns (normal equations on columns scaled to unit mean; Gaussian
+    elimination with partial pivoting); None when the columns are (nearly) dependent."""
+    k = len(x[0])
+    scale = [max(1e-12, sum(abs(r[j]) for r in x) / len(x)) for j in range(k)]
+    xs = [[r[j] / scale[j] for j in range(k)] for r in x]
+    a = [[sum(r[i] * r[j] for r in xs) for j in range(k)] + [sum(r[i] * t for r, t in zip(xs, y, strict=True))]
+         for i in range(k)]  # fmt: skip
+    for col in range(k):
+        piv = max(range(col, k), key=lambda i: abs(a[i][col]))
+        if abs(a[piv][col]) < 1e-9 * len(x):
+            return None
+        a[col], a[piv] = a[piv], a[col]
+        for i in range(k):
+            if i != col:
+                f = a[i][col] / a[col][col]
+                a[i] = [u - f * v for u, v in zip(a[i], a[col], strict=True)]
+    return [a[i][k] / a[i][i] / scale[i] for i in range(k)]
 
 
 class QueueFull(Exception):
@@ -38,7 +114,7 @@ class Ticket:
     ready: bool = False  # body read and valid: may be handed to the model server
     running: bool = False  # handed to the model server (processing, or next in its own small queue)
     go: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    work: float | None = None  # pixel-frames of its clip, from the header; None: unknown (the clip mean is used)
+    clip: Clip | None = None  # its frames and size, from the header; None: unknown (the clip mean is used)
     processing_since: float | None = None  # when a worker took it (the first ``workers`` running tickets)
 
 
@@ -63,11 +139,10 @@ class WaitingRoom:
         self.slots, self.max_waiting, self.max_bytes = max(1, slots), max(0, max_waiting), max_bytes
         self.workers = max(1, workers)
         self.clip_seconds_hint = clip_seconds_hint
-        self.pixel_frame_seconds_hint = pixel_frame_seconds_hint  # the model's start-up measurement, if any
+        self.times = ClipTimes(pixel_frame_seconds_hint)  # the model's start-up measurement, until clips are timed
         self.tickets: list[Ticket] = []  # active tickets in arrival order
         self.by_id: dict[str, Ticket] = {}
         self.recent: collections.deque[float] = collections.deque(maxlen=20)
-        self.recent_work: collections.deque[tuple[float, float]] = collections.deque(maxlen=20)  # (seconds, work)
 
     # -- state
     def running(self) -> int:
@@ -82,16 +157,10 @@ class WaitingRoom:
     def seconds_per_clip(self) -> float:
         return statistics.fmean(self.recent) if self.recent else self.clip_seconds_hint
 
-    def seconds_per_pixel_frame(self) -> float | None:
-        """Learned from the timed requests whose size was known (their total seconds over their total work)."""
-        if self.recent_work:
-            return sum(t for t, _ in self.recent_work) / sum(w for _, w in self.recent_work)
-        return self.pixel_frame_seconds_hint
-
     def clip_estimate(self, ticket: Ticket) -> float:
         """Seconds the model server will take for this ticket's clip."""
-        per = self.seconds_per_pixel_frame()
-        return ticket.work * per if ticket.work is not None and per is not None else self.seconds_per_clip()
+        est = self.times.estimate(ticket.clip) if ticket.clip is not None else None
+        return est if est is not None else self.seconds_per_clip()
 
     def time_left(self, ticket: Ticket, now: float | None = None) -> float | None:
         """Seconds until this ticket's answer is ready (queue ahead, then its own clip); None while uploading."""
@@ -151,11 +220,11 @@ class WaitingRoom:
         self._dispatch()
         await asyncio.shield(ticket.go)
 
-    def record(self, seconds: float, work: float | None = None) -> None:
-        """A request's time on the model server (and its clip's pixel-frames when known)."""
+    def record(self, seconds: float, clip: Clip | None = None) -> None:
+        """A request's time on the model server (and its clip's size when known)."""
         self.recent.append(seconds)
-        if work:
-            self.recent_work.append((seconds, work))
+        if clip is not None:
+            self.times.add(seconds, clip)
 
     def leave(self, ticket: Ticket) -> None:
         """Done, failed, timed out or cancelled: free its place (and its slot) for the next one."""

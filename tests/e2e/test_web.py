@@ -192,7 +192,7 @@ def test_page_model_and_quality_pickers_loupe_frame_steps_and_one_clock(browser,
         time.sleep(0.3)
     wait_for(
         browser,
-        lambda: js(browser, "Math.abs(window.frvsr.shown.after - window.frvsr.shown.before) < window.frvsr.frameDur / 2"),
+        lambda: js(browser, "Math.abs(frvsr.shown.after - frvsr.shown.before) < frvsr.frameDur / 2"),
         10,
         "both on the same frame",
     )

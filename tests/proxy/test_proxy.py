@@ -450,8 +450,25 @@ def test_time_left_counts_down_from_the_clips_frames_and_size():
         assert later < left - 0.3
         status, listed = await get_json(s, url, MODELS_PATH)
         (m,) = listed["data"]["models"]
-        assert m["measured_from"] == "requests" and abs(m["seconds_per_frame_176x144"] - 0.13 * 176 * 144 / 1024) < 0.01
+        assert m["measured_from"] == "requests" and abs(m["seconds_per_frame_176x144"] - 1.3 / 10 * 176 * 144 / 1024) < 0.01
         fake.gate.set()
         assert (await first)[0] == 200 and (await second)[0] == 200
 
     run(scenario, max_inflight=1, workers=1)
+
+
+def test_clip_times_learn_a_per_clip_a_per_frame_and_a_per_pixel_cost():
+    from proxy.room import Clip, ClipTimes
+
+    truth = lambda c: 0.3 + 0.01 * c.frames + 2e-6 * c.frames * c.pixels  # noqa: E731
+    times = ClipTimes(pixel_frame_seconds_hint=5e-6)
+    assert times.estimate(Clip(10, 1000)) == pytest.approx(0.05)  # the start-up hint alone
+    clips = [Clip(10, 4096), Clip(40, 25440), Clip(30, 32768), Clip(10, 14400)]
+    times.add(truth(clips[0]), clips[0])
+    assert times.estimate(clips[0]) == pytest.approx(truth(clips[0]))  # one clip: its rate
+    for c in clips[1:]:
+        times.add(truth(c), c)
+    a, b, c = times.coefficients()
+    assert (a, b, c) == pytest.approx((0.3, 0.01, 2e-6), rel=1e-6)
+    assert times.estimate(Clip(150, 40000)) == pytest.approx(truth(Clip(150, 40000)), rel=1e-6)
+    assert times.per_frame(176 * 144) == pytest.approx(0.01 + 2e-6 * 176 * 144)
