@@ -9,10 +9,11 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) check-java
 
-$(STAMP): requirements.txt
+# requirements-kserve.txt: KServe's model server, for the KServe-native predictor and its tests
+$(STAMP): requirements.txt requirements-kserve.txt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -r requirements.txt
+	$(VPY) -m pip install --quiet -r requirements.txt -r requirements-kserve.txt
 	@touch $(STAMP)
 
 check-java:

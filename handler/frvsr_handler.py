@@ -22,18 +22,15 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
-from model.inference import resolve_precision, super_resolve
-from model.runtime import resolve_device, threads_per_worker
-from model.variants import load_model_set
-from video.pipeline import Job, Result, open_job, upscale_video
+from handler.upscaler import Served, Upscaler
+from model.runtime import resolve_device
+from video.pipeline import Job, open_job
 from video.settings import HandlerSettings
 from wire import v1
-from wire.contract import FORMAT_HEADER, INPUT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
 from wire.errors import BadRequest, VideoRequestError
 
 log = logging.getLogger(__name__)
@@ -54,33 +51,13 @@ class FRVSRHandler(BaseHandler):
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         self.settings = HandlerSettings.from_dict(yaml_config.get("handler"))
         self.device = pick_device(props.get("gpu_id"))
-        if self.device.type == "cpu":
-            torch.set_num_threads(
-                threads_per_worker(self.settings.torch_threads, int(yaml_config.get("minWorkers") or 1))
-            )
         ckpt = Path(props["model_dir"]) / self.manifest["model"]["serializedFile"]
-        # rebuilds the stored architecture, eval mode; a paired checkpoint brings its compressed-input model too
-        self.models, _ = load_model_set(ckpt, self.device)
-        self._warm_up()
         m = self.manifest.get("model", {})
-        self.model_label = f"{m.get('modelName', ckpt.stem)}/{m.get('modelVersion', '?')}"
+        label = f"{m.get('modelName', ckpt.stem)}/{m.get('modelVersion', '?')}"
+        workers = int(yaml_config.get("minWorkers") or 1)
+        self.upscaler = Upscaler(ckpt, self.settings, self.device, workers, label)
+        self.models = self.upscaler.models
         self.initialized = True
-        log.info(
-            "FRVSR ready: %s (%s) on %s (%s), %d torch threads, limits %s",
-            ckpt.name,
-            f"models {sorted(self.models.models)}, {self.models.rule}" if self.models.paired else "one model",
-            self.device,
-            resolve_precision(self.settings.precision, self.device),
-            torch.get_num_threads(),
-            self.settings.limits,
-        )
-
-    def _warm_up(self) -> None:
-        """First calls pay for kernel selection and allocation; pay it here, not in the first request."""
-        for model in self.models.models.values():
-            frames = (np.zeros((32, 32, 3), np.uint8) for _ in range(2))
-            for _ in super_resolve(model, frames, device=self.device, precision=self.settings.precision):
-                pass
 
     def preprocess(self, data: list) -> list[tuple[Job | Exception, str]]:
         """Each row -> (its opened clip, or its error to raise in inference; the protocol it came in)."""
@@ -102,57 +79,34 @@ class FRVSRHandler(BaseHandler):
                 jobs.append((e, protocol))
         return jobs
 
-    def inference(self, jobs: list, *args, **kwargs) -> list[tuple[Result, str, str]]:
+    def inference(self, jobs: list, *args, **kwargs) -> list[tuple[Served, str]]:
         results = []
         try:
             for job, protocol in jobs:
                 if isinstance(job, Exception):
                     raise _to_prediction_error(job)
                 try:
-                    info = job.reader.info
-                    quality, model = self.models.pick(info.codec, info.bits_per_pixel, job.input_quality)
-                    why = (
-                        "requested"
-                        if job.input_quality
-                        else f"auto: {self.models.rule.describe(info.codec, info.bits_per_pixel)}"
-                    )
-                    settings = job.settings_for(self.settings)
-                    res = upscale_video(model, job.reader, settings, job.out_format, self.device)
-                    res.timings.open = job.open_s
-                    self.settings.limits.check_output(b64_len(len(res.video)))
+                    results.append((self.upscaler.serve(job), protocol))
                 except Exception as e:
                     raise _to_prediction_error(e) from e
-                results.append((res, protocol, f"{quality} ({why})"))
         finally:
             for job, _ in jobs:
                 if isinstance(job, Job):
                     job.reader.close()
         return results
 
-    def postprocess(self, results: list[tuple[Result, str, str]]) -> list[str | dict]:
+    def postprocess(self, results: list[tuple[Served, str]]) -> list[str | dict]:
         """Each answer in the protocol its request came in (``wire.v1.reply``; see the module docstring)."""
         out: list[str | dict] = []
-        for idx, (res, protocol, variant) in enumerate(results):
+        for idx, (served, protocol) in enumerate(results):
+            res = served.result
             t = time.perf_counter()
             b64 = base64.b64encode(res.video).decode("ascii")
             dt = time.perf_counter() - t  # base64 is part of producing the response
             res.timings.encode += dt
             res.timings.total += dt
-            timing = res.timings.header()
-            log.info(
-                "timing %s: %s %dx%d, %d bytes out, input %s; %s",
-                TIMING_HEADER,
-                res.family,
-                res.width,
-                res.height,
-                len(res.video),
-                variant,
-                timing,
-            )
-            _set_header(self.context, idx, TIMING_HEADER, timing)
-            _set_header(self.context, idx, FORMAT_HEADER, res.family)
-            _set_header(self.context, idx, MODEL_HEADER, self.model_label)
-            _set_header(self.context, idx, INPUT_HEADER, variant)
+            for key, value in self.upscaler.headers(served).items():
+                _set_header(self.context, idx, key, value)
             out.append(v1.reply(protocol, b64, res.timings.total))
         return out
 

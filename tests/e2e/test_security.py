@@ -53,7 +53,8 @@ def test_listening_sockets_are_loopback_only(service):
     assert jvms, "TorchServe JVM not found"
     listening = []
     for p in jvms + [psutil.Process(service.proc.pid)]:
-        listening += [c.laddr for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        # Process.connections: psutil 5.9 (pinned for kserve) has not the 6.0 name net_connections
+        listening += [c.laddr for c in p.connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     ports = {a.port for a in listening}
     assert {service.ports[k] for k in ("inference_port", "management_port", "metrics_port", "service_port")} <= ports
     assert all(_loopback(a.ip) for a in listening), listening

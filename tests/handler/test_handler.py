@@ -169,9 +169,9 @@ def _variant_used(h, ctx, body: dict) -> tuple[str, bytes]:
     inference and postprocess as ``handle`` runs them."""
     jobs = h.preprocess([{"body": body}])
     results = h.inference(jobs)
-    ((res, _, variant),) = results
+    ((served, _),) = results
     h.postprocess(results)
-    return variant, res.video
+    return served.variant, served.result.video
 
 
 def test_paired_checkpoint_serves_compressed_uploads_with_the_compressed_model(paired_ctx):

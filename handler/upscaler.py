@@ -1,0 +1,89 @@
+"""The model side of a request, for any model server: what the TorchServe handler (``frvsr_handler``) and
+KServe's model server (``kserve_predictor``) each wrap in their own few lines.
+
+``Upscaler`` loads a checkpoint's models once (``model.variants``: one, or a clean-input model and its
+compressed-input fine-tune), warms them up, and serves one opened clip (``video.pipeline.Job``): the
+variant its input calls for (or the one the request asked for), at the request's output quality, the 4x
+video checked against the output limit, and the ``X-FRVSR-*`` headers that describe the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.inference import resolve_precision, super_resolve
+from model.runtime import threads_per_worker
+from model.variants import load_model_set
+from video.pipeline import Job, Result, upscale_video
+from video.settings import HandlerSettings
+from wire.contract import FORMAT_HEADER, INPUT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Served:
+    """One clip's answer: the 4x video and its timings, and which model variant served it and why."""
+
+    result: Result
+    variant: str  # "compressed (auto: h264, 0.311 bpp)", "clean (requested)"
+
+
+class Upscaler:
+    """A checkpoint's models on ``device``, warm, serving one clip at a time per worker."""
+
+    def __init__(self, checkpoint: Path, settings: HandlerSettings, device: torch.device, workers: int, label: str):
+        self.settings, self.device, self.label = settings, device, label
+        if device.type == "cpu":
+            torch.set_num_threads(threads_per_worker(settings.torch_threads, workers))
+        # rebuilds the stored architecture, eval mode; a paired checkpoint brings its compressed-input model too
+        self.models, _ = load_model_set(checkpoint, device)
+        self._warm_up()
+        log.info(
+            "FRVSR ready: %s (%s) on %s (%s), %d torch threads, limits %s",
+            Path(checkpoint).name,
+            f"models {sorted(self.models.models)}, {self.models.rule}" if self.models.paired else "one model",
+            device,
+            resolve_precision(settings.precision, device),
+            torch.get_num_threads(),
+            settings.limits,
+        )
+
+    def _warm_up(self) -> None:
+        """First calls pay for kernel selection and allocation; pay it here, not in the first request."""
+        for model in self.models.models.values():
+            frames = (np.zeros((32, 32, 3), np.uint8) for _ in range(2))
+            for _ in super_resolve(model, frames, device=self.device, precision=self.settings.precision):
+                pass
+
+    def serve(self, job: Job) -> Served:
+        """Super-resolve an opened clip (the caller closes ``job.reader``); raises what the pipeline raises,
+        ``VideoRequestError`` subclasses for the client's faults."""
+        info = job.reader.info
+        quality, model = self.models.pick(info.codec, info.bits_per_pixel, job.input_quality)
+        why = (
+            "requested" if job.input_quality else f"auto: {self.models.rule.describe(info.codec, info.bits_per_pixel)}"
+        )
+        res = upscale_video(model, job.reader, job.settings_for(self.settings), job.out_format, self.device)
+        res.timings.open = job.open_s
+        self.settings.limits.check_output(b64_len(len(res.video)))
+        return Served(res, f"{quality} ({why})")
+
+    def headers(self, served: Served) -> dict[str, str]:
+        """The response headers that describe an answer (the proxy passes ``X-FRVSR-*`` on)."""
+        res = served.result
+        log.info(
+            "timing %s: %s %dx%d, %d bytes out, input %s; %s",
+            TIMING_HEADER, res.family, res.width, res.height, len(res.video), served.variant, res.timings.header(),
+        )  # fmt: skip
+        return {
+            TIMING_HEADER: res.timings.header(),
+            FORMAT_HEADER: res.family,
+            MODEL_HEADER: self.label,
+            INPUT_HEADER: served.variant,
+        }
