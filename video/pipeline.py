@@ -25,7 +25,7 @@ from model.inference import DEFAULT_CUT_THRESHOLD, super_resolve
 from video.io import VideoReader, VideoWriter
 from video.settings import HandlerSettings
 from wire.contract import format_timing
-from wire.payload import parse_body
+from wire.payload import VideoRequest, parse_body
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,12 @@ class Job:
 def open_job(body: object, settings: HandlerSettings) -> Job:
     """A platform request body (``wire.payload.parse_body``'s input) -> Job; raises VideoRequestError."""
     t = time.perf_counter()
-    req = parse_body(body)
+    return open_request(parse_body(body), settings, t)
+
+
+def open_request(req: VideoRequest, settings: HandlerSettings, t: float | None = None) -> Job:
+    """A parsed request -> Job: its container opened and its header checked against the limits."""
+    t = time.perf_counter() if t is None else t
     reader = VideoReader(req.video)
     i = reader.info
     try:

@@ -69,12 +69,18 @@ def parse_body(body: object, allow_raw: bool = True) -> VideoRequest:
     content = body["content"]
     if not isinstance(content, str):
         raise BadRequest(f'"content" must be a base64 string, got {type(content).__name__}')
+    return request_from(decode_content(content), body)
+
+
+def request_from(video: bytes, fields: dict) -> VideoRequest:
+    """A request from its video and its option fields (``format``, ``input_quality``, ``crf``, ``model``):
+    the body's, or those of a protocol that carries them apart (KServe v2: the request's parameters)."""
     return VideoRequest(
-        decode_content(content),
-        parse_format(body.get("format")),
-        parse_input_quality(body.get("input_quality")),
-        parse_crf(body.get("crf")),
-        parse_model(body.get("model")),
+        video,
+        parse_format(fields.get("format")),
+        parse_input_quality(fields.get("input_quality")),
+        parse_crf(fields.get("crf")),
+        parse_model(fields.get("model")),
     )
 
 
