@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"total {r['total']:.2f} s | {r['info']}"
                     )
                 totals = sorted(r["total"] for r in runs)
-                print(
-                    f"median wait {totals[len(totals) // 2]:.2f} s for a 5 s 176x144 30 fps clip "
-                    "(from choosing it to the 4x video playing)"
-                )
+                if totals:
+                    print(
+                        f"median wait {totals[len(totals) // 2]:.2f} s for a 5 s 176x144 30 fps clip "
+                        "(from choosing it to the 4x video playing)"
+                    )
                 if a.screenshot:
                     real = work / "vimeo_sample_lowres.mp4"
                     real.write_bytes(
@@ -120,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                         "a.pause(); b.pause(); a.currentTime = 0.5; b.currentTime = 0.5;"
                     )
                     time.sleep(1.0)
+                    from selenium.webdriver.common.action_chains import ActionChains
+
+                    after = driver.find_element("id", "after")  # the loupe, at a detailed spot of the picture
+                    size = after.size
+                    ActionChains(driver).move_to_element_with_offset(
+                        after, int(size["width"] * 0.12), int(-size["height"] * 0.1)
+                    ).perform()
+                    time.sleep(0.5)
                     a.screenshot.parent.mkdir(parents=True, exist_ok=True)
                     driver.save_screenshot(str(a.screenshot))
                     print(f"wrote {a.screenshot}")
