@@ -75,7 +75,8 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
 
 
 def markdown(res: dict) -> str:
-    names = [n for n in res[next(iter(LISTS))]["clean"] if n not in ("bicubic", "bpp", "auto_picks")]
+    lists = [k for k in LISTS if k in res]
+    names = [n for n in res[lists[0]]["clean"] if n not in ("bicubic", "bpp", "auto_picks")]
     lines = [
         f"Model: `{res['model']}`; {res['rule']}. Gains over bicubic on the same decoded frames, platform PSNR "
         "(dB). auto: what the server serves with no `input_quality`.",
@@ -83,7 +84,7 @@ def markdown(res: dict) -> str:
         "| list | input | bpp | bicubic | " + " | ".join(names) + " | auto picks (clean/compr.) | auto vs better |",
         "|---|---|---|---:|" + "---:|" * len(names) + "---|---:|",
     ]
-    for list_name in LISTS:
+    for list_name in lists:
         for key, row in res[list_name].items():
             bic = row["bicubic"]
             bpp = "-" if row["bpp"] is None else f"{row['bpp'][0]:.2f}-{row['bpp'][1]:.2f}"
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crf", type=int, nargs="*", default=list(CRFS))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "variants")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lists", nargs="*", default=list(LISTS), choices=list(LISTS), help="test lists (default both)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     missing = [str(f) for f in LISTS.values() if not f.is_dir()]
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     also = dict(item.split("=", 1) for item in a.also)
     t0 = time.perf_counter()
-    res = run(a.model, {k: Path(v) for k, v in also.items()}, tuple(a.crf), LISTS)
+    res = run(a.model, {k: Path(v) for k, v in also.items()}, tuple(a.crf), {k: LISTS[k] for k in a.lists})
     res["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(a.out.with_suffix(".json"), json.dumps(res, indent=1))
     atomic_write_text(a.out.with_suffix(".md"), markdown(res))

@@ -67,7 +67,7 @@ class Lane:
     max_queued_bytes: int = 512 * 2**20
     workers: int = 1
     clip_seconds_hint: float = 10.0
-    pixel_frame_seconds_hint: float | None = None  # measured at start-up: seconds per frame / pixels per frame
+    frame_cost_hint: tuple[float, float] | None = None  # measured at start-up: (s per frame, s per pixel-frame)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class ProxyConfig:
     workers: int = 1  # clips the model server processes in parallel: only for the wait estimate
     clip_seconds_hint: float = 10.0  # seconds per clip assumed until requests have been timed
     limits: dict = field(default_factory=dict)  # the model's request limits, shown by the page and /health
-    pixel_frame_seconds_hint: float | None = None  # the default model's, measured at start-up
+    frame_cost_hint: tuple[float, float] | None = None  # the default model's, measured at start-up
     # other served models' lanes by name; a model the backend serves that is not here (a version registered
     # through TorchServe's management API) gets the default's settings in a room of its own
     models: dict[str, Lane] = field(default_factory=dict)
@@ -92,7 +92,7 @@ class ProxyConfig:
             return self.models[name]
         return Lane(
             self.timeout_s, self.max_inflight, self.max_queued, self.max_queued_bytes, self.workers,
-            self.clip_seconds_hint, self.pixel_frame_seconds_hint,
+            self.clip_seconds_hint, self.frame_cost_hint,
         )  # fmt: skip
 
 
@@ -121,7 +121,7 @@ class Rooms:
             lane = self.cfg.lane(None if name == self.default else name)
             self.rooms[name] = WaitingRoom(
                 lane.max_inflight, lane.max_queued, lane.max_queued_bytes, lane.workers, lane.clip_seconds_hint,
-                lane.pixel_frame_seconds_hint,
+                lane.frame_cost_hint,
             )  # fmt: skip
         return self.rooms[name]
 

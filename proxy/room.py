@@ -34,8 +34,8 @@ class ClipTimes:
     least squares over the last 20 with every cost >= 0 (the per-clip and then the per-frame term are dropped
     while the clips seen cannot pin them down). Before any clip: ``c`` from the start-up measurement."""
 
-    def __init__(self, pixel_frame_seconds_hint: float | None = None, keep: int = 20):
-        self.hint = pixel_frame_seconds_hint
+    def __init__(self, frame_cost_hint: tuple[float, float] | None = None, keep: int = 20):
+        self.hint = frame_cost_hint
         self.samples: collections.deque[tuple[float, Clip]] = collections.deque(maxlen=keep)
         self._fit: tuple[float, float, float] | None = None
 
@@ -60,11 +60,11 @@ class ClipTimes:
 
     def _solve(self) -> tuple[float, float, float] | None:
         if not self.samples:
-            return None if self.hint is None else (0.0, 0.0, self.hint)
+            return None if self.hint is None else (0.0, *self.hint)
         rows = [(1.0, float(c.frames), float(c.frames * c.pixels)) for _, c in self.samples]
         ys = [t for t, _ in self.samples]
         distinct = len(set(rows))
-        for terms in ((0, 1, 2), (1, 2), (2,)):
+        for terms in ((0, 1, 2), (1, 2)):
             if distinct < len(terms):
                 continue
             coef = _least_squares([[r[i] for i in terms] for r in rows], ys)
@@ -73,7 +73,9 @@ class ClipTimes:
                 for i, x in zip(terms, coef, strict=True):
                     full[i] = x
                 return full[0], full[1], full[2]
-        return 0.0, 0.0, sum(ys) / sum(r[2] for r in rows)
+        b, c = self.hint if self.hint is not None else (0.0, 1.0)  # the start-up shape, or per pixel-frame only
+        k = sum(ys) / sum(b * r[1] + c * r[2] for r in rows)
+        return 0.0, k * b, k * c
 
 
 def _least_squares(x: list[list[float]], y: list[float]) -> list[float] | None:
@@ -134,12 +136,12 @@ class WaitingRoom:
         max_bytes: int,
         workers: int = 1,
         clip_seconds_hint: float = 10.0,
-        pixel_frame_seconds_hint: float | None = None,
+        frame_cost_hint: tuple[float, float] | None = None,
     ):
         self.slots, self.max_waiting, self.max_bytes = max(1, slots), max(0, max_waiting), max_bytes
         self.workers = max(1, workers)
         self.clip_seconds_hint = clip_seconds_hint
-        self.times = ClipTimes(pixel_frame_seconds_hint)  # the model's start-up measurement, until clips are timed
+        self.times = ClipTimes(frame_cost_hint)  # the model's start-up measurement, until clips are timed
         self.tickets: list[Ticket] = []  # active tickets in arrival order
         self.by_id: dict[str, Ticket] = {}
         self.recent: collections.deque[float] = collections.deque(maxlen=20)

@@ -54,7 +54,7 @@ def proxy_config(
     max_queued: int = ProxyConfig.max_queued,
     max_queued_bytes: int = ProxyConfig.max_queued_bytes,
     clip_seconds_hint: float = ProxyConfig.clip_seconds_hint,
-    pixel_frame_seconds_hint: float | None = None,
+    frame_cost_hint: tuple[float, float] | None = None,
     models: dict | None = None,
 ) -> ProxyConfig:
     """The proxy's settings for a model server with ``workers`` parallel clips at ``limits`` (and the other
@@ -69,7 +69,7 @@ def proxy_config(
         workers=workers,
         clip_seconds_hint=clip_seconds_hint,
         limits={**asdict(limits), "max_body_bytes": limits.max_body_bytes()},
-        pixel_frame_seconds_hint=pixel_frame_seconds_hint,
+        frame_cost_hint=frame_cost_hint,
         models=dict(models or {}),
     )
 

@@ -147,15 +147,17 @@ def check_java() -> None:
         raise StartupError(f"TorchServe needs Java >= 17, found Java {v}; {JAVA_HINT}")
 
 
-def seconds_per_frame(checkpoint: Path, device: str, limits: Limits, threads: int, precision: str = "auto") -> float:
-    """Model time for one frame of the largest accepted area (square), after a warm-up frame."""
+def seconds_per_frame(
+    checkpoint: Path, device: str, limits: Limits, threads: int, precision: str = "auto", area: int | None = None
+) -> float:
+    """Model time for one frame of the largest accepted area (or ``area``; square), after a warm-up frame."""
     import numpy as np
     import torch
 
     from model.checkpoint import load_checkpoint
     from model.inference import time_super_resolve
 
-    side = max(8, int(math.sqrt(limits.max_pixels)))
+    side = max(8, int(math.sqrt(area or limits.max_pixels)))
     prev = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -190,27 +192,29 @@ def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> 
     return archive.build_mar(opts.checkpoint, opts.model_name, opts.model_store, model_config, work_dir, opts.version)
 
 
-def plan_timeout(opts: ServeOptions) -> tuple[int, float | None]:
-    """(``responseTimeout`` for one clip, model seconds per frame at the limits or None when not measured):
-    the option, else measured from one frame at the limits."""
+def plan_timeout(opts: ServeOptions) -> tuple[int, tuple[float, float] | None]:
+    """(``responseTimeout`` for one clip, the model's (seconds per frame, seconds per pixel-frame) or None when
+    not measured): the option, else measured on frames at the limits and at a quarter of that area."""
     if opts.response_timeout:
         return int(opts.response_timeout), None
-    spf = seconds_per_frame(
-        opts.checkpoint, opts.device, opts.limits, threads_per_worker(opts.torch_threads, opts.workers), opts.precision
-    )
+    threads = threads_per_worker(opts.torch_threads, opts.workers)
+    area = opts.limits.max_pixels
+    spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads, opts.precision)
+    small = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads, opts.precision, area // 4)
+    per_pixel = max(0.0, (spf - small) / (0.75 * area))
     timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits))
-    log.info(
-        "%s: %.3f s per %d-pixel frame -> responseTimeout %d s", opts.model_name, spf, opts.limits.max_pixels, timeout
-    )
-    return timeout, spf
+    log.info("%s: %.3f s per %d-pixel frame -> responseTimeout %d s", opts.model_name, spf, area, timeout)
+    return timeout, (max(0.0, spf - per_pixel * area), per_pixel)
 
 
-def lane_config(opts: ServeOptions, response_timeout: int, spf: float | None, max_queued: int) -> ProxyConfig:
+def lane_config(
+    opts: ServeOptions, response_timeout: int, cost: tuple[float, float] | None, max_queued: int
+) -> ProxyConfig:
     """The proxy's queue settings for one served model (its workers, time limit, estimates)."""
+    spf = cost[0] + cost[1] * opts.limits.max_pixels if cost else None
     return proxy_config(
         opts.limits, response_timeout, opts.workers, opts.max_inflight, max_queued, opts.max_queued_bytes,
-        spf * opts.limits.max_frames if spf else ProxyConfig.clip_seconds_hint,
-        spf / opts.limits.max_pixels if spf else None,
+        spf * opts.limits.max_frames if spf else ProxyConfig.clip_seconds_hint, cost,
     )  # fmt: skip
 
 
