@@ -16,10 +16,10 @@ import numpy as np
 
 from common.files import atomic_write_bytes
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE
-from model.checkpoint import load_checkpoint
 from model.inference import super_resolve, to_tensor
+from model.variants import load_model_set
 from train.data import bicubic_upscale, crop_to_scale, discover_samples, read_clip
-from train.evaluate import lowres_frames
+from train.evaluate import lowres_input
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     sample = next(s for s in discover_samples(a.dataset_path) if s.name == a.clip)
     hr = crop_to_scale(read_clip(sample))
-    lr = lowres_frames(to_tensor(hr), "bicubic", sample.name, a.crf)
-    outs = [list(super_resolve(load_checkpoint(m)[0], lr))[a.frame] for m in a.model]
+    lr, codec, bpp = lowres_input(to_tensor(hr), "bicubic", sample.name, a.crf)
+    outs = []
+    for m in a.model:  # a checkpoint holding two models: the one the server would pick for this upload
+        models, _ = load_model_set(m)
+        frames = lr[: a.frame + 1]  # the recurrence needs the frames up to the one shown, no more
+        outs.append(list(super_resolve(models.pick(codec, bpp)[1], frames))[a.frame])
     bic = bicubic_upscale(to_tensor(lr[a.frame : a.frame + 1]))[0]
     bic = (bic * 255).round().byte().permute(1, 2, 0).numpy()
     x, y, w, h = map(int, a.box.split(","))
