@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     outs = []
     for m in a.model:  # a checkpoint holding two models: the one the server would pick for this upload
         models, _ = load_model_set(m)
-        frames = lr[: a.frame + 1]  # the recurrence needs the frames up to the one shown, no more
-        outs.append(list(super_resolve(models.pick(codec, bpp)[1], frames))[a.frame])
+        outs.append(
+            list(super_resolve(models.pick(codec, bpp)[1], lr))[a.frame]
+        )  # the whole clip: BasicVSR looks ahead
     bic = bicubic_upscale(to_tensor(lr[a.frame : a.frame + 1]))[0]
     bic = (bic * 255).round().byte().permute(1, 2, 0).numpy()
     x, y, w, h = map(int, a.box.split(","))
