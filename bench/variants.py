@@ -51,7 +51,7 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
         rows = {}
         for crf in [None, *crfs]:
             sq = {name: [] for name in ["bicubic", *nets, "auto"]}  # per-clip MSE
-            bpps, picks = [], []
+            bpps, picks, clips = [], [], []
             for s in samples:
                 clip = crop_to_scale(read_clip(s))
                 gt = clip.astype(np.float64) / 255.0
@@ -64,10 +64,12 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
                 sq["auto"].append(sq[pick][-1])
                 picks.append(pick)
                 bpps.append(bpp)
+                clips.append({"clip": s.name, "bpp": bpp, "mse": {k: v[-1] for k, v in sq.items()}})
             key = "clean" if crf is None else f"crf{crf}"
             row = {name: psnr_from_mse(float(np.mean(v))) for name, v in sq.items()}
             row["bpp"] = None if crf is None else [min(bpps), max(bpps)]
             row["auto_picks"] = {q: picks.count(q) for q in (CLEAN, COMPRESSED)}
+            row["clips"] = clips  # per clip: its bits per pixel and every model's MSE (to try other thresholds)
             rows[key] = row
             log.info("%s %s: %s", list_name, key, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
         out[list_name] = rows
@@ -76,7 +78,7 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
 
 def markdown(res: dict) -> str:
     lists = [k for k in LISTS if k in res]
-    names = [n for n in res[lists[0]]["clean"] if n not in ("bicubic", "bpp", "auto_picks")]
+    names = [n for n in res[lists[0]]["clean"] if n not in ("bicubic", "bpp", "auto_picks", "clips")]
     lines = [
         f"Model: `{res['model']}`; {res['rule']}. Gains over bicubic on the same decoded frames, platform PSNR "
         "(dB). auto: what the server serves with no `input_quality`.",
