@@ -29,7 +29,7 @@ from common.files import atomic_write_text
 from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
 from model.checkpoint import load_checkpoint
 from model.inference import super_resolve, to_tensor
-from model.variants import CLEAN, COMPRESSED, load_model_set
+from model.variants import CLEAN, COMPRESSED, InputRule, load_model_set
 from train.data import bicubic_upscale, crop_to_scale, read_clip
 from train.evaluate import lowres_input, test_samples
 from train.metrics import mse, psnr_from_mse
@@ -76,6 +76,18 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
     return out
 
 
+def rescore(res: dict, rule: InputRule) -> dict:
+    """``res`` with "auto" recomputed for another rule, from the per-clip numbers (no model is run)."""
+    for list_name in [k for k in LISTS if k in res]:
+        for row in res[list_name].values():
+            picks = [rule.choose("h264" if c["bpp"] is not None else None, c["bpp"]) for c in row["clips"]]
+            mses = [c["mse"][pick] for c, pick in zip(row["clips"], picks, strict=True)]
+            row["auto"] = psnr_from_mse(float(np.mean(mses)))
+            row["auto_picks"] = {q: picks.count(q) for q in (CLEAN, COMPRESSED)}
+    res["rule"] = str(rule)
+    return res
+
+
 def markdown(res: dict) -> str:
     lists = [k for k in LISTS if k in res]
     names = [n for n in res[lists[0]]["clean"] if n not in ("bicubic", "bpp", "auto_picks", "clips")]
@@ -102,7 +114,9 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.variants", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, required=True, help="a checkpoint holding both variants")
+    p.add_argument("--model", type=Path, help="a checkpoint holding both variants")
+    p.add_argument("--rescore", type=Path, help="a saved JSON: recompute auto for --clean_min_bpp, run nothing")
+    p.add_argument("--clean_min_bpp", type=float, default=None)
     p.add_argument("--also", nargs="*", default=[], help="NAME=PATH: other single models scored on the same frames")
     p.add_argument("--crf", type=int, nargs="*", default=list(CRFS))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "variants")
@@ -110,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lists", nargs="*", default=list(LISTS), choices=list(LISTS), help="test lists (default both)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if a.rescore:
+        res = rescore(json.loads(a.rescore.read_text()), InputRule(a.clean_min_bpp or InputRule.clean_min_bpp))
+        atomic_write_text(a.out.with_suffix(".json"), json.dumps(res, indent=1))
+        atomic_write_text(a.out.with_suffix(".md"), markdown(res))
+        print(markdown(res))
+        return 0
+    if a.model is None:
+        p.error("--model is required (or --rescore)")
     missing = [str(f) for f in LISTS.values() if not f.is_dir()]
     if missing:
         print(f"skipped: the shared test lists are not here ({', '.join(missing)})", file=sys.stderr)
