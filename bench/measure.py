@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -56,7 +57,10 @@ def measure(name: str, video: bytes, repeat: int, work: Path, extra: list[str], 
 
     ckpt = work / f"{name}.pth"
     work.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt, model if model is not None else FRVSR(FRVSRConfig(**MODELS[name])))
+    if isinstance(model, (str, Path)):  # a checkpoint file as it is (a paired one keeps both models)
+        shutil.copyfile(model, ckpt)
+    else:
+        save_checkpoint(ckpt, model if model is not None else FRVSR(FRVSRConfig(**MODELS[name])))
     with ServiceProcess(work, ckpt.name, work, name=name, extra=["--response_timeout", "900", *extra]).start() as svc:
         payload = {"content": base64.b64encode(video).decode()}
         runs = []

@@ -29,7 +29,8 @@ import torch
 
 from bench.models import CANDIDATES, degradation_cost, reference_quality, run_model_bench, shipped_default
 from common.files import atomic_path, atomic_write_text
-from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from model.checkpoint import load_checkpoint
 from model.frvsr import FRVSR
 from train.degradations import EVAL_CRF
 
@@ -79,7 +80,8 @@ def end_to_end(model, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
                 runs = m.measure(
                     "default", video, repeat if secs <= 5 else 1, Path(tmp) / f"s{secs}", extra, model=model
                 )
-            alone = m.model_only(model, clip, len(os.sched_getaffinity(0)))
+            net = load_checkpoint(model)[0] if isinstance(model, Path) else model
+            alone = m.model_only(net, clip, len(os.sched_getaffinity(0)))
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             rows.append(
                 {
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_model_bench(dataset, a.train_seconds)
     default = shipped_default()
     model = default[0] if default else FRVSR(next(c.cfg for c in CANDIDATES if c.name == "ps-8-48-f12-h32"))
-    e2e = [] if a.skip_e2e else end_to_end(model)
+    e2e = [] if a.skip_e2e else end_to_end(DEFAULT_MODEL if default else model)  # the file: both of its models
     degr = degradation_cost(dataset) if dataset is not None and a.train_seconds else None
     from model.inference import resolve_precision
 
