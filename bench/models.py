@@ -20,6 +20,7 @@ from common.paths import DEFAULT_MODEL, ROOT
 from model.checkpoint import load_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
 from model.inference import time_super_resolve
+from model.variants import CLEAN, ModelSet, load_model_set
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
 from train.degradations import EVAL_CRF
@@ -228,7 +229,9 @@ def list_quality(model, dataset: Path, crfs: tuple[int, ...] = (EVAL_CRF,)) -> d
     """Platform PSNR of ``model`` and of bicubic on ``dataset``'s test list, clean BI input and each H.264
     CRF, through ``client_test.py``'s own code (``train.evaluate``); plus the model's seconds per frame there."""
     samples = test_samples(dataset)
-    runs = evaluate_conditions(model.eval(), samples, "bicubic", "cpu", list(crfs))
+    runs = evaluate_conditions(
+        model if isinstance(model, ModelSet) else model.eval(), samples, "bicubic", "cpu", list(crfs)
+    )
     out = {}
     for crf, results in runs.items():
         s = summarize(results)
@@ -248,12 +251,13 @@ def reference_quality(lists: dict[str, Path]) -> list[dict]:
     from model.teacher import load_teacher
 
     entries = [("teacher: BasicVSR BIx4", lambda: load_teacher().to(memory_format=torch.channels_last))]
-    if DEFAULT_MODEL.is_file():
-        entries.append(("shipped default", lambda: load_checkpoint(DEFAULT_MODEL)[0]))
+    if DEFAULT_MODEL.is_file():  # as served: a paired default's H.264 rows by the model the server picks
+        entries.append(("shipped default", lambda: load_model_set(DEFAULT_MODEL)[0]))
     rows = []
     for name, load in entries:
         model = load()
-        row = {"name": name, "ms_176x144": frame_ms(model, 176, 144, frames=4, repeats=1)}
+        net = model.models[CLEAN] if isinstance(model, ModelSet) else model  # both variants: one network, one speed
+        row = {"name": name, "ms_176x144": frame_ms(net, 176, 144, frames=4, repeats=1)}
         for list_name, folder in lists.items():
             row[list_name] = list_quality(model, folder)
             log.info("%s on %s: %s", name, list_name, row[list_name])
