@@ -293,14 +293,14 @@ async function showResult(file, data, xhr) {
   $("info").textContent = `Output ${after.videoWidth}x${after.videoHeight}` + (frames ? `, ${frames} frames` : "") + `, ${fps} fps` +
     `, ${mib(blob.size)} · server time ${data.elapsed_time.toFixed(2)} s` + (timing.model !== undefined ? ` (model ${timing.model.toFixed(2)} s)` : "");
   $("note").textContent = note;
-  after.play().catch(() => {});
-  before.play().catch(() => {});
+  after.play().catch(() => {}); // the input follows it frame by frame (one clock)
 }
 
 // ------------------------------------------------------------------ one clock for both videos
-// The 4x video is the clock. Each frame it presents (requestVideoFrameCallback: the frame's own media time)
-// the input is checked against it and put on the same frame when it is half a frame off, so the two cannot
-// drift; play, pause and seeking act on both.
+// The 4x video is the only clock: it plays; the input never plays by itself. Each frame the 4x video
+// presents (requestVideoFrameCallback: the frame's own media time), the paused input is put on that same
+// frame (the middle of its interval), so the two cannot drift; a step or a seek moves the 4x video and the
+// input follows it the same way.
 
 function watchFrames(video, key) {
   if (!video.requestVideoFrameCallback) return;
@@ -314,11 +314,12 @@ function watchFrames(video, key) {
 }
 
 function follow(mediaTime) {
-  const before = $("before"), after = $("after");
-  if (before.readyState < 1 || before.seeking) return;
-  const shown = state.shown.before !== null ? state.shown.before : before.currentTime;
-  if (Math.abs(shown - mediaTime) > state.frameDur / 2) before.currentTime = mediaTime + state.frameDur / 4;
-  if (after.paused !== before.paused) after.paused ? before.pause() : before.play().catch(() => {});
+  const before = $("before");
+  if (before.readyState < 1) return;
+  if (!before.paused) before.pause();
+  const target = mediaTime + state.frameDur / 2;
+  // a seek still running: the next frame's callback puts it right (the input is small, seeks are quick)
+  if (!before.seeking && Math.abs(before.currentTime - target) > state.frameDur / 4) before.currentTime = target;
 }
 watchFrames($("after"), "after");
 watchFrames($("before"), "before");
@@ -330,21 +331,19 @@ function frameIndex() {
 
 function showFrame(index) {
   // paused on frame ``index`` (its middle: the frame shown is the same in both, whatever the rounding)
-  const after = $("after"), before = $("before");
+  const after = $("after");
   const last = state.frames ? state.frames - 1 : Math.floor(after.duration / state.frameDur) - 1;
   const i = Math.min(Math.max(0, index), Math.max(0, last));
   after.pause();
-  before.pause();
   const t = (i + 0.5) * state.frameDur;
-  after.currentTime = t;
-  if (before.readyState >= 1) before.currentTime = t;
+  after.currentTime = t; // the input follows when the 4x frame is presented
 }
 
 function step(delta) { if ($("after").readyState >= 1) showFrame(frameIndex() + delta); }
 
 function playPause() {
   const after = $("after");
-  if (after.paused) { after.play(); $("before").play().catch(() => {}); } else { after.pause(); $("before").pause(); }
+  if (after.paused) after.play().catch(() => {}); else after.pause();
 }
 
 function ui() {
@@ -371,11 +370,8 @@ document.addEventListener("keydown", (e) => {
 });
 $("seek").addEventListener("input", () => {
   seeking = true;
-  const after = $("after"), before = $("before");
-  if (isFinite(after.duration)) {
-    after.currentTime = $("seek").value / 1000 * after.duration;
-    if (before.readyState >= 1) before.currentTime = after.currentTime;
-  }
+  const after = $("after");
+  if (isFinite(after.duration)) after.currentTime = $("seek").value / 1000 * after.duration;
 });
 $("seek").addEventListener("change", () => { seeking = false; });
 $("mode-side").addEventListener("click", () => setMode("side"));

@@ -172,16 +172,17 @@ def test_page_model_and_quality_pickers_loupe_frame_steps_and_one_clock(browser,
     assert uniform_blocks(browser, "loupe-before", 16) == 1.0
     assert uniform_blocks(browser, "loupe-after", 8) < 0.9  # it is the 4x frame's own detail, not the input's
 
-    # five seconds of play: the two pictures stay within a frame of each other
+    # five seconds of play: the two pictures show the same frame (the input may trail while a seek of it is
+    # still running on a loaded box: measured 0-3 frames for a moment, then on the same frame again)
     browser.find_element("id", "prev").click()  # paused on a frame
     browser.find_element("id", "play").click()
     time.sleep(5)
     gaps = []
-    for _ in range(10):
+    for _ in range(20):
         gaps.append(js(browser, "Math.abs(window.frvsr.shown.after - window.frvsr.shown.before)"))
         time.sleep(0.05)
     frame = js(browser, "window.frvsr.frameDur")
-    assert max(gaps) <= frame + 1e-3 and sorted(gaps)[5] < frame, (gaps, frame)
+    assert sorted(gaps)[10] < frame / 2 and max(gaps) <= 4 * frame + 1e-3, (gaps, frame)
 
     # frame steps move both videos to the same frame
     browser.find_element("id", "play").click()  # pause
