@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import sys
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from common.files import atomic_write_text
+from bench.saved import save_result
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
 from model.inference import to_tensor
 from serving.launcher import ServiceProcess
@@ -123,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["estimates"].append(row)
         finally:
             svc.stop()
-    atomic_write_text(a.out.with_suffix(".json"), json.dumps(res, indent=1, default=str))
-    atomic_write_text(a.out.with_suffix(".md"), markdown(res))
-    print(markdown(res))
+    save_result(a.out, res, markdown(res))
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.files import atomic_write_text
+from bench.saved import save_result
 from common.paths import ROOT, VSR_TRAIN
 from model.checkpoint import ARCHS
 from train.config import TrainConfig
@@ -194,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: the shared training clips are not here ({VSR_TRAIN})", file=sys.stderr)
         return 0
     res = {"step": step_rows(VSR_TRAIN, a.step_steps), "run": run_rows(VSR_TRAIN, a.run_steps)}
-    atomic_write_text(a.out.with_suffix(".json"), json.dumps(res, indent=1))
-    atomic_write_text(a.out.with_suffix(".md"), markdown(res))
-    print(markdown(res))
+    save_result(a.out, res, markdown(res))
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.files import atomic_write_text
+from bench.saved import save_result
 from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
 from model.checkpoint import load_checkpoint
 from model.inference import super_resolve, to_tensor
@@ -126,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.rescore:
         res = rescore(json.loads(a.rescore.read_text()), InputRule(a.clean_min_bpp or InputRule.clean_min_bpp))
-        atomic_write_text(a.out.with_suffix(".json"), json.dumps(res, indent=1))
-        atomic_write_text(a.out.with_suffix(".md"), markdown(res))
-        print(markdown(res))
+        save_result(a.out, res, markdown(res))
         return 0
     if a.model is None:
         p.error("--model is required (or --rescore)")
@@ -141,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     res = run(a.model, {k: Path(v) for k, v in also.items()}, tuple(a.crf), {k: LISTS[k] for k in a.lists})
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    atomic_write_text(a.out.with_suffix(".json"), json.dumps(res, indent=1))
-    atomic_write_text(a.out.with_suffix(".md"), markdown(res))
-    print(markdown(res))
+    save_result(a.out, res, markdown(res))
     return 0
 
 
