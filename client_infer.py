@@ -116,8 +116,9 @@ def add_encoder_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     g.add_argument(
         "--precision", default=HandlerSettings.precision, choices=list(PRECISIONS),
-        help="convolution precision; auto = bf16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, "
-        f"else fp32 (default {HandlerSettings.precision})",
+        help="convolution precision; auto = int8 where the checkpoint holds a calibrated program (python -m "
+        "train.calibrate) and the CPU has AMX-INT8 or AVX512-VNNI, else bf16 where the CPU (AVX512-BF16/AMX) or GPU "
+        f"runs it natively, else fp32; the worker's log says which and why (default {HandlerSettings.precision})",
     )  # fmt: skip
 
 

@@ -225,13 +225,14 @@ def degradation_cost(dataset: Path, steps: int = 30) -> list[dict]:
     return rows
 
 
-def list_quality(model, dataset: Path, crfs: tuple[int, ...] = (EVAL_CRF,)) -> dict:
+def list_quality(model, dataset: Path, crfs: tuple[int, ...] = (EVAL_CRF,), precision: str = "auto") -> dict:
     """Platform PSNR of ``model`` and of bicubic on ``dataset``'s test list, clean BI input and each H.264
     CRF, through ``client_test.py``'s own code (``train.evaluate``); plus the model's seconds per frame there."""
     samples = test_samples(dataset)
     runs = evaluate_conditions(
-        model if isinstance(model, ModelSet) else model.eval(), samples, "bicubic", "cpu", list(crfs)
-    )
+        model if isinstance(model, ModelSet) else model.eval(), samples, "bicubic", "cpu", list(crfs),
+        precision=precision,
+    )  # fmt: skip
     out = {}
     for crf, results in runs.items():
         s = summarize(results)

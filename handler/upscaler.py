@@ -10,20 +10,23 @@ video checked against the output limit, and the ``X-FRVSR-*`` headers that descr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.inference import resolve_precision, super_resolve
+from model.inference import super_resolve
+from model.quantize import prepare, programs_of, serving_precision
 from model.runtime import threads_per_worker
-from model.variants import load_model_set
+from model.variants import ModelSet, load_model_set
 from video.pipeline import Job, Result, upscale_video
 from video.settings import HandlerSettings
 from wire.contract import FORMAT_HEADER, INPUT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
 
 log = logging.getLogger(__name__)
+WARM_UP_SIDES = (40, 64, 96)  # low-res warm-up frames (side x side+8): three sizes, see Upscaler._warm_up
 
 
 @dataclass
@@ -42,24 +45,34 @@ class Upscaler:
         if device.type == "cpu":
             torch.set_num_threads(threads_per_worker(settings.torch_threads, workers))
         # rebuilds the stored architecture, eval mode; a paired checkpoint brings its compressed-input model too
-        self.models, _ = load_model_set(checkpoint, device)
+        models, ckpt = load_model_set(checkpoint, device)
+        # int8 where this CPU and the checkpoint allow it, else bf16 / fp32; the reason goes to the log
+        self.precision, why = serving_precision(settings.precision, device, ckpt, models.models)
+        self.settings = replace(settings, precision=self.precision)
+        programs = programs_of(ckpt)
+        self.models = ModelSet(
+            {k: prepare(m, self.precision, programs.get(k)) for k, m in models.models.items()}, models.rule
+        )
+        t0 = time.perf_counter()
         self._warm_up()
         log.info(
-            "FRVSR ready: %s (%s) on %s (%s), %d torch threads, limits %s",
+            "FRVSR ready: %s (%s) on %s, precision %s (%s), warm-up %.1f s, %d torch threads, flow ahead %d, "
+            "limits %s",
             Path(checkpoint).name,
             f"models {sorted(self.models.models)}, {self.models.rule}" if self.models.paired else "one model",
-            device,
-            resolve_precision(settings.precision, device),
-            torch.get_num_threads(),
+            device, self.precision, why, time.perf_counter() - t0, torch.get_num_threads(), settings.flow_ahead,
             settings.limits,
-        )
+        )  # fmt: skip
 
     def _warm_up(self) -> None:
-        """First calls pay for kernel selection and allocation; pay it here, not in the first request."""
+        """First calls pay for kernel selection, allocation and, for int8, the compile; pay it here, not in the
+        first request. Three frame sizes: Inductor specialises on the first and generalises on the second
+        (dynamic height and width), so no later size compiles again."""
         for model in self.models.models.values():
-            frames = (np.zeros((32, 32, 3), np.uint8) for _ in range(2))
-            for _ in super_resolve(model, frames, device=self.device, precision=self.settings.precision):
-                pass
+            for side in WARM_UP_SIDES:
+                frames = (np.zeros((side, side + 8, 3), np.uint8) for _ in range(2))
+                for _ in super_resolve(model, frames, device=self.device, precision=self.precision):
+                    pass
 
     def serve(self, job: Job) -> Served:
         """Super-resolve an opened clip (the caller closes ``job.reader``); raises what the pipeline raises,

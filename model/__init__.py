@@ -19,12 +19,14 @@ The contract a model meets to be trained, evaluated and served:
 - ``Model(cfg)``: ``cfg`` is a dataclass (every field JSON-serialisable) whose class has
   ``from_dict(d)``; the instance keeps it as ``model.cfg``. Checkpoints store ``asdict(cfg)``.
 - No batch size, frame size or device in ``__init__``; no recurrent state on the module.
-- ``model.iterate(frames, cut_threshold=None)``: ``frames`` an iterable of (n, 3, h, w) float low-res
+- ``model.iterate(frames, cut_threshold=None, flow_ahead=0)``: ``frames`` an iterable of (n, 3, h, w) float low-res
   frames in [0, 1] (any h, w); yields ``(hr, flow)`` per frame, in order, lazily: ``hr`` (n, 3, 4h, 4w)
   float32 (may leave [0, 1]; callers clamp), ``flow`` (n, 2, h, w) the low-res motion it used (zeros
   where it has none). With ``cut_threshold`` it restarts its recurrence at scene cuts.
-  ``super_resolve`` (serving, evaluation, validation) calls only this, under ``torch.inference_mode``
-  and the autocast of ``model.inference.resolve_precision``.
+  ``flow_ahead`` > 0 may compute what needs no previous output in a thread ahead (or be ignored).
+  ``super_resolve`` (serving, evaluation, validation) calls only this, under ``torch.inference_mode``,
+  on a copy with reduced-precision weights (``model.inference.reduced_precision``): layers cast their
+  input to their weights' type.
 - ``model(lr)``: training, (b, t, 3, h, w) -> ``(hr (b, t, 3, 4h, 4w), flows (b, t, 2, h, w))``, the
   same recurrence as ``iterate``; the trainer's pixel loss uses ``hr`` and FNet's warping loss ``flows``
   (so ``flows[:, i]`` must warp frame i-1 onto frame i, ``model.frvsr.flow_warp``'s convention).

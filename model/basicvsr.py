@@ -85,7 +85,7 @@ class Trunk(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x)
+        return self.main(x.to(self.main[0].weight.dtype))  # float32 frame + features: in the weights' type
 
 
 class BasicVSR(nn.Module):
@@ -113,7 +113,7 @@ class BasicVSR(nn.Module):
 
     def reconstruct(self, lr: torch.Tensor, back: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
         """Both branches' features (n, c, h, w) and the frame (n, 3, h, w) -> hr (n, 3, 4h, 4w) float32."""
-        x = self.lrelu(self.fusion(torch.cat((back, fwd), dim=1)))  # (n, c, h, w)
+        x = self.lrelu(self.fusion(torch.cat((back, fwd), dim=1).to(self.fusion.weight.dtype)))  # (n, c, h, w)
         x = self.lrelu(depth_to_space(self.upconv1(x), 2))  # (n, c, 2h, 2w)
         x = self.lrelu(depth_to_space(self.upconv2(x), 2))  # (n, 64, 4h, 4w)
         x = self.conv_last(self.lrelu(self.conv_hr(x)))  # (n, 3, 4h, 4w)
@@ -122,7 +122,7 @@ class BasicVSR(nn.Module):
         return x.float() + base  # the authors' residual base is bilinear (FRVSR's is bicubic)
 
     def iterate(
-        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None
+        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None, flow_ahead: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Both propagations over a clip: yields ``(hr, flow)`` per input frame, in order.
 
@@ -132,6 +132,7 @@ class BasicVSR(nn.Module):
             frames: iterable of (n, 3, h, w) low-res frames in [0, 1]; any h, w.
             cut_threshold: a sample whose mean absolute difference to its previous frame exceeds this is a
                 scene cut: neither branch carries features across it. None never cuts (the authors' model).
+            flow_ahead: unused (``FRVSR.iterate``'s; here every flow is computed where it is needed).
         Yields:
             hr: (n, 3, 4h, 4w) float32; flow: (n, 2, h, w), the flow that warped frame i-1's forward
             features onto frame i (zeros for the first frame and across a cut).

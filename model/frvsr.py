@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.ahead import ahead
+
 log = logging.getLogger(__name__)
 
 SCALE = 4  # the product is 4x; FNet pools three times, so low-res sides are padded to multiples of 8
@@ -136,6 +138,18 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tens
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def _in_modes(items: Iterator) -> Iterator:
+    """``items`` consumed under the calling thread's grad and inference modes (both are thread-local), for
+    iterating in another thread (``ahead``)."""
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def run() -> Iterator:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            yield from items
+
+    return run()
+
+
 # ----------------------------------------------------------------------------- configuration
 
 
@@ -215,7 +229,8 @@ class FNet(nn.Module):
         _zero_init(self.body[-1])  # a fresh FNet predicts zero flow (the identity warp), not random displacements
 
     def forward(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.body(torch.cat((cur, prev), dim=1))) * self.max_flow
+        x = torch.cat((cur, prev), dim=1).to(self.body[0].weight.dtype)  # (n, 6, h, w) in the weights' type
+        return torch.tanh(self.body(x).float()) * self.max_flow
 
 
 class ResBlock(nn.Module):
@@ -258,8 +273,9 @@ class SRNet(nn.Module):
             _zero_init(last)
 
     def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``base``: the bicubic residual as low-res phases (``upsample_image_phases``), or None."""
-        feat = self.body(F.relu(self.head(x)))  # (n, c, h, w)
+        """``base``: the bicubic residual as low-res phases (``upsample_image_phases``), or None; ``x`` is cast to
+        the weights' type (bf16 weights: ``model.inference.reduced_precision``), the residual added in float32."""
+        feat = self.body(F.relu(self.head(x.to(self.head.weight.dtype))))  # (n, c, h, w)
         state = F.relu(self.state(feat)) if self.state is not None else None  # (n, hidden, h, w)
         if self.pixelshuffle:
             y = self.upsample(feat)  # (n, 48, h, w): the 16 sub-pixel phases of each colour
@@ -293,16 +309,43 @@ class FRVSR(nn.Module):
             hr (n, 3, 4h, 4w), the low-res flow (n, 2, h, w) used to warp, and the next state.
         """
         flow = self.fnet(lr, lr_prev).float()  # (n, 2, h, w); float32 even under autocast: it steers the warp
+        hr, state = self.reconstruct(lr, flow, hr_prev, state_prev)
+        return hr, flow, state
+
+    def reconstruct(
+        self, lr: torch.Tensor, flow: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The step after the flow: warp the previous estimate and state with ``flow``, run SRNet."""
         warped = flow_warp(hr_prev, flow, flow_scale=SCALE)  # (n, 3, 4h, 4w), flow upscaled inside
         inputs = [lr, space_to_depth(warped)]  # (n, 3, h, w), (n, 48, h, w)
         if self.cfg.hidden:
             inputs.append(flow_warp(state_prev, flow))  # (n, hidden, h, w): the state follows the same motion
         base = upsample_image_phases(lr) if self.cfg.residual else None  # (n, 48, h, w)
         hr, state = self.srnet(torch.cat(inputs, dim=1), base)  # (n, 3, 4h, 4w), (n, hidden, h, w) | None
-        return hr.float(), flow, state
+        return hr.float(), state
+
+    def flows(
+        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[int, int]]]:
+        """The part of the recurrence that needs no previous output: per frame (padded frame, its flow from the
+        previous frame, the (n,) scene-cut mask or None, the frame's unpadded (h, w)). The first frame and a cut
+        frame get the flow of the frame onto itself."""
+        lr_prev = None
+        for lr in frames:
+            lr_p = pad_to_multiple(lr)  # (n, 3, h8, w8)
+            cut = None
+            if lr_prev is None:
+                lr_prev = lr_p
+            elif cut_threshold is not None:
+                diff = (lr_p - lr_prev).abs().mean(dim=(1, 2, 3))  # (n,)
+                if bool((diff > cut_threshold).any()):
+                    cut = diff > cut_threshold
+                    lr_prev = torch.where(cut.view(-1, 1, 1, 1), lr_p, lr_prev)
+            yield lr_p, self.fnet(lr_p, lr_prev).float(), cut, lr.shape[-2:]  # flow float32: it steers the warp
+            lr_prev = lr_p
 
     def iterate(
-        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None
+        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None, flow_ahead: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The recurrence over a clip: yields ``(hr, flow)`` per input frame, in order.
 
@@ -310,28 +353,28 @@ class FRVSR(nn.Module):
             frames: iterable of (n, 3, h, w) low-res frames in [0, 1]; any h, w (padded internally).
             cut_threshold: restart the recurrence for a sample whose mean absolute difference to its
                 previous frame exceeds this (a scene cut); None never restarts.
+            flow_ahead: > 0 computes the flow (and reads ``frames``) in a thread of its own, up to this many
+                frames ahead of the reconstruction: on two cores the flow of the next frame runs beside this
+                frame's SRNet (inference; the thread runs under the caller's grad and inference modes).
         Yields:
             hr: (n, 3, 4h, 4w) cropped to exactly 4x the input; flow: (n, 2, h, w) low-res flow
             (zeros for the first frame).
         """
-        lr_prev = hr_prev = state = None  # the recurrent state lives here, never on the module
-        for lr in frames:
-            h, w = lr.shape[-2:]
-            lr_p = pad_to_multiple(lr)  # (n, 3, h8, w8)
+        steps = self.flows(frames, cut_threshold)
+        if flow_ahead:
+            steps = ahead(_in_modes(steps), flow_ahead, name="frvsr-flow")
+        hr_prev = state = None  # the recurrent state lives here, never on the module
+        for lr_p, flow, cut, (h, w) in steps:
+            n, _, hp, wp = lr_p.shape
             if hr_prev is None:
-                n, _, hp, wp = lr_p.shape
-                lr_prev, hr_prev = lr_p, lr_p.new_zeros(n, 3, hp * SCALE, wp * SCALE)
+                hr_prev = lr_p.new_zeros(n, 3, hp * SCALE, wp * SCALE)
                 state = lr_p.new_zeros(n, self.cfg.hidden, hp, wp) if self.cfg.hidden else None
-            elif cut_threshold is not None:
-                diff = (lr_p - lr_prev).abs().mean(dim=(1, 2, 3))  # (n,)
-                cut = diff > cut_threshold
-                if bool(cut.any()):
-                    keep = (~cut).to(hr_prev.dtype).view(-1, 1, 1, 1)
-                    hr_prev = hr_prev * keep
-                    state = state * keep.to(state.dtype) if state is not None else None
-                    lr_prev = torch.where(cut.view(-1, 1, 1, 1), lr_p, lr_prev)
-            hr, flow, state = self.step(lr_p, lr_prev, hr_prev, state)
-            lr_prev, hr_prev = lr_p, hr
+            elif cut is not None:
+                keep = (~cut).to(hr_prev.dtype).view(-1, 1, 1, 1)
+                hr_prev = hr_prev * keep
+                state = state * keep.to(state.dtype) if state is not None else None
+            hr, state = self.reconstruct(lr_p, flow, hr_prev, state)
+            hr_prev = hr
             yield hr[..., : h * SCALE, : w * SCALE], flow[..., :h, :w]
 
     def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

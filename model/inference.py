@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Iterable, Iterator
 
@@ -19,7 +20,7 @@ from model.checkpoint import unwrap
 # with fast motion; a cut between unrelated shots is typically 0.15-0.4.
 DEFAULT_CUT_THRESHOLD = 0.12
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # int8: model.quantize (SRNet int8, the rest bf16)
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -51,7 +52,30 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """
     if check_precision(precision) == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    return precision
+    return precision  # int8 runs a model prepared by model.quantize.prepare: its other layers bf16
+
+
+REDUCED = {"bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.bfloat16}
+
+
+def reduced_precision(model: nn.Module, precision: str) -> nn.Module:
+    """``model`` ready to run at a resolved ``precision``: itself for fp32; for bf16 or fp16 a copy whose
+    parameters are stored in that type (buffers and the module itself untouched).
+
+    Inference runs such a copy rather than fp32 weights under autocast: the result is the same (convolutions
+    in the reduced type, the flow, warps, residual and output in float32: see ``FRVSR.step``), but autocast
+    casts every weight and activation again at every call, which measured 1.2-2x slower per frame here
+    (``bench/runtimes.py``). Training keeps fp32 weights under autocast.
+    """
+    if precision == "fp32":
+        return model
+    dtype = REDUCED[precision]  # int8: the layers outside the int8 program
+    if all(p.dtype == dtype for p in model.parameters()):
+        return model
+    copy_ = copy.deepcopy(model)
+    for p in copy_.parameters():
+        p.data = p.data.to(dtype)  # memory format (channels-last) kept
+    return copy_
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
@@ -80,6 +104,7 @@ def super_resolve(
     device: torch.device | str | None = None,
     cut_threshold: float | None = DEFAULT_CUT_THRESHOLD,
     precision: str = "auto",
+    flow_ahead: int = 0,
 ) -> Iterator[np.ndarray]:
     """Super-resolve a clip frame by frame, streaming: uint8 (h, w, 3) RGB in -> uint8 (4h, 4w, 3) out.
 
@@ -87,11 +112,14 @@ def super_resolve(
     Frames are consumed lazily, so a decoder generator can feed it and an encoder can drain it: a
     frame-recurrent model (FRVSR) never holds the clip in memory. A bidirectional one (BasicVSR) reads the
     whole clip before its first output and holds one feature map per frame (``model.basicvsr``).
-    ``precision``: see ``resolve_precision``.
+    ``precision``: see ``resolve_precision``. ``flow_ahead``: see ``FRVSR.iterate`` (``FLOW_AHEAD`` serves).
     """
     model = unwrap(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    amp = autocast(resolve_precision(precision, device), device)
+    precision = resolve_precision(precision, device)
+    if precision == "int8" and not _int8_ready(model):
+        raise ValueError("precision int8 needs a model prepared by model.quantize.prepare (a calibrated program)")
+    model = reduced_precision(model, precision)  # a copy unless already prepared
     size = None
 
     def tensors() -> Iterator[torch.Tensor]:
@@ -109,25 +137,17 @@ def super_resolve(
     model.eval()
     try:
         with torch.inference_mode():
-            for hr, _ in _under(amp, model.iterate(tensors(), cut_threshold=cut_threshold)):
+            ahead = {"flow_ahead": flow_ahead} if flow_ahead else {}  # an architecture may not have it
+            for hr, _ in model.iterate(tensors(), cut_threshold=cut_threshold, **ahead):
                 yield to_uint8(hr)
     finally:
         model.train(was_training)
 
 
-def _under(ctx: contextlib.AbstractContextManager, it: Iterator) -> Iterator:
-    """Run each step of ``it`` inside ``ctx`` without holding ``ctx`` open while the consumer runs.
+def _int8_ready(model: nn.Module) -> bool:
+    from model.quantize import is_int8
 
-    Autocast state is thread-local and global to the thread: entered around a ``yield`` it would leak
-    into the caller's code (another model, an encoder) between frames.
-    """
-    while True:
-        with ctx:
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-        yield item
+    return is_int8(model)
 
 
 def time_super_resolve(

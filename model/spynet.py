@@ -85,7 +85,9 @@ class SPyNet(nn.Module):
 
     def pyramid_flow(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """The flow on inputs whose sides are multiples of 32: (n, 3, h, w) x2 -> (n, 2, h, w)."""
-        cur_l, prev_l = [(cur - self.mean) / self.std], [(prev - self.mean) / self.std]  # pyramids, coarsest first
+        mean, std = self.mean.float(), self.std.float()  # float32 also when the weights are bf16
+        cur_l, prev_l = [(cur.float() - mean) / std], [(prev.float() - mean) / std]  # pyramids, coarsest first
+        dtype = self.basic_module[0].basic_module[0].weight.dtype  # convolutions in the weights' type, flow float32
         for _ in range(LEVELS - 1):
             cur_l.insert(0, F.avg_pool2d(cur_l[0], 2))
             prev_l.insert(0, F.avg_pool2d(prev_l[0], 2))
@@ -94,7 +96,7 @@ class SPyNet(nn.Module):
             if level:  # sides double exactly from level to level (multiples of 32): no padding as in the original
                 flow = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
             warped = flow_warp(prev_l[level], flow)  # (n, 3, h_l, w_l)
-            flow = flow + module(torch.cat((cur_l[level], warped, flow), dim=1))  # (n, 2, h_l, w_l)
+            flow = flow + module(torch.cat((cur_l[level], warped, flow), dim=1).to(dtype)).float()  # (n, 2, h_l, w_l)
         return flow
 
     def forward(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:

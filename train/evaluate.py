@@ -162,6 +162,7 @@ def evaluate_conditions(
     device: str | torch.device,
     crfs: Sequence[int],
     progress: Callable[[Iterator[ClipResult], str], Iterable[ClipResult]] = lambda it, label: it,
+    precision: str = "auto",
 ) -> dict[int | None, list[ClipResult]]:
     """Model and bicubic on the clean input (key None) and on each H.264 CRF, with PSNR_Y and tOF.
     ``progress(results, label)`` may wrap each condition's results (the CLI's progress bar)."""
@@ -169,7 +170,8 @@ def evaluate_conditions(
     for crf in [None, *crfs]:
         label = "clean input" if crf is None else f"H.264 CRF {crf} input"
         results = evaluate_clips(
-            model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True, crf=crf
-        )
+            model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True, crf=crf,
+            precision=precision,
+        )  # fmt: skip
         runs[crf] = list(progress(results, label))
     return runs

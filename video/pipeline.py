@@ -190,12 +190,15 @@ def encode_stage(writer: VideoWriter, time_base, flow: _Shared) -> None:
     tm.encode += time.perf_counter() - t
 
 
-def model_input(flow: _Shared, decoder: _Stage) -> Iterator[np.ndarray]:
-    """The model's low-res frames, as the decoder delivers them; its error, if any, is raised here."""
+def model_input(flow: _Shared, decoder: _Stage, in_line: bool = True) -> Iterator[np.ndarray]:
+    """The model's low-res frames, as the decoder delivers them; its error, if any, is raised here.
+    ``in_line``: read by the model's own thread (not by its flow-ahead thread, ``FRVSR.iterate``), whose waits
+    for the decoder are then taken off the model's time."""
     while True:
         t = time.perf_counter()
         item = _get(flow.lr_q, flow.stop)
-        flow.timings.model -= time.perf_counter() - t  # waiting for the decoder is not model time
+        if in_line:
+            flow.timings.model -= time.perf_counter() - t  # waiting for the decoder is not model time
         if item is _END:
             decoder.join()  # it has finished: its error, if any, is recorded
             if decoder.error is not None:
@@ -211,8 +214,9 @@ def model_stage(model, flow: _Shared, decoder: _Stage, encoder: _Stage, settings
     tm = flow.timings
     cut = settings.cut_threshold if settings.cut_threshold is not None else DEFAULT_CUT_THRESHOLD
     t = time.perf_counter()
+    frames = model_input(flow, decoder, in_line=not settings.flow_ahead)
     for hr in super_resolve(
-        model, model_input(flow, decoder), device=device, cut_threshold=cut, precision=settings.precision
+        model, frames, device=device, cut_threshold=cut, precision=settings.precision, flow_ahead=settings.flow_ahead
     ):
         tm.model += time.perf_counter() - t
         _put(flow.hr_q, (hr, flow.pts.popleft()), flow.stop)

@@ -50,7 +50,10 @@ class HandlerSettings:
     torch_threads: int = 0  # 0: cores / workers
     queue_frames: int = 8  # frames buffered between decode, model and encode threads
     cut_threshold: float | None = None  # None: the model's default scene-cut threshold
-    precision: str = "auto"  # convolution precision: auto (bf16 where the CPU/GPU runs it natively), fp32, bf16, fp16
+    # auto: int8 where the checkpoint holds a calibrated program and the CPU has AMX-INT8/VNNI (model.quantize),
+    # else bf16 where the CPU/GPU runs it natively, else fp32; or one of fp32, bf16, fp16, int8
+    precision: str = "auto"
+    flow_ahead: int = 2  # frames whose flow a thread of its own computes ahead of SRNet (FRVSR.iterate); 0: in line
 
     def __post_init__(self) -> None:
         check_precision(self.precision)

@@ -31,8 +31,9 @@ def test_handler_settings_round_trip_and_unknown_keys():
     with pytest.raises(ValueError, match="unknown handler settings.*max_frame'.*valid.*max_frames"):
         HandlerSettings.from_dict({"max_frame": 3})
     assert HandlerSettings.from_dict({"precision": "fp32"}).precision == "fp32"
-    with pytest.raises(ValueError, match="precision must be one of.*'int8'"):
-        HandlerSettings.from_dict({"precision": "int8"})
+    assert HandlerSettings.from_dict({"precision": "int8", "flow_ahead": 0}).flow_ahead == 0
+    with pytest.raises(ValueError, match="precision must be one of.*'int8'.*got 'int4'"):
+        HandlerSettings.from_dict({"precision": "int4"})
 
 
 def test_model_config_template_is_valid():

@@ -1,0 +1,237 @@
+"""The runtimes side by side: the shipped default (FRVSR) and the teacher (BasicVSR) at each precision and runtime,
+speed and quality in one run.
+
+- ``bf16 autocast (before)``: fp32 weights under ``torch.autocast``, the path served before issue 18;
+- ``bf16``: the weights stored in bf16 (``model.inference.reduced_precision``), what ``auto`` runs without int8;
+- ``bf16 compiled``: that, with SRNet through ``torch.compile`` (Inductor, frozen weights, dynamic shapes);
+- ``int8``: SRNet's calibrated int8 program, compiled (``model.quantize``; the checkpoint must hold one:
+  ``python -m train.calibrate``); the flow bf16, the warps float32;
+- the teacher: ``fp32`` (the issue's 2.4 s/frame), ``bf16 autocast (before)``, ``bf16``.
+
+Speed: ms/frame at 176x144 and 200x200 (a random clip, ``--frames`` frames after a warm-up at both sizes, which
+also pays any compile), runtimes interleaved round by round so the box's swings hit all alike; the median round.
+Quality: platform PSNR on each test list, clean BI input and H.264 CRF 23, by ``client_test.py``'s code
+(``train.evaluate``), the paired default's model picked as the server picks it; the difference to ``bf16``.
+
+    OMP_WAIT_POLICY=PASSIVE python -m bench.runtimes [--teacher_lists vimeo] [--skip_teacher]
+
+Saves ``bench/results/runtimes.{json,md}``; ``make bench`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from bench.models import list_quality
+from bench.saved import save_result
+from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from model.inference import reduced_precision, super_resolve
+from model.quantize import int8_unavailable, prepare, programs_of
+from model.variants import ModelSet, load_model_set
+from train.degradations import EVAL_CRF
+
+log = logging.getLogger(__name__)
+LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
+SIZES = ((176, 144), (200, 200))
+CLIP_FRAMES = 150  # the 5 s 30 fps clip the targets name
+
+
+class Autocast(nn.Module):
+    """A float32 model run under bf16 autocast: the inference path before issue 18 (run it at precision fp32)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+
+    def iterate(self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None, **_: object) -> Iterator:
+        it = self.inner.iterate(frames, cut_threshold=cut_threshold)
+        while True:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+            yield item
+
+
+def compiled_srnet(model: nn.Module) -> nn.Module:
+    """A bf16 copy of an FRVSR whose SRNet runs through ``torch.compile`` (Inductor, frozen weights)."""
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    out = copy.deepcopy(reduced_precision(model, "bf16"))
+    out.srnet = torch.compile(out.srnet, dynamic=True)
+    return out
+
+
+def frvsr_runtimes(path: Path) -> dict[str, tuple[ModelSet, str]]:
+    """{runtime: (the model set, the precision to call super_resolve with)} for a checkpoint's FRVSR models."""
+    base, ckpt = load_model_set(path)
+    each = lambda fn: ModelSet({k: fn(k, m) for k, m in base.models.items()}, base.rule)  # noqa: E731
+    out = {
+        "bf16 autocast (before)": (each(lambda k, m: Autocast(m)), "fp32"),
+        "bf16": (each(lambda k, m: reduced_precision(m, "bf16")), "bf16"),
+        "bf16 compiled": (each(lambda k, m: compiled_srnet(m)), "bf16"),
+    }
+    programs = programs_of(ckpt)
+    why = int8_unavailable() or ("" if set(programs) >= set(base.models) else "no int8 program in the checkpoint")
+    if why:
+        log.warning("int8 skipped: %s", why)
+    else:
+        out["int8"] = (each(lambda k, m: prepare(m, "int8", programs[k])), "int8")
+    return out
+
+
+def teacher_runtimes() -> dict[str, tuple[ModelSet, str]]:
+    from model.teacher import load_teacher
+    from model.variants import InputRule
+
+    net = load_teacher().to(memory_format=torch.channels_last)
+    one = lambda m: ModelSet({"clean": m}, InputRule())  # noqa: E731
+    return {
+        "fp32": (one(net), "fp32"),
+        "bf16 autocast (before)": (one(Autocast(net)), "fp32"),
+        "bf16": (one(reduced_precision(net, "bf16")), "bf16"),
+    }
+
+
+def clip_seconds(model: nn.Module, precision: str, frames: list[np.ndarray]) -> float:
+    t0 = time.perf_counter()
+    for _ in super_resolve(model, iter(frames), precision=precision):
+        pass
+    return time.perf_counter() - t0
+
+
+def speeds(runtimes: dict[str, tuple[ModelSet, str]], frames: int, rounds: int) -> dict[str, dict]:
+    """ms/frame per runtime and size (median of ``rounds`` interleaved rounds) and the warm-up seconds."""
+    rng = np.random.default_rng(0)
+    clips = {(w, h): [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(frames)] for w, h in SIZES}
+    out = {}
+    for name, (models, precision) in runtimes.items():
+        net = models.models["clean"]
+        t0 = time.perf_counter()
+        for w, h in (*SIZES, (64, 48)):  # two sizes and a third: a dynamic compile is done after these
+            clip_seconds(net, precision, [clips[SIZES[0]][0][:h, :w]] * 2)
+        out[name] = {"warm_up_s": time.perf_counter() - t0}
+        log.info("%s: warm-up %.1f s", name, out[name]["warm_up_s"])
+    per = {(n, s): [] for n in runtimes for s in SIZES}
+    for _ in range(rounds):
+        for name, (models, precision) in runtimes.items():
+            for size in SIZES:
+                per[name, size].append(clip_seconds(models.models["clean"], precision, clips[size]) / frames * 1000)
+    for name in runtimes:
+        for w, h in SIZES:
+            out[name][f"ms_{w}x{h}"] = statistics.median(per[name, (w, h)])
+        out[name]["clip_s_176x144"] = out[name]["ms_176x144"] * CLIP_FRAMES / 1000
+        log.info("%s: %s", name, {k: round(v, 1) for k, v in out[name].items()})
+    return out
+
+
+def qualities(runtimes: dict[str, tuple[ModelSet, str]], lists: dict[str, Path]) -> dict[str, dict]:
+    out = {}
+    for name, (models, precision) in runtimes.items():
+        out[name] = {ln: list_quality(models, f, precision=precision) for ln, f in lists.items() if f.is_dir()}
+        log.info("%s: %s", name, out[name])
+    return out
+
+
+def run(model: Path, lists: dict[str, Path], teacher_lists: dict[str, Path] | None, frames: int, rounds: int) -> dict:
+    res: dict = {"model": str(model), "machine": _machine(), "torch_threads": torch.get_num_threads()}
+    groups: list[tuple[str, Callable[[], dict], dict[str, Path]]] = [("frvsr", lambda: frvsr_runtimes(model), lists)]
+    if teacher_lists is not None:
+        groups.append(("teacher", teacher_runtimes, teacher_lists))
+    for group, make, qlists in groups:
+        runtimes = make()
+        res[group] = {"speed": speeds(runtimes, frames if group == "frvsr" else 3, rounds)}
+        res[group]["quality"] = qualities(runtimes, qlists)
+    return res
+
+
+def _machine() -> str:
+    import platform
+
+    import psutil
+
+    from model.runtime import available_cores
+
+    return (
+        f"{platform.processor() or platform.machine()}, {available_cores()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB; int8: {int8_unavailable() or 'available'}"
+    )
+
+
+def markdown(res: dict) -> str:
+    out = [
+        f"Machine: {res['machine']}; {res['torch_threads']} torch threads. Model: `{res['model']}`.",
+        "",
+        "Speed: ms/frame on a random clip after a warm-up at both sizes (which pays any compile), runtimes "
+        "interleaved round by round, the median round; the 5 s clip = 150 frames at that rate (model only). "
+        f"Quality: platform PSNR (dB) on each test list, clean BI input and H.264 CRF {EVAL_CRF}, "
+        "`client_test.py`'s code; the paired default's model picked as the server picks it; delta against bf16.",
+    ]
+    for group, title in (("frvsr", "FRVSR (the shipped default)"), ("teacher", "The teacher (BasicVSR BIx4)")):
+        if group not in res:
+            continue
+        g = res[group]
+        lists = sorted({ln for q in g["quality"].values() for ln in q})
+        head = "| runtime | ms/frame 176x144 | ms/frame 200x200 | 5 s clip s | warm-up s |"
+        rule = "|---|---:|---:|---:|---:|"
+        for ln in lists:
+            head += f" {ln} clean | delta | {ln} CRF {EVAL_CRF} | delta |"
+            rule += "---:|---:|---:|---:|"
+        out += ["", f"### {title}", "", head, rule]
+        ref = g["quality"].get("bf16", {})
+        for name, sp in g["speed"].items():
+            row = (
+                f"| {name} | {sp['ms_176x144']:.1f} | {sp['ms_200x200']:.1f} | {sp['clip_s_176x144']:.1f} "
+                f"| {sp['warm_up_s']:.1f} |"
+            )
+            for ln in lists:
+                q = g["quality"].get(name, {}).get(ln)
+                for cond in ("clean", f"crf{EVAL_CRF}"):
+                    if q is None:
+                        row += " - | - |"
+                        continue
+                    d = q[cond]["model"] - ref[ln][cond]["model"] if ln in ref else float("nan")
+                    row += f" {q[cond]['model']:.3f} | {d:+.3f} |"
+            out.append(row)
+        bic = {ln: next(iter(g["quality"].values()))[ln] for ln in lists}
+        out.append(
+            "\nbicubic: "
+            + "; ".join(f"{ln} {b['clean']['bicubic']:.3f} clean, {b[f'crf{EVAL_CRF}']['bicubic']:.3f} CRF {EVAL_CRF}"
+                        for ln, b in bic.items())  # fmt: skip
+        )
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.runtimes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--lists", nargs="+", default=list(LISTS), choices=list(LISTS))
+    p.add_argument("--teacher_lists", nargs="*", default=["vimeo"], choices=list(LISTS),
+                   help="the teacher's quality lists (vsr_train: minutes per clip and condition)")  # fmt: skip
+    p.add_argument("--skip_teacher", action="store_true")
+    p.add_argument("--frames", type=int, default=12, help="frames per timed clip (FRVSR; the teacher: 3)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtimes")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    teacher = None if a.skip_teacher else {n: LISTS[n] for n in a.teacher_lists}
+    res = run(a.model, {n: LISTS[n] for n in a.lists}, teacher, a.frames, a.rounds)
+    save_result(a.out, res, markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
