@@ -30,10 +30,10 @@ import torch
 from bench.models import CANDIDATES, degradation_cost, reference_quality, run_model_bench, shipped_default
 from common.files import atomic_path, atomic_write_text
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
-from model.checkpoint import load_checkpoint
 from model.frvsr import FRVSR
 from train.degradations import EVAL_CRF
 
+log = logging.getLogger(__name__)
 RESULTS = ROOT / "bench" / "results"
 SHARED = VIMEO_SAMPLE
 LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
@@ -65,29 +65,55 @@ class PeakRSS:
         self._t.join()
 
 
-def end_to_end(model, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
-    """A 176x144 30 fps clip through /autotable/predict on a running service serving ``model``."""
+E2E_CLIPS = ((176, 144, 5.0), (200, 200, 5.0))  # the two clips of the speed targets: 5 s at 30 fps
+
+
+def served_model(path: Path):
+    """The clean model of checkpoint ``path`` prepared as a serving worker prepares it (``handler.upscaler``:
+    int8 where it runs, else bf16/fp32) and that precision: what "model alone" times."""
+    from model.quantize import prepare, programs_of, serving_precision
+    from model.variants import load_model_set
+
+    models, ckpt = load_model_set(path)
+    precision, _ = serving_precision("auto", "cpu", ckpt, models.models)
+    return prepare(models.models["clean"], precision, programs_of(ckpt).get("clean")), precision
+
+
+def end_to_end(model, clips=E2E_CLIPS, repeat: int = 3) -> list[dict]:
+    """Each clip through /autotable/predict on a fresh service serving ``model`` (a checkpoint file or a module):
+    the median of ``repeat`` requests, the first and second request's wall times, the worker's peak RSS."""
     from bench import measure as m
+    from model.checkpoint import save_checkpoint
+    from model.inference import time_super_resolve
     from testing.clips import encode_video, moving_clip
+    from video.settings import HandlerSettings
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for secs in seconds_list:
-            clip = moving_clip(int(secs * 30), 144, 176)
+        if not isinstance(model, Path):
+            save_checkpoint(Path(tmp) / "model.pth", model)
+            model = Path(tmp) / "model.pth"
+        net, precision = served_model(model)
+        for w, h, secs in clips:
+            clip = moving_clip(int(secs * 30), h, w)
             video = encode_video(clip, "mp4_h264", fps=30)
             extra = ["--max_seconds", str(secs + 1), "--max_frames", str(len(clip) + 10)]
             with PeakRSS() as rss:
-                runs = m.measure(
-                    "default", video, repeat if secs <= 5 else 1, Path(tmp) / f"s{secs}", extra, model=model
-                )
-            net = load_checkpoint(model)[0] if isinstance(model, Path) else model
-            alone = m.model_only(net, clip, len(os.sched_getaffinity(0)))
+                runs = m.measure(f"{w}x{h}", video, repeat, Path(tmp) / f"{w}x{h}", extra, model=model)
+            torch.set_num_threads(len(os.sched_getaffinity(0)))
+            frames = list(clip)
+            alone = time_super_resolve(net, frames, precision=precision) * len(frames) / (len(frames) - 1)
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             rows.append(
                 {
+                    "size": f"{w}x{h}",
                     "seconds": secs,
                     "frames": len(clip),
+                    "precision": precision,
+                    "flow_ahead": HandlerSettings().flow_ahead,
                     "wall": med["wall"],
+                    "first_wall": runs[0]["wall"],
+                    "second_wall": runs[1]["wall"] if len(runs) > 1 else None,
                     "decode": med["decode"],
                     "model": med["model"],
                     "encode": med["encode"],
@@ -98,6 +124,7 @@ def end_to_end(model, seconds_list=(5.0, 10.0), repeat: int = 3) -> list[dict]:
                     "peak_rss_mb": rss.peak / 2**20,
                 }
             )
+            log.info("end to end %s: %s", rows[-1]["size"], {k: v for k, v in rows[-1].items() if k != "size"})
     return rows
 
 
@@ -173,17 +200,20 @@ def markdown(
     if e2e:
         out += [
             "",
-            "### End to end: 176x144, 30 fps clip through POST /autotable/predict (the shipped default model)",
+            f"### End to end: 30 fps clips through POST /autotable/predict (the shipped default, precision "
+            f"{e2e[0]['precision']}, flow {e2e[0]['flow_ahead']} frames ahead; median of the requests after a fresh "
+            "start; first and second request)",
             "",
-            "| clip | wall s | decode s | model s | encode s | transport s | model alone s | not-model share | "
-            "worker peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| clip | wall s | first s | second s | decode s | model s | encode s | transport s | model alone s | "
+            "not-model share | worker peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for e in e2e:
+            second = f"{e['second_wall']:.2f}" if e.get("second_wall") is not None else "-"
             out.append(
-                f"| {e['seconds']:.0f} s ({e['frames']} frames) | {e['wall']:.2f} | {e['decode']:.2f} | "
-                f"{e['model']:.2f} | {e['encode']:.2f} | {e['transport']:.2f} | {e['model_alone']:.2f} | "
-                f"{e['not_model_share']:.0%} | {e['peak_rss_mb']:.0f} |"
+                f"| {e['size']}, {e['seconds']:.0f} s ({e['frames']} frames) | {e['wall']:.2f} | {e['first_wall']:.2f} "
+                f"| {second} | {e['decode']:.2f} | {e['model']:.2f} | {e['encode']:.2f} | {e['transport']:.2f} | "
+                f"{e['model_alone']:.2f} | {e['not_model_share']:.0%} | {e['peak_rss_mb']:.0f} |"
             )
         out.append(
             "\n(decode, model and encode overlap inside the worker; transport = wall - worker total: base64, JSON, "
