@@ -286,6 +286,8 @@ class VideoWriter:
         rgb = codec == "libx264" and (s.x264_rgb or source_rgb)
         if codec == "libx264":
             options = {"crf": str(s.x264_crf_full_chroma if keep else s.x264_crf), "preset": s.x264_preset}
+            if s.x264_tune:
+                options["tune"] = s.x264_tune
             if self.family == "avi":
                 options["bf"] = "0"  # B-frames in AVI trip up many players
         else:

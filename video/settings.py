@@ -18,7 +18,10 @@ class EncoderSettings:
     """How the 4x video is compressed; defaults are visually lossless and fast enough to hide behind the model."""
 
     x264_crf: int = 18  # H.264 constant quality: 17-18 is the usual "visually lossless"
-    x264_preset: str = "veryfast"  # encoder speed; slower presets shrink files ~10% at 2x the CPU
+    # encoder speed: superfast took 10 ms CPU a 704x576 frame where veryfast took 17, for +0.6 dB PSNR of what was
+    # given and a 40 % larger file (bench/results/encoder.md); the CPU it saves goes to the model on a 2-core box
+    x264_preset: str = "superfast"
+    x264_tune: str | None = None  # x264 --tune (e.g. zerolatency, fastdecode); None: none (bench/results/encoder.md)
     # fidelity mode: libx264rgb, no YUV 4:2:0 conversion (-0.1 dB vs in-process at CRF 12, instead of -1.8 dB);
     # ~4x larger, plays in FFmpeg/VLC, not in browsers
     x264_rgb: bool = False
@@ -29,7 +32,7 @@ class EncoderSettings:
     # of in-process where CRF 18 loses 0.6 dB on smooth clips
     x264_crf_full_chroma: int = 12
     vp9_crf: int = 20  # VP9 (WebM) constant quality on its 0-63 scale
-    vp9_cpu_used: int = 8  # libvpx realtime speed 0-8; 8 keeps VP9 about as fast as x264 veryfast
+    vp9_cpu_used: int = 8  # libvpx realtime speed 0-8; 8 keeps VP9 about as fast as x264 veryfast (measured then)
     threads: int = 0  # encoder threads; 0 lets the codec decide
 
     def with_crf(self, crf: int) -> EncoderSettings:
