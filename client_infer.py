@@ -120,6 +120,15 @@ def add_encoder_args(p: argparse.ArgumentParser) -> None:
         "train.calibrate) and the CPU has AMX-INT8 or AVX512-VNNI, else bf16 where the CPU (AVX512-BF16/AMX) or GPU "
         f"runs it natively, else fp32; the worker's log says which and why (default {HandlerSettings.precision})",
     )  # fmt: skip
+    g.add_argument(
+        "--torch_threads", type=int, default=HandlerSettings.torch_threads,
+        help="torch threads per worker; 0 = cores / workers (default)",
+    )  # fmt: skip
+    g.add_argument(
+        "--flow_ahead", type=int, default=HandlerSettings.flow_ahead,
+        help="frames whose flow a thread of its own computes ahead of SRNet; 0 = in line "
+        f"(default {HandlerSettings.flow_ahead})",
+    )  # fmt: skip
 
 
 def serve_options(args: argparse.Namespace):
@@ -149,6 +158,8 @@ def serve_options(args: argparse.Namespace):
         limits=limits_from(args),
         encoder=encoder,
         precision=args.precision,
+        torch_threads=max(0, args.torch_threads),
+        flow_ahead=max(0, args.flow_ahead),
         response_timeout=args.response_timeout,
         startup_timeout=args.startup_timeout,
         max_inflight=max(0, args.max_inflight),

@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of training per configuration for the quality column (equal time; 0: skip)",
     )
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--skip-runtimes", action="store_true", help="skip bf16 vs int8 vs compiled (bench.runtimes)")
     p.add_argument(
         "--skip-teacher", action="store_true", help="skip the teacher and the shipped default on both test lists"
     )
@@ -270,9 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         f"precision auto = {resolve_precision('auto', 'cpu')} on this CPU"
     )
     refs = reference_quality(LISTS) if all(p.is_dir() for p in LISTS.values()) and not a.skip_teacher else []
+    rt = None
+    if default and not a.skip_runtimes:  # bf16 vs int8 vs compiled, FRVSR and the teacher (bench.runtimes)
+        from bench import runtimes
+
+        lists = {k: v for k, v in LISTS.items() if v.is_dir()}
+        teacher = None if a.skip_teacher else {k: v for k, v in lists.items() if k == "vimeo"}
+        given = runtimes.TEACHER if runtimes.TEACHER.is_file() else None
+        rt = runtimes.run(DEFAULT_MODEL, lists, teacher, frames=12, rounds=3, teacher=given)
     md = markdown(rows, e2e, a.train_seconds, machine, degr) + reference_markdown(refs)
+    if rt is not None:
+        md += "\n## Runtimes (bench.runtimes)\n\n" + runtimes.markdown(rt)
     atomic_write_text(RESULTS / "bench.md", md)
-    doc = {"models": rows, "e2e": e2e, "degradation": degr, "references": refs, "machine": machine}
+    doc = {"models": rows, "e2e": e2e, "degradation": degr, "references": refs, "runtimes": rt, "machine": machine}
     atomic_write_text(RESULTS / "bench.json", json.dumps(doc, indent=2, default=str))
     chart(rows, RESULTS / "speed_vs_psnr.png")
     print(md)

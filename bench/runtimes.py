@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from bench.models import list_quality
 from bench.saved import save_result
-from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN, runs_dir
 from model.inference import reduced_precision, super_resolve
 from model.quantize import int8_unavailable, prepare, programs_of
 from model.variants import ModelSet, load_model_set
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 SIZES = ((176, 144), (200, 200))
 CLIP_FRAMES = 150  # the 5 s 30 fps clip the targets name
+TEACHER = runs_dir() / "teacher" / "basicvsr_BIx4.pth"  # where --extra_model teacher exports it
 
 
 class Autocast(nn.Module):
@@ -93,17 +94,29 @@ def frvsr_runtimes(path: Path) -> dict[str, tuple[ModelSet, str]]:
     return out
 
 
-def teacher_runtimes() -> dict[str, tuple[ModelSet, str]]:
+def teacher_runtimes(checkpoint: Path | None) -> dict[str, tuple[ModelSet, str]]:
+    """The teacher at fp32, under autocast, with bf16 weights, and int8 (its two trunks) when ``checkpoint`` (the
+    exported teacher, ``python -m model.teacher export``) holds calibrated programs (``train.calibrate``), or when
+    the shared clips are here to calibrate it in this run (2 train-split clips x 6 frames per list)."""
     from model.teacher import load_teacher
     from model.variants import InputRule
 
     net = load_teacher().to(memory_format=torch.channels_last)
     one = lambda m: ModelSet({"clean": m}, InputRule())  # noqa: E731
-    return {
+    out = {
         "fp32": (one(net), "fp32"),
         "bf16 autocast (before)": (one(Autocast(net)), "fp32"),
         "bf16": (one(reduced_precision(net, "bf16")), "bf16"),
     }
+    programs = programs_of(torch.load(checkpoint, weights_only=True)).get("clean") if checkpoint else None
+    if programs is None and not int8_unavailable() and all(p.is_dir() for p in LISTS.values()):
+        from train.calibrate import calibrate_model, calibration_clips
+
+        log.info("calibrating the teacher's int8 trunks (no calibrated teacher checkpoint given)")
+        programs = calibrate_model(net, calibration_clips(list(LISTS.values()), 2, 6), compressed=False)
+    if programs is not None and not int8_unavailable():
+        out["int8"] = (one(prepare(net, "int8", programs)), "int8")
+    return out
 
 
 def clip_seconds(model: nn.Module, precision: str, frames: list[np.ndarray]) -> float:
@@ -146,11 +159,14 @@ def qualities(runtimes: dict[str, tuple[ModelSet, str]], lists: dict[str, Path])
     return out
 
 
-def run(model: Path, lists: dict[str, Path], teacher_lists: dict[str, Path] | None, frames: int, rounds: int) -> dict:
+def run(
+    model: Path, lists: dict[str, Path], teacher_lists: dict[str, Path] | None, frames: int, rounds: int,
+    teacher: Path | None = None,
+) -> dict:  # fmt: skip
     res: dict = {"model": str(model), "machine": _machine(), "torch_threads": torch.get_num_threads()}
     groups: list[tuple[str, Callable[[], dict], dict[str, Path]]] = [("frvsr", lambda: frvsr_runtimes(model), lists)]
     if teacher_lists is not None:
-        groups.append(("teacher", teacher_runtimes, teacher_lists))
+        groups.append(("teacher", lambda: teacher_runtimes(teacher), teacher_lists))
     for group, make, qlists in groups:
         runtimes = make()
         res[group] = {"speed": speeds(runtimes, frames if group == "frvsr" else 3, rounds)}
@@ -222,13 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher_lists", nargs="*", default=["vimeo"], choices=list(LISTS),
                    help="the teacher's quality lists (vsr_train: minutes per clip and condition)")  # fmt: skip
     p.add_argument("--skip_teacher", action="store_true")
+    p.add_argument("--teacher", type=Path, default=TEACHER, help="the exported teacher, with its int8 programs if any")
     p.add_argument("--frames", type=int, default=12, help="frames per timed clip (FRVSR; the teacher: 3)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtimes")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     teacher = None if a.skip_teacher else {n: LISTS[n] for n in a.teacher_lists}
-    res = run(a.model, {n: LISTS[n] for n in a.lists}, teacher, a.frames, a.rounds)
+    given = a.teacher if a.teacher.is_file() else None
+    res = run(a.model, {n: LISTS[n] for n in a.lists}, teacher, a.frames, a.rounds, given)
     save_result(a.out, res, markdown(res))
     return 0
 

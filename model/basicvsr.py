@@ -92,6 +92,8 @@ class BasicVSR(nn.Module):
     """Bidirectional recurrent SR: SPyNet flow, a backward and a forward feature branch, a 4x reconstruction.
     No state lives on the module."""
 
+    INT8 = {"backward_trunk": (), "forward_trunk": ()}  # int8 (model.quantize): the trunks, ~3/4 of its convolutions
+
     def __init__(self, cfg: BasicVSRConfig | None = None):
         super().__init__()
         self.cfg = cfg or BasicVSRConfig()

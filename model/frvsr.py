@@ -289,6 +289,10 @@ class SRNet(nn.Module):
 class FRVSR(nn.Module):
     """Frame-recurrent SR: flow, warp the previous estimate, reconstruct. No state lives on the module."""
 
+    # int8 (model.quantize): SRNet, its head (the frame, the warped estimate and state) and upsampling convolutions
+    # kept bf16: all-int8 cost 0.10 dB on the Vimeo list, this 0.02 (bench/results/int8_study.md, runtimes.md)
+    INT8 = {"srnet": ("head", "upsample")}
+
     def __init__(self, cfg: FRVSRConfig | None = None):
         super().__init__()
         self.cfg = cfg or FRVSRConfig()

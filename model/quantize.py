@@ -1,15 +1,17 @@
-"""int8 SRNet for x86 CPUs with AMX-INT8 or AVX512-VNNI: post-training static quantization with PyTorch's PT2E
-flow (torchao's ``X86InductorQuantizer``), run by Inductor.
+"""int8 for x86 CPUs with AMX-INT8 or AVX512-VNNI: post-training static quantization with PyTorch's PT2E flow
+(torchao's ``X86InductorQuantizer``), run by Inductor.
 
-What is int8: SRNet's convolutions (weights per output channel, symmetric; activations per tensor, uint8, from
-histograms of real clips), except the layers in ``KEEP_FLOAT``; the other layers of the program (ReLU, the
-residual adds) run bf16 and the bicubic residual float32. The flow (SPyNet or FNet) stays in bf16 eager, the
-warps in float32 (``FRVSR.step``): int8 flow cost alignment in the first study (``bench/results/int8_study.md``).
+What is int8: the modules an architecture names in its ``INT8`` (FRVSR: SRNet; BasicVSR: its two propagation
+trunks), their convolutions (weights per output channel, symmetric; activations per tensor, uint8, from
+histograms of real clips) except the layers ``INT8`` keeps out (SRNet's head and upsampling convolutions: they
+cost the most PSNR in int8, bench/results/runtimes.md); the other layers of a program (ReLU, the residual adds) run
+bf16. Everything else runs bf16 eager, with the flow, the warps and the bicubic residual in float32
+(``FRVSR.step``): int8 flow cost alignment in the first study (``bench/results/int8_study.md``).
 
-The calibrated SRNet is a ``torch.export`` program with dynamic height and width, stored as bytes in the
-checkpoint (``INT8_KEY``, one per model variant: ``train.calibrate`` writes it), so a serving worker needs no
-data: it loads the program and compiles it once for every frame size at start (``Int8SRNet.warm_up``).
-Inductor's on-disk cache makes a restart's compile shorter.
+Each quantized module is a ``torch.export`` program with dynamic height and width, stored as bytes in the
+checkpoint (``INT8_KEY``, per model variant: ``train.calibrate`` writes them), so a serving worker needs no data:
+it loads the programs and compiles them once for every frame size at start (``handler.upscaler`` warms up at
+three sizes). Inductor's on-disk cache makes a restart's compile shorter.
 
 ``int8_unavailable()`` says why int8 cannot run here (no AMX-INT8/VNNI, oneDNN held below it by
 ``ONEDNN_MAX_CPU_ISA``, torchao or a C++ compiler missing): the handler then falls back to bf16/fp32 by itself.
@@ -29,8 +31,7 @@ import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
-INT8_KEY = "int8"  # checkpoint key: {variant: {"program": bytes, "keep_float": [...], "calibration": str, ...}}
-KEEP_FLOAT = ("head", "upsample")  # SRNet layers left in bf16 (see bench/results/runtimes.md for the choice)
+INT8_KEY = "int8"  # checkpoint key: {variant: {"programs": {module path: bytes}, "calibration": str, "torch": str}}
 MAX_SIDE = 512  # the program's dynamic height and width bound (padded low-res sides; the API allows 200)
 # oneDNN ISA names (ONEDNN_MAX_CPU_ISA) that have no VNNI: int8 convolutions would not be faster than bf16
 _NO_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE", "DEFAULT_NO_VNNI")
@@ -53,82 +54,112 @@ def int8_unavailable() -> str | None:
     return None
 
 
-def _dynamic_shapes() -> dict:
+def _dynamic(args: tuple) -> tuple:
+    """One export spec per argument: every 4-D tensor dynamic in height and width (the same two sizes)."""
     h, w = torch.export.Dim("h", min=2, max=MAX_SIDE), torch.export.Dim("w", min=2, max=MAX_SIDE)
-    return {"x": {2: h, 3: w}, "base": {2: h, 3: w}}
+    return tuple({2: h, 3: w} if isinstance(a, torch.Tensor) and a.ndim == 4 else None for a in args)
 
 
-def quantize_srnet(
-    srnet: nn.Module, calibrate: Callable[[nn.Module], None], keep_float: Iterable[str] = KEEP_FLOAT
-) -> bytes:
-    """SRNet calibrated and quantized, as a saved ``torch.export`` program.
+def _example_inputs(model: nn.Module) -> dict[str, tuple]:
+    """The arguments each of ``model.INT8``'s modules is called with, from a two-frame 32x40 clip."""
+    seen: dict[str, tuple] = {}
+    hooks = [
+        model.get_submodule(path).register_forward_pre_hook(
+            lambda _m, args, path=path: seen.setdefault(path, tuple(a.detach().clone() if a is not None else a
+                                                                    for a in args))  # fmt: skip
+        )
+        for path in model.INT8
+    ]
+    try:
+        with torch.no_grad():
+            list(model.iterate([torch.rand(1, 3, 32, 40)] * 2))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
 
-    ``calibrate(observed)`` runs the observed SRNet (a drop-in module: same inputs, same outputs) on real
-    inputs, e.g. inside the recurrence over calibration clips (``train.calibrate``).
+
+def quantize(model: nn.Module, calibrate: Callable[[nn.Module], None]) -> dict[str, bytes]:
+    """The modules named in ``model.INT8`` (an FRVSR's SRNet, BasicVSR's two trunks) calibrated and quantized, each a
+    saved ``torch.export`` program (dynamic height and width) by its module path; the layers ``model.INT8`` lists
+    for a module stay bf16.
+
+    ``calibrate(observed)`` runs a copy of the model whose modules are the observed programs (drop-ins: same
+    inputs, same outputs) on real inputs, inside the real recurrence (``train.calibrate``).
     """
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
-    net = copy.deepcopy(srnet).float().eval()
-    c_in = net.head.in_channels
-    example = (torch.rand(1, c_in, 32, 40), torch.rand(1, net.upsample.out_channels, 32, 40))
-    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
-    for name in keep_float:
-        quantizer.set_module_name_qconfig(name, None)
+    net = copy.deepcopy(model).float().eval()
+    examples = _example_inputs(net)
+    observed = {}
     with torch.no_grad():
-        graph = torch.export.export(net, example, dynamic_shapes=_dynamic_shapes()).module()
-        observed = allow_exported_model_train_eval(prepare_pt2e(graph, quantizer))  # eval() inside the recurrence
-        calibrate(observed)
-        quantized = convert_pt2e(observed)
-        program = torch.export.export(quantized, example, dynamic_shapes=_dynamic_shapes())
-    buf = io.BytesIO()
-    torch.export.save(program, buf)
-    return buf.getvalue()
+        for path, keep_float in net.INT8.items():
+            quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+            for name in keep_float:
+                quantizer.set_module_name_qconfig(name, None)
+            args = examples[path]
+            graph = torch.export.export(net.get_submodule(path), args, dynamic_shapes=_dynamic(args)).module()
+            observed[path] = allow_exported_model_train_eval(prepare_pt2e(graph, quantizer))  # eval() in iterate
+            net.set_submodule(path, observed[path])
+        calibrate(net)
+        out = {}
+        for path, obs in observed.items():
+            args = examples[path]
+            program = torch.export.export(convert_pt2e(obs), args, dynamic_shapes=_dynamic(args))
+            buf = io.BytesIO()
+            torch.export.save(program, buf)
+            out[path] = buf.getvalue()
+    return out
 
 
-class Int8SRNet(nn.Module):
-    """A quantized SRNet program in SRNet's place: ``(x, base) -> (hr, state)``, compiled by Inductor on first use."""
+class Int8Program(nn.Module):
+    """A quantized module's program in the module's place (same arguments, same outputs), compiled by Inductor on
+    first use; the layers that are not int8 run bf16, 4-D inputs are laid out channels-last."""
 
-    def __init__(self, program: bytes, hidden: int):
+    def __init__(self, program: bytes):
         super().__init__()
         import torchao  # noqa: F401  (the program's quantize/dequantize ops)
 
-        self.hidden = hidden
         # not a submodule: its float weights are the program's constants, never cast, moved or counted as the
         # model's parameters (``reduced_precision`` casts parameters; the program is CPU-only)
         object.__setattr__(self, "graph", torch.export.load(io.BytesIO(program)).module())
         self._compiled: Callable | None = None
 
-    def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, *args: torch.Tensor | None):
         if self._compiled is None:
             import torch._inductor.config as inductor
 
             inductor.freezing = True  # weights become constants: prepacked int8 convolutions with fused ReLU/add
             object.__setattr__(self, "_compiled", torch.compile(self.graph, dynamic=True))  # not a submodule either
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):  # the non-int8 layers in bf16
-            hr, state = self._compiled(x.float().contiguous(memory_format=torch.channels_last), base.float())
-        return hr.float(), (state if self.hidden else None)
+        args = tuple(
+            a.float().contiguous(memory_format=torch.channels_last) if a is not None and a.ndim == 4 else a
+            for a in args
+        )
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self._compiled(*args)
 
 
-def int8_model(model: nn.Module, program: bytes) -> nn.Module:
-    """A copy of ``model`` (an FRVSR) with bf16 weights outside SRNet and ``program`` as its SRNet."""
+def int8_model(model: nn.Module, programs: dict[str, bytes]) -> nn.Module:
+    """A copy of ``model`` with bf16 weights, each module of ``programs`` replaced by its int8 program."""
     from model.inference import reduced_precision
 
     out = reduced_precision(model, "bf16")
     if out is model:  # already bf16: never change the caller's model
         out = copy.deepcopy(model)
-    out.srnet = Int8SRNet(program, model.cfg.hidden)
+    for path, program in programs.items():
+        out.set_submodule(path, Int8Program(program))
     return out
 
 
 def is_int8(model: nn.Module) -> bool:
-    return isinstance(getattr(model, "srnet", None), Int8SRNet)
+    return any(isinstance(m, Int8Program) for m in model.modules())
 
 
-def programs_of(ckpt: dict) -> dict[str, bytes]:
-    """The int8 programs a checkpoint holds, by variant (empty when it was never calibrated)."""
-    return {name: part["program"] for name, part in (ckpt.get(INT8_KEY) or {}).items()}
+def programs_of(ckpt: dict) -> dict[str, dict[str, bytes]]:
+    """The int8 programs a checkpoint holds: {variant: {module path: program}} (empty when never calibrated)."""
+    return {name: part["programs"] for name, part in (ckpt.get(INT8_KEY) or {}).items()}
 
 
 def serving_precision(
@@ -160,13 +191,13 @@ def serving_precision(
     return resolved, (f"auto, not int8: {why}" if requested == "auto" else "requested")
 
 
-def prepare(model: nn.Module, precision: str, program: bytes | None = None) -> nn.Module:
-    """``model`` ready to run at a resolved ``precision``: int8 (``int8_model``, needs ``program``), or
+def prepare(model: nn.Module, precision: str, programs: dict[str, bytes] | None = None) -> nn.Module:
+    """``model`` ready to run at a resolved ``precision``: int8 (``int8_model``, needs ``programs``), or
     ``model.inference.reduced_precision``'s fp32 / bf16 / fp16."""
     from model.inference import reduced_precision
 
     if precision == "int8":
-        if program is None:
-            raise ValueError("int8 needs a calibrated program (python -m train.calibrate)")
-        return int8_model(model, program)
+        if not programs:
+            raise ValueError("int8 needs calibrated programs (python -m train.calibrate)")
+        return int8_model(model, programs)
     return reduced_precision(model, precision)

@@ -73,6 +73,7 @@ class ServeOptions:
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     torch_threads: int = HandlerSettings.torch_threads
     precision: str = HandlerSettings.precision  # model.inference.PRECISIONS
+    flow_ahead: int = HandlerSettings.flow_ahead
     response_timeout: int | None = None  # None: measured
     startup_timeout: float = 180.0
     max_inflight: int = 0  # requests handed to TorchServe at once; 0: workers + 1 (proxy.run.inflight)
@@ -188,8 +189,9 @@ def default_run_dir() -> Path:
 
 def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> Path:
     settings = HandlerSettings(
-        limits=opts.limits, encoder=opts.encoder, torch_threads=opts.torch_threads, precision=opts.precision
-    )
+        limits=opts.limits, encoder=opts.encoder, torch_threads=opts.torch_threads, precision=opts.precision,
+        flow_ahead=opts.flow_ahead,
+    )  # fmt: skip
     model_config = archive.write_model_config(work_dir / "model-config.yaml", settings, opts.workers, response_timeout)
     return archive.build_mar(opts.checkpoint, opts.model_name, opts.model_store, model_config, work_dir, opts.version)
 

@@ -13,7 +13,6 @@ warped estimate it sees are the ones it will see when serving.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 import time
@@ -21,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from common.files import atomic_path
-from model.frvsr import FRVSR
 from model.inference import super_resolve, to_tensor
-from model.quantize import INT8_KEY, KEEP_FLOAT, quantize_srnet
+from model.quantize import INT8_KEY, quantize
 from model.variants import CLEAN, load_model_set
 from train.data import crop_to_scale, discover_samples, read_clip, split_samples
 from train.evaluate import lowres_input
@@ -45,20 +44,18 @@ def calibration_clips(datasets: list[Path], clips: int, frames: int) -> list[tup
     return out
 
 
-def calibrate_model(model: FRVSR, clips: list[tuple[str, np.ndarray]], compressed: bool,
-                    keep_float: tuple[str, ...] = KEEP_FLOAT) -> bytes:  # fmt: skip
-    """The int8 program of ``model``'s SRNet, calibrated inside its recurrence on ``clips``."""
+def calibrate_model(model: nn.Module, clips: list[tuple[str, np.ndarray]], compressed: bool) -> dict[str, bytes]:
+    """The int8 programs of ``model``'s ``INT8`` modules (``model.quantize.quantize``), calibrated inside its
+    recurrence on ``clips`` (clean BI low-res input, or H.264 at ``CRFS`` for a compressed-input model)."""
 
-    def run(observed: torch.nn.Module) -> None:
-        net = copy.deepcopy(model)
-        net.srnet = observed
+    def run(observed: nn.Module) -> None:
         for i, (name, hr) in enumerate(clips):
             crf = CRFS[i % len(CRFS)] if compressed else None
             lr, _, _ = lowres_input(to_tensor(hr), "bicubic", name, crf)
-            for _ in super_resolve(net.eval(), iter(lr), precision="fp32"):
+            for _ in super_resolve(observed, iter(lr), precision="fp32"):
                 pass
 
-    return quantize_srnet(model.srnet, run, keep_float)
+    return quantize(model, run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,28 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, nargs="+", required=True, help="datasets whose train split calibrates")
     p.add_argument("--clips", type=int, default=8, help="clips per dataset")
     p.add_argument("--frames", type=int, default=10, help="frames per clip")
-    p.add_argument("--keep_float", nargs="*", default=list(KEEP_FLOAT), help="SRNet layers left in bf16")
     p.add_argument("--out", type=Path, help="where to write (default: the checkpoint itself, atomically)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     models, ckpt = load_model_set(a.checkpoint)
-    if not all(isinstance(m, FRVSR) for m in models.models.values()):
-        print(f"error: int8 calibration is for FRVSR models; {a.checkpoint} holds {ckpt.get('arch')}", file=sys.stderr)
+    if not all(hasattr(m, "INT8") for m in models.models.values()):
+        print(f"error: {ckpt.get('arch')} names no modules to run in int8 (its INT8)", file=sys.stderr)
         return 2
     clips = calibration_clips(a.data, a.clips, a.frames)
     programs = {}
     for variant, model in models.models.items():
         t0 = time.perf_counter()
-        program = calibrate_model(model.float(), clips, compressed=variant != CLEAN, keep_float=tuple(a.keep_float))
+        found = calibrate_model(model.float(), clips, compressed=variant != CLEAN)
         programs[variant] = {
-            "program": program,
-            "keep_float": list(a.keep_float),
+            "programs": found,
+            "keep_float": {path: list(keep) for path, keep in model.INT8.items()},
             "calibration": f"{len(clips)} train-split clips x {a.frames} frames of {[str(d) for d in a.data]}"
             + ("" if variant == CLEAN else f", H.264 CRF {list(CRFS)}"),
             "torch": str(torch.__version__),
         }
-        log.info("%s: calibrated in %.0f s, program %.1f MB", variant, time.perf_counter() - t0, len(program) / 1e6)
+        size = sum(map(len, found.values())) / 1e6
+        log.info("%s: %s calibrated in %.0f s, %.1f MB", variant, sorted(found), time.perf_counter() - t0, size)
     ckpt[INT8_KEY] = programs
     out = a.out or a.checkpoint
     with atomic_path(out) as tmp:

@@ -20,7 +20,7 @@ CFG = FRVSRConfig(channels=16, blocks=2, fnet_channels=4, hidden=4)
 
 def _ckpt(variants=("clean",), torch_version: str | None = None) -> dict:
     made = str(torch.__version__) if torch_version is None else torch_version
-    return {INT8_KEY: {v: {"program": b"x", "torch": made} for v in variants}}
+    return {INT8_KEY: {v: {"programs": {"srnet": b"x"}, "torch": made} for v in variants}}
 
 
 @pytest.mark.parametrize("isa", ["AVX2", "avx512_core"])
@@ -63,19 +63,19 @@ def test_int8_needs_a_prepared_model(tiny_model):
 @needs_int8
 def test_calibrated_int8_follows_bf16_at_any_size_after_one_compile():
     from model.inference import super_resolve, to_tensor
-    from model.quantize import prepare, quantize_srnet
+    from model.quantize import prepare, quantize
 
     model = random_frvsr(CFG, seed=1).eval()
     calib = [moving_clip(6, 48, 64, dx=1, dy=1, seed=s) for s in range(3)]
 
     def run(observed):
-        net = random_frvsr(CFG, seed=1).eval()
-        net.srnet = observed
         with torch.no_grad():
             for clip in calib:
-                list(net.iterate(to_tensor(f)[None] for f in clip))
+                list(observed.iterate(to_tensor(f)[None] for f in clip))
 
-    int8 = prepare(model, "int8", quantize_srnet(model.srnet, run))
+    programs = quantize(model, run)
+    assert set(programs) == {"srnet"}
+    int8 = prepare(model, "int8", programs)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is untouched
     for h, w in ((48, 64), (40, 56), (24, 32)):  # a new size after the first two compiles nothing new
         clip = moving_clip(4, h, w, dx=1, dy=0, seed=7)
@@ -102,7 +102,8 @@ def test_calibrate_writes_programs_the_handler_serves_and_falls_back_without(tmp
     save_checkpoint(tmp_path / "m.pth", random_frvsr(CFG, seed=2))
     assert main([str(tmp_path / "m.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]) == 0
     _, ckpt = load_model_set(tmp_path / "m.pth")
-    assert set(ckpt[INT8_KEY]) == {"clean"} and ckpt[INT8_KEY]["clean"]["keep_float"] == ["head", "upsample"]
+    assert set(ckpt[INT8_KEY]) == {"clean"} and set(ckpt[INT8_KEY]["clean"]["programs"]) == {"srnet"}
+    assert ckpt[INT8_KEY]["clean"]["keep_float"] == {"srnet": ["head", "upsample"]}
 
     settings = HandlerSettings(torch_threads=1)
     with caplog.at_level(logging.INFO, logger="handler.upscaler"):
