@@ -111,6 +111,10 @@ def add_encoder_args(p: argparse.ArgumentParser) -> None:
         help="fidelity mode: H.264 in RGB (libx264rgb), no 4:2:0 chroma loss; ~4x larger, not playable in browsers",
     )  # fmt: skip
     g.add_argument(
+        "--encoder_threads", type=int, default=e.threads,
+        help=f"threads of the output's encoder; 0 lets the codec decide (default {e.threads})",
+    )  # fmt: skip
+    g.add_argument(
         "--always_420", action="store_true",
         help="encode 4:2:0 even for RGB/4:4:4 sources (by default they keep full-resolution colour)",
     )  # fmt: skip
@@ -146,6 +150,7 @@ def serve_options(args: argparse.Namespace):
         x264_crf=args.x264_crf,
         x264_rgb=args.x264_rgb,
         keep_full_chroma=not args.always_420,
+        threads=max(0, args.encoder_threads),
     )
     return ServeOptions(
         checkpoint=checkpoint,

@@ -5,7 +5,8 @@ speed and quality in one run.
 - ``bf16``: the weights stored in bf16 (``model.inference.reduced_precision``), what ``auto`` runs without int8;
 - ``bf16 compiled``: that, with SRNet through ``torch.compile`` (Inductor, frozen weights, dynamic shapes);
 - ``int8``: SRNet's calibrated int8 program, compiled (``model.quantize``; the checkpoint must hold one:
-  ``python -m train.calibrate``); the flow bf16, the warps float32;
+  ``python -m train.calibrate``); the flow bf16, the warps float32; and the same with the flow computed in a thread
+  of its own ahead of SRNet, as the service runs it (timed only: its frames are the int8 row's, exactly);
 - the teacher: ``fp32`` (the issue's 2.4 s/frame), ``bf16 autocast (before)``, ``bf16``.
 
 Speed: ms/frame at 176x144 and 200x200 (a random clip, ``--frames`` frames after a warm-up at both sizes, which
@@ -40,11 +41,13 @@ from model.inference import reduced_precision, super_resolve
 from model.quantize import int8_unavailable, prepare, programs_of
 from model.variants import ModelSet, load_model_set
 from train.degradations import EVAL_CRF
+from video.settings import HandlerSettings
 
 log = logging.getLogger(__name__)
 LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 SIZES = ((176, 144), (200, 200))
 CLIP_FRAMES = 150  # the 5 s 30 fps clip the targets name
+SERVED = f"int8, flow {HandlerSettings.flow_ahead} ahead (as served)"
 TEACHER = runs_dir() / "teacher" / "basicvsr_BIx4.pth"  # where --extra_model teacher exports it
 
 
@@ -91,6 +94,7 @@ def frvsr_runtimes(path: Path) -> dict[str, tuple[ModelSet, str]]:
         log.warning("int8 skipped: %s", why)
     else:
         out["int8"] = (each(lambda k, m: prepare(m, "int8", programs[k])), "int8")
+        out[SERVED] = out["int8"]  # the same models, the flow computed ahead: the same frames (tests), timed only
     return out
 
 
@@ -119,9 +123,9 @@ def teacher_runtimes(checkpoint: Path | None) -> dict[str, tuple[ModelSet, str]]
     return out
 
 
-def clip_seconds(model: nn.Module, precision: str, frames: list[np.ndarray]) -> float:
+def clip_seconds(model: nn.Module, precision: str, frames: list[np.ndarray], flow_ahead: int = 0) -> float:
     t0 = time.perf_counter()
-    for _ in super_resolve(model, iter(frames), precision=precision):
+    for _ in super_resolve(model, iter(frames), precision=precision, flow_ahead=flow_ahead):
         pass
     return time.perf_counter() - t0
 
@@ -141,8 +145,11 @@ def speeds(runtimes: dict[str, tuple[ModelSet, str]], frames: int, rounds: int) 
     per = {(n, s): [] for n in runtimes for s in SIZES}
     for _ in range(rounds):
         for name, (models, precision) in runtimes.items():
+            ahead = HandlerSettings.flow_ahead if name == SERVED else 0
             for size in SIZES:
-                per[name, size].append(clip_seconds(models.models["clean"], precision, clips[size]) / frames * 1000)
+                per[name, size].append(
+                    clip_seconds(models.models["clean"], precision, clips[size], ahead) / frames * 1000
+                )
     for name in runtimes:
         for w, h in SIZES:
             out[name][f"ms_{w}x{h}"] = statistics.median(per[name, (w, h)])
@@ -154,6 +161,8 @@ def speeds(runtimes: dict[str, tuple[ModelSet, str]], frames: int, rounds: int) 
 def qualities(runtimes: dict[str, tuple[ModelSet, str]], lists: dict[str, Path]) -> dict[str, dict]:
     out = {}
     for name, (models, precision) in runtimes.items():
+        if name == SERVED:  # the int8 row's frames exactly (tests/model/test_inference.py)
+            continue
         out[name] = {ln: list_quality(models, f, precision=precision) for ln, f in lists.items() if f.is_dir()}
         log.info("%s: %s", name, out[name])
     return out

@@ -63,9 +63,10 @@ def reduced_precision(model: nn.Module, precision: str) -> nn.Module:
     parameters are stored in that type (buffers and the module itself untouched).
 
     Inference runs such a copy rather than fp32 weights under autocast: the result is the same (convolutions
-    in the reduced type, the flow, warps, residual and output in float32: see ``FRVSR.step``), but autocast
-    casts every weight and activation again at every call, which measured 1.2-2x slower per frame here
-    (``bench/runtimes.py``). Training keeps fp32 weights under autocast.
+    in the reduced type, the flow, warps, residual and output in float32: see ``FRVSR.step``; 45+ dB apart,
+    ``tests/model/test_inference.py``) without autocast's casts of every weight at every call, and it is what the
+    int8 path (``model.quantize``) builds on. Speed: within this box's noise of autocast in interleaved rounds
+    (``bench/results/runtimes.md``). Training keeps fp32 weights under autocast.
     """
     if precision == "fp32":
         return model
