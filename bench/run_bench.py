@@ -68,23 +68,13 @@ class PeakRSS:
 E2E_CLIPS = ((176, 144, 5.0), (200, 200, 5.0))  # the two clips of the speed targets: 5 s at 30 fps
 
 
-def served_model(path: Path):
-    """The clean model of checkpoint ``path`` prepared as a serving worker prepares it (``handler.upscaler``:
-    int8 where it runs, else bf16/fp32) and that precision: what "model alone" times."""
-    from model.quantize import prepare, programs_of, serving_precision
-    from model.variants import load_model_set
-
-    models, ckpt = load_model_set(path)
-    precision, _ = serving_precision("auto", "cpu", ckpt, models.models)
-    return prepare(models.models["clean"], precision, programs_of(ckpt).get("clean")), precision
-
-
 def end_to_end(model, clips=E2E_CLIPS, repeat: int = 3) -> list[dict]:
     """Each clip through /autotable/predict on a fresh service serving ``model`` (a checkpoint file or a module):
     the median of ``repeat`` requests, the first and second request's wall times, the worker's peak RSS."""
     from bench import measure as m
     from model.checkpoint import save_checkpoint
     from model.inference import time_super_resolve
+    from model.quantize import load_for_serving
     from testing.clips import encode_video, moving_clip
     from video.settings import HandlerSettings
 
@@ -93,7 +83,8 @@ def end_to_end(model, clips=E2E_CLIPS, repeat: int = 3) -> list[dict]:
         if not isinstance(model, Path):
             save_checkpoint(Path(tmp) / "model.pth", model)
             model = Path(tmp) / "model.pth"
-        net, precision = served_model(model)
+        served, precision, _ = load_for_serving(model)  # as a serving worker prepares it: "model alone" times that
+        net = served.models["clean"]
         for w, h, secs in clips:
             clip = moving_clip(int(secs * 30), h, w)
             video = encode_video(clip, "mp4_h264", fps=30)

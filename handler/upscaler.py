@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from model.inference import super_resolve
-from model.quantize import prepare, programs_of, serving_precision
+from model.quantize import load_for_serving
 from model.runtime import threads_per_worker
-from model.variants import ModelSet, load_model_set
 from video.pipeline import Job, Result, upscale_video
 from video.settings import HandlerSettings
 from wire.contract import FORMAT_HEADER, INPUT_HEADER, MODEL_HEADER, TIMING_HEADER, b64_len
@@ -45,14 +44,9 @@ class Upscaler:
         if device.type == "cpu":
             torch.set_num_threads(threads_per_worker(settings.torch_threads, workers))
         # rebuilds the stored architecture, eval mode; a paired checkpoint brings its compressed-input model too
-        models, ckpt = load_model_set(checkpoint, device)
         # int8 where this CPU and the checkpoint allow it, else bf16 / fp32; the reason goes to the log
-        self.precision, why = serving_precision(settings.precision, device, ckpt, models.models)
+        self.models, self.precision, why = load_for_serving(checkpoint, settings.precision, device)
         self.settings = replace(settings, precision=self.precision)
-        programs = programs_of(ckpt)
-        self.models = ModelSet(
-            {k: prepare(m, self.precision, programs.get(k)) for k, m in models.models.items()}, models.rule
-        )
         t0 = time.perf_counter()
         self._warm_up()
         log.info(

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn as nn
 
+from model.variants import ModelSet, load_model_set
+
 log = logging.getLogger(__name__)
 
 INT8_KEY = "int8"  # checkpoint key: {variant: {"programs": {module path: bytes}, "calibration": str, "torch": str}}
@@ -201,3 +203,15 @@ def prepare(model: nn.Module, precision: str, programs: dict[str, bytes] | None 
             raise ValueError("int8 needs calibrated programs (python -m train.calibrate)")
         return int8_model(model, programs)
     return reduced_precision(model, precision)
+
+
+def load_for_serving(
+    path, requested: str = "auto", device: torch.device | str = "cpu"
+) -> tuple[ModelSet, str, str]:
+    """A checkpoint's models (``load_model_set``) prepared as a server runs them: (the set, the precision
+    ``serving_precision`` chose, why)."""
+    models, ckpt = load_model_set(path, device)
+    precision, why = serving_precision(requested, device, ckpt, models.models)
+    programs = programs_of(ckpt)
+    prepared = {k: prepare(m, precision, programs.get(k)) for k, m in models.models.items()}
+    return ModelSet(prepared, models.rule), precision, why
