@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--skip-runtimes", action="store_true", help="skip bf16 vs int8 vs compiled (bench.runtimes)")
+    p.add_argument("--skip-flow", action="store_true", help="skip the flow options' warp PSNR (bench.warp_psnr)")
     p.add_argument(
         "--skip-teacher", action="store_true", help="skip the teacher and the shipped default on both test lists"
     )
@@ -270,11 +271,22 @@ def main(argv: list[str] | None = None) -> int:
         teacher = None if a.skip_teacher else {k: v for k, v in lists.items() if k == "vimeo"}
         given = runtimes.TEACHER if runtimes.TEACHER.is_file() else None
         rt = runtimes.run(DEFAULT_MODEL, lists, teacher, frames=12, rounds=3, teacher=given)
+    flows = None
+    if all(p.is_dir() for p in LISTS.values()) and not a.skip_flow:  # warp PSNR of the flow options, in bf16
+        from bench import warp_psnr
+
+        flows = warp_psnr.run([str(p) for p in LISTS.values()], [], threads=1, precisions=("bf16",))
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     md = markdown(rows, e2e, a.train_seconds, machine, degr) + reference_markdown(refs)
+    if flows is not None:
+        md += "\n" + warp_psnr.markdown(flows, title="## Flow options (bench.warp_psnr)")
     if rt is not None:
         md += "\n## Runtimes (bench.runtimes)\n\n" + runtimes.markdown(rt)
     atomic_write_text(RESULTS / "bench.md", md)
-    doc = {"models": rows, "e2e": e2e, "degradation": degr, "references": refs, "runtimes": rt, "machine": machine}
+    doc = {
+        "models": rows, "e2e": e2e, "degradation": degr, "references": refs, "flows": flows, "runtimes": rt,
+        "machine": machine,
+    }  # fmt: skip
     atomic_write_text(RESULTS / "bench.json", json.dumps(doc, indent=2, default=str))
     chart(rows, RESULTS / "speed_vs_psnr.png")
     print(md)

@@ -7,9 +7,10 @@ Warp PSNR: the previous low-res frame warped onto the current one with the optio
 [0, 1] with a 4-pixel border left out, mean over the consecutive pairs of every clip of a test list
 (``train.flow_distill.evaluate``). Both shared test lists (``sep_testlist.txt`` of vsr_train and of the
 Vimeo-90K sample), on clean bicubic x1/4 low-res and on that low-res H.264-encoded at CRF 23 (the maker
-client_test.py uses: ``train.evaluate.lowres_frames``). Each option is run in fp32 and under bf16 autocast;
-ms/frame is one flow at 176x144 on ``--threads`` threads (median after warm-up). Options: no motion, the
-shipped FNet, SPyNet (BasicVSR's, our port) at full and at reduced resolution, and each distilled FNet.
+client_test.py uses: ``train.evaluate.lowres_frames``). Each option is run in fp32 and under bf16 autocast
+(``--precisions``; ``make bench`` runs bf16 only, without the distilled checkpoints); ms/frame is one flow at
+176x144 on ``--threads`` threads (median after warm-up). Options: no motion, the shipped default's flow, SPyNet
+(BasicVSR's, our port) at full and at reduced resolution, and each distilled FNet.
 Writes ``bench/results/warp_psnr.md`` and ``.json`` (atomically).
 """
 
@@ -95,8 +96,11 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
         return build
 
     if SHIPPED.is_file():
-        cfg = torch.load(SHIPPED, map_location="cpu", weights_only=True)["model_args"]
-        out.append(("fnet-shipped", f"shipped default's FNet (C={cfg['fnet_channels']})", fnet_of(SHIPPED)))
+        ck = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+        arch, cfg = ck.get("arch", "frvsr"), ck["model_args"]
+        what = f"SPyNet at flow_scale {cfg['flow_scale']}" if "flow_scale" in cfg else f"FNet C={cfg['fnet_channels']}"
+        note = f"the shipped default's flow (arch {arch}: {what}), as it runs inside FRVSR"
+        out.append(("shipped", note, fnet_of(SHIPPED)))
     try:
         from model.spynet import load_spynet
 
@@ -108,7 +112,8 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
         scaled = ScaledSPyNet(FRVSRSpyNetConfig.flow_scale)  # the flow the frvsr-spynet architecture runs
         scaled.spynet.load_state_dict(spynet.state_dict())
         note = f"arch frvsr-spynet's flow: SPyNet at flow_scale {FRVSRSpyNetConfig.flow_scale} (model/frvsr_spynet.py)"
-        out.append(("frvsr-spynet", note, lambda: scaled.eval().to(memory_format=torch.channels_last)))
+        if not any(name == "shipped" and "frvsr-spynet" in note for name, note, _ in out):  # else the same flow
+            out.append(("frvsr-spynet", note, lambda: scaled.eval().to(memory_format=torch.channels_last)))
     except (ModuleNotFoundError, FileNotFoundError) as e:
         print(f"SPyNet left out: {e}", file=sys.stderr)
     for path in checkpoints:
@@ -122,15 +127,15 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
     return out
 
 
-def run(datasets: list[str], checkpoints: list[Path], threads: int) -> dict:
-    """Every option's warp PSNR (both precisions, clean and CRF) and ms/frame; see the module docstring."""
+def run(datasets: list[str], checkpoints: list[Path], threads: int, precisions: tuple[str, ...] = PRECISIONS) -> dict:
+    """Every option's warp PSNR (at each of ``precisions``, clean and CRF) and ms/frame; see the module docstring."""
     torch.set_num_threads(threads)
     eval_sets = {"clean": load_eval_clips(datasets), f"crf{EVAL_CRF}": load_eval_clips(datasets, EVAL_CRF)}
     rows = []
     for name, note, build in options(checkpoints):
         fn = build()
         row = {"option": name, "note": note, "threads": threads, "ms": {}, "warp_psnr": {}}
-        for precision in PRECISIONS:
+        for precision in precisions:
             f = under(fn, precision)
             row["ms"][precision] = flow_ms(f)
             row["warp_psnr"][precision] = {cond: evaluate(f, clips) for cond, clips in eval_sets.items()}
@@ -138,12 +143,15 @@ def run(datasets: list[str], checkpoints: list[Path], threads: int) -> dict:
         rows.append(row)
     add_gain_fractions(rows)
     lists = {cond: {k: len(v) for k, v in clips.items()} for cond, clips in eval_sets.items()}
-    return {"rows": rows, "clips": lists, "threads": threads, "reference": REFERENCE, "crf": EVAL_CRF}
+    return {
+        "rows": rows, "clips": lists, "threads": threads, "reference": REFERENCE, "crf": EVAL_CRF,
+        "precisions": list(precisions),
+    }  # fmt: skip
 
 
 def add_gain_fractions(rows: list[dict]) -> None:
-    """Each row's gain over no motion as a fraction of the reference's (fp32 SPyNet), per precision and
-    condition, on the mean of the lists."""
+    """Each row's gain over no motion as a fraction of the reference's (SPyNet in fp32, or at the row's precision
+    when fp32 was not run), per precision and condition, on the mean of the lists."""
     by = {r["option"]: r for r in rows}
     if "none" not in by or REFERENCE not in by:
         return
@@ -151,34 +159,39 @@ def add_gain_fractions(rows: list[dict]) -> None:
         r["fraction"] = {}
         for precision, conds in r["warp_psnr"].items():
             r["fraction"][precision] = {}
+            at = "fp32" if "fp32" in by[REFERENCE]["warp_psnr"] else precision
             for cond, scores in conds.items():
-                base = by["none"]["warp_psnr"]["fp32"][cond]["mean"]
-                ref = by[REFERENCE]["warp_psnr"]["fp32"][cond]["mean"]
+                base = by["none"]["warp_psnr"][at][cond]["mean"]
+                ref = by[REFERENCE]["warp_psnr"][at][cond]["mean"]
                 r["fraction"][precision][cond] = (scores["mean"] - base) / (ref - base) if ref != base else float("nan")
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, title: str = "# Warp PSNR of the flow options") -> str:
     rows = result["rows"]
-    conds = list(rows[0]["warp_psnr"]["fp32"]) if rows else []
-    lists = [k for k in rows[0]["warp_psnr"]["fp32"][conds[0]] if k != "mean"] if rows else []
+    precisions = result.get("precisions", list(PRECISIONS))
+    first = precisions[0]
+    conds = list(rows[0]["warp_psnr"][first]) if rows else []
+    lists = [k for k in rows[0]["warp_psnr"][first][conds[0]] if k != "mean"] if rows else []
+    ref = "fp32" if "fp32" in precisions else "the same precision"
+    sub = "#" * (len(title) - len(title.lstrip("#")) + 1)  # one level below the title
     lines = [
-        "# Warp PSNR of the flow options",
+        title,
         "",
         "`python -m bench.warp_psnr`: previous low-res frame warped onto the current one, PSNR (dB) over RGB with a "
         "4-pixel border left out, mean over all consecutive pairs of each test list "
         f"({', '.join(f'{k}: {v} clips' for k, v in result['clips']['clean'].items())}); "
         f"clean = bicubic x1/4, crf{result['crf']} = that low-res H.264-encoded (libx264 yuv420p). "
         f"ms = one flow at 176x144, {result['threads']} thread(s), median. "
-        f"gain = fraction of {result['reference']} (fp32)'s gain over no motion, mean of the lists.",
+        f"gain = fraction of {result['reference']} ({ref})'s gain over no motion, mean of the lists.",
         "",
     ]
-    for precision in PRECISIONS:
-        head = ["option", "ms fp32", "ms bf16"]
+    for precision in precisions:
+        head = ["option"] + [f"ms {p}" for p in precisions]
         for c in conds:
             head += [f"{lst} {c}" for lst in lists] + [f"mean {c}", f"gain {c}"]
-        lines += [f"## Flow computed in {precision}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += [f"{sub} Flow computed in {precision}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
-            cells = [r["option"], f"{r['ms']['fp32']:.1f}", f"{r['ms']['bf16']:.1f}"]
+            cells = [r["option"]] + [f"{r['ms'][p]:.1f}" for p in precisions]
             for c in conds:
                 s = r["warp_psnr"][precision][c]
                 frac = r.get("fraction", {}).get(precision, {}).get(c)
@@ -196,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: every runs/flow/*/FRVSR_flowinit.pth)")  # fmt: skip
     parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--out", type=Path, default=RESULTS / "warp_psnr", help="path without suffix: .md and .json")
     args = parser.parse_args(argv)
     missing = [d for d in args.datasets if not Path(d).is_dir()]
@@ -205,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = args.checkpoints
     if checkpoints is None:
         checkpoints = sorted(p for p in (runs_dir() / "flow").glob("*/FRVSR_flowinit.pth") if p.parent.name != "best")
-    result = run(args.datasets, checkpoints, args.threads)
+    result = run(args.datasets, checkpoints, args.threads, tuple(args.precisions))
     atomic_write_json(args.out.with_suffix(".json"), result)
     atomic_write_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))
