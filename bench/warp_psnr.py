@@ -95,11 +95,12 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
 
         return build
 
+    shipped_arch = None
     if SHIPPED.is_file():
         ck = torch.load(SHIPPED, map_location="cpu", weights_only=True)
-        arch, cfg = ck.get("arch", "frvsr"), ck["model_args"]
+        shipped_arch, cfg = ck.get("arch", "frvsr"), ck["model_args"]
         what = f"SPyNet at flow_scale {cfg['flow_scale']}" if "flow_scale" in cfg else f"FNet C={cfg['fnet_channels']}"
-        note = f"the shipped default's flow (arch {arch}: {what}), as it runs inside FRVSR"
+        note = f"the shipped default's flow (arch {shipped_arch}: {what}), as it runs inside FRVSR"
         out.append(("shipped", note, fnet_of(SHIPPED)))
     try:
         from model.spynet import load_spynet
@@ -112,7 +113,7 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
         scaled = ScaledSPyNet(FRVSRSpyNetConfig.flow_scale)  # the flow the frvsr-spynet architecture runs
         scaled.spynet.load_state_dict(spynet.state_dict())
         note = f"arch frvsr-spynet's flow: SPyNet at flow_scale {FRVSRSpyNetConfig.flow_scale} (model/frvsr_spynet.py)"
-        if not any(name == "shipped" and "frvsr-spynet" in note for name, note, _ in out):  # else the same flow
+        if shipped_arch != "frvsr-spynet":  # else the shipped row is this flow already
             out.append(("frvsr-spynet", note, lambda: scaled.eval().to(memory_format=torch.channels_last)))
     except (ModuleNotFoundError, FileNotFoundError) as e:
         print(f"SPyNet left out: {e}", file=sys.stderr)
