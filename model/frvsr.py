@@ -329,11 +329,16 @@ class FRVSR(nn.Module):
         return hr.float(), state
 
     def flows(
-        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None
+        self,
+        frames: Iterable[torch.Tensor],
+        cut_threshold: float | None = None,
+        given: Iterable[torch.Tensor] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[int, int]]]:
         """The part of the recurrence that needs no previous output: per frame (padded frame, its flow from the
         previous frame, the (n,) scene-cut mask or None, the frame's unpadded (h, w)). The first frame and a cut
-        frame get the flow of the frame onto itself."""
+        frame get the flow of the frame onto itself. ``given``: the flows, (n, 2, h, w) per frame, computed
+        elsewhere (a frozen ``fnet``'s, ``train.flows``) instead of by ``fnet``; h and w multiples of 8."""
+        given = iter(given) if given is not None else None
         lr_prev = None
         for lr in frames:
             lr_p = pad_to_multiple(lr)  # (n, 3, h8, w8)
@@ -345,11 +350,21 @@ class FRVSR(nn.Module):
                 if bool((diff > cut_threshold).any()):
                     cut = diff > cut_threshold
                     lr_prev = torch.where(cut.view(-1, 1, 1, 1), lr_p, lr_prev)
-            yield lr_p, self.fnet(lr_p, lr_prev).float(), cut, lr.shape[-2:]  # flow float32: it steers the warp
+            if given is None:
+                flow = self.fnet(lr_p, lr_prev).float()  # float32: it steers the warp
+            else:
+                flow = next(given).float()
+                if flow.shape[-2:] != lr_p.shape[-2:]:
+                    raise ValueError(f"given flow {tuple(flow.shape)} does not match the frame {tuple(lr_p.shape)}")
+            yield lr_p, flow, cut, lr.shape[-2:]
             lr_prev = lr_p
 
     def iterate(
-        self, frames: Iterable[torch.Tensor], cut_threshold: float | None = None, flow_ahead: int = 0
+        self,
+        frames: Iterable[torch.Tensor],
+        cut_threshold: float | None = None,
+        flow_ahead: int = 0,
+        flows: Iterable[torch.Tensor] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The recurrence over a clip: yields ``(hr, flow)`` per input frame, in order.
 
@@ -360,11 +375,12 @@ class FRVSR(nn.Module):
             flow_ahead: > 0 computes the flow (and reads ``frames``) in a thread of its own, up to this many
                 frames ahead of the reconstruction: on two cores the flow of the next frame runs beside this
                 frame's SRNet (inference; the thread runs under the caller's grad and inference modes).
+            flows: per frame, its flow computed elsewhere (``flows``' ``given``), or None for ``fnet``'s.
         Yields:
             hr: (n, 3, 4h, 4w) cropped to exactly 4x the input; flow: (n, 2, h, w) low-res flow
             (zeros for the first frame).
         """
-        steps = self.flows(frames, cut_threshold)
+        steps = self.flows(frames, cut_threshold, flows)
         if flow_ahead:
             steps = ahead(_in_modes(steps), flow_ahead, name="frvsr-flow")
         hr_prev = state = None  # the recurrent state lives here, never on the module
@@ -381,7 +397,8 @@ class FRVSR(nn.Module):
             hr_prev = hr
             yield hr[..., : h * SCALE, : w * SCALE], flow[..., :h, :w]
 
-    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training entry: (b, t, 3, h, w) -> hr (b, t, 3, 4h, 4w) and flows (b, t, 2, h, w)."""
-        outs = list(self.iterate(lr.unbind(dim=1)))
+    def forward(self, lr: torch.Tensor, flows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training entry: (b, t, 3, h, w) -> hr (b, t, 3, 4h, 4w) and flows (b, t, 2, h, w); ``flows`` given
+        (b, t, 2, h, w) are used instead of ``fnet``'s (a frozen flow's, precomputed: ``train.flows``)."""
+        outs = list(self.iterate(lr.unbind(dim=1), flows=flows.unbind(dim=1) if flows is not None else None))
         return torch.stack([o[0] for o in outs], dim=1), torch.stack([o[1] for o in outs], dim=1)

@@ -19,6 +19,10 @@ class TrainConfig:
     # budget
     max_minutes: float = 60.0  # wall-clock training budget; 0 = no limit (epochs decide)
     epochs: int = 1000  # upper bound on epochs; whichever of this and max_minutes comes first
+    # CPU-time budget of this run's own training processes (user + system, DataLoader workers and the flow
+    # cache included; not what init_from inherited): equal-budget studies on a shared box; 0 = no limit. The
+    # cosine follows whichever budget is nearest its end
+    max_cpu_minutes: float = 0.0
     # optimisation
     batch_size: int = 4
     lr: float = 2e-4  # Adam
@@ -45,6 +49,9 @@ class TrainConfig:
     arch: str = DEFAULT_ARCH
     # the flow network's learning rate as a fraction of lr; 0 = frozen (no gradient through it: faster steps)
     flow_lr_scale: float = 1.0
+    # a frozen flow's flows computed once per training clip on its whole low-res frames (train/flows.py) instead
+    # of at every step on the crop: needs flow_lr_scale 0; the pixel stage only
+    flow_cache: bool = False
     # model: the architecture's config fields (FRVSR: channels, blocks, fnet_channels, upsampler, residual,
     # max_flow, hidden; frvsr-spynet adds flow_scale) are set by their own names in advance_settings; their
     # defaults are the config class's
@@ -80,8 +87,8 @@ class TrainConfig:
             raise ValueError("batch_size, epochs and crops_per_clip must be >= 1")
         if not 0 < self.val_split < 1:
             raise ValueError(f"val_split must be in (0, 1), got {self.val_split}")
-        if self.max_minutes < 0 or self.lr <= 0:
-            raise ValueError("max_minutes must be >= 0 and lr > 0")
+        if self.max_minutes < 0 or self.max_cpu_minutes < 0 or self.lr <= 0:
+            raise ValueError("max_minutes and max_cpu_minutes must be >= 0 and lr > 0")
         if self.gan_lr_d <= 0 or self.d_channels < 1 or self.gan_psnr_drop < 0:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
         if min(self.w_adv, self.w_fm, self.w_pingpong, self.flow_loss_weight) < 0:
@@ -93,6 +100,11 @@ class TrainConfig:
             raise ValueError(f"arch {self.arch!r} takes a {ARCHS[self.arch][0].__name__}, got {self.model!r}")
         if self.flow_lr_scale < 0:
             raise ValueError(f"flow_lr_scale must be >= 0, got {self.flow_lr_scale}")
+        if self.flow_cache and (self.flow_lr_scale != 0 or self.gan):
+            raise ValueError(
+                "flow_cache needs a frozen flow (flow_lr_scale 0) and the pixel stage (gan off): "
+                f"got flow_lr_scale {self.flow_lr_scale}, gan {self.gan}"
+            )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not all(isinstance(p, str) and p for p in self.extra_datasets):

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from model.frvsr import SCALE, upsample_image
 from model.inference import to_tensor
 from train.degradations import DEGRADATIONS, degrade  # noqa: F401  (re-exported: the data API)
+from train.flows import ClipFlows, flip_flows, window_flows
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,9 @@ def bicubic_upscale(lr: torch.Tensor) -> torch.Tensor:
 class TrainClips(Dataset):
     """Random (num_frames, crop, crop) windows of the training clips with flips and temporal reversal.
 
-    Returns (lr (t, 3, c/4, c/4), hr (t, 3, c, c)) float in [0, 1]. Clips are decoded once and cached
+    Returns (lr (t, 3, c/4, c/4), hr (t, 3, c, c)) float in [0, 1]; with ``flows`` (one ``train.flows.ClipFlows``
+    per sample, a frozen flow network's) also the window's flows (t, 2, c/4, c/4), cut from them and flipped
+    with the frames (crops then start on multiples of 4: the low-res grid). Clips are decoded once and cached
     as uint8. A clip shorter than ``num_frames`` is played forward then backward (ping-pong) to fill the
     window, so 7-frame Vimeo clips train beside 10-40-frame real clips with longer windows.
     """
@@ -186,43 +189,63 @@ class TrainClips(Dataset):
         crop_size: int,
         degradation: str,
         crops_per_clip: int,
+        clips: Sequence[np.ndarray] | None = None,
+        flows: Sequence[ClipFlows] | None = None,
     ):
         if crop_size % (SCALE * 8):
             raise ValueError(f"crop_size must be a multiple of {SCALE * 8}, got {crop_size}")
-        self.clips = []
-        for s in samples:
-            clip = read_clip(s)
-            t, h, w = clip.shape[:3]
-            if t < 2 or h < crop_size or w < crop_size:
-                raise DataError(
-                    f"sample {s.name} ({t} frames of {w}x{h}) is smaller than 2 frames of crop_size={crop_size}; "
-                    "lower crop_size"
-                )
-            self.clips.append(clip)
+        self.clips = list(clips) if clips is not None else read_train_clips(samples, crop_size)
+        if flows is not None and len(flows) != len(self.clips):
+            raise ValueError(f"{len(flows)} clips' flows for {len(self.clips)} clips")
+        self.flows = flows
         self.num_frames, self.crop, self.degradation = num_frames, crop_size, degradation
         self.crops_per_clip = crops_per_clip  # randomness: the process's (and each DataLoader worker's) RNG
 
     def __len__(self) -> int:
         return len(self.clips) * self.crops_per_clip
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clip = self.clips[idx % len(self.clips)]
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, ...]:
+        i = idx % len(self.clips)
+        clip = self.clips[i]
         t, h, w = clip.shape[:3]
         # a long clip: any window inside it; a short one: a window anywhere on its ping-pong loop
         start = random.randint(0, t - self.num_frames) if t >= self.num_frames else random.randrange(2 * (t - 1))
         times = pingpong_indices(t, self.num_frames, start)
-        y, x = random.randint(0, h - self.crop), random.randint(0, w - self.crop)
+        step = SCALE if self.flows is not None else 1  # flows exist on the low-res grid only
+        y, x = step * random.randint(0, (h - self.crop) // step), step * random.randint(0, (w - self.crop) // step)
+        hflip, vflip, transpose, backwards = (random.random() < 0.5 for _ in range(4))
+        if backwards:
+            times = times[::-1]
         win = clip[times, y : y + self.crop, x : x + self.crop]
-        if random.random() < 0.5:
+        if hflip:
             win = win[:, :, ::-1]
-        if random.random() < 0.5:
+        if vflip:
             win = win[:, ::-1]
-        if random.random() < 0.5:
+        if transpose:
             win = win.transpose(0, 2, 1, 3)  # swap axes: motion in a new direction
-        if random.random() < 0.5:
-            win = win[::-1]
         hr = to_tensor(win.copy())
-        return degrade(hr, self.degradation), hr
+        lr = degrade(hr, self.degradation)
+        if self.flows is None:
+            return lr, hr
+        c = self.crop // SCALE
+        flow = window_flows(self.flows[i], times)[..., y // SCALE : y // SCALE + c, x // SCALE : x // SCALE + c]
+        return lr, hr, flip_flows(flow, hflip, vflip, transpose)
+
+
+def read_train_clips(samples: Sequence[Sample], crop_size: int) -> list[np.ndarray]:
+    """Every sample's frames as uint8 (t, H, W, 3), cropped to multiples of 4; a clip smaller than two frames of
+    ``crop_size`` is an error that says what to change."""
+    clips = []
+    for s in samples:
+        clip = crop_to_scale(read_clip(s))
+        t, h, w = clip.shape[:3]
+        if t < 2 or h < crop_size or w < crop_size:
+            raise DataError(
+                f"sample {s.name} ({t} frames of {w}x{h}) is smaller than 2 frames of crop_size={crop_size}; "
+                "lower crop_size"
+            )
+        clips.append(clip)
+    return clips
 
 
 def pingpong_indices(frames: int, length: int, start: int = 0) -> list[int]:

@@ -24,10 +24,12 @@ def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
 
 
 def frvsr_loss(
-    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, flow_loss_weight: float
+    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, flow_loss_weight: float, flows: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict]:
-    """Pixel L2 on the output + ``flow_loss_weight`` * FNet's warping L2. lr (b, t, 3, h, w), hr (b, t, 3, H, W)."""
-    out, flows = model(lr)  # (b, t, 3, H, W), (b, t, 2, h, w)
+    """Pixel L2 on the output + ``flow_loss_weight`` * FNet's warping L2. lr (b, t, 3, h, w), hr (b, t, 3, H, W);
+    ``flows`` (b, t, 2, h, w): a frozen flow's, precomputed (``train.flows``); its warping L2 is then reported
+    but constant (nothing learns from it)."""
+    out, flows = model(lr) if flows is None else model(lr, flows)  # (b, t, 3, H, W), (b, t, 2, h, w)
     pixel = F.mse_loss(out, hr)
     flow = warp_loss(lr, flows)
     return pixel + flow_loss_weight * flow, {

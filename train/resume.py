@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 
 from model.checkpoint import save_checkpoint
@@ -22,7 +21,8 @@ from train.config import TrainConfig
 from train.distributed import Ranks
 
 RESUME_FILE = "resume.pt"  # beside the kept checkpoint: everything needed to continue the run
-RESUMABLE_OVERRIDES = ("max_minutes", "epochs", "threads", "workers", "val_every")  # may change on resume
+# may change on resume
+RESUMABLE_OVERRIDES = ("max_minutes", "max_cpu_minutes", "epochs", "threads", "workers", "val_every")
 
 
 @dataclass
@@ -39,6 +39,7 @@ class ResumeState:
     # CPU seconds (user + system) of the training processes (this one and its DataLoader workers) in the
     # earlier sessions, plus ``init_from``'s when a run starts from another run's weights and says so
     cpu_seconds: float = 0.0
+    inherited_cpu_seconds: float = 0.0  # the part of ``cpu_seconds`` that came with ``init_from``
     sessions: int = 1
     history: list = field(default_factory=list)
 
@@ -48,19 +49,6 @@ class ResumeState:
         if "best_eval" in d:  # the name before the trainer's refactor
             d = {**d, "best_scores": d["best_eval"]}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def process_cpu_seconds() -> float:
-    """User + system CPU seconds of this process, its finished children and its live ones (the DataLoader
-    workers)."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:4])  # user, system, children_user, children_system (children waited for)
-    for child in me.children(recursive=True):
-        try:
-            total += sum(child.cpu_times()[:2])
-        except psutil.Error:  # a worker that just exited
-            continue
-    return total
 
 
 def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dict]:

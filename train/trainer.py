@@ -33,15 +33,17 @@ from model.checkpoint import ARCHS, load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
 from model.inference import autocast, resolve_precision
 from train.config import TrainConfig
-from train.data import Sample, TrainClips, discover_samples, split_samples
+from train.cputime import process_cpu_seconds
+from train.data import Sample, TrainClips, discover_samples, read_train_clips, split_samples
 from train.distributed import Ranks, agree, barrier, process_device, setup_distributed, shared_out_dir
 from train.evaluate import evaluate_clips
+from train.flows import FlowCache
 from train.gan import GanStage
 from train.losses import frvsr_loss
 from train.metrics import Aggregate
 from train.report import build_trial, plot_curves
 from train.results import MODEL_NAME, atomic_write_json, trial_path
-from train.resume import ResumeState, optimizer_to, process_cpu_seconds, restore, resume_settings, save_resume
+from train.resume import ResumeState, optimizer_to, restore, resume_settings, save_resume
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,18 @@ def build_loader(cfg: TrainConfig, dataset: TrainClips, ranks: Ranks, first_step
 
 
 def train_step(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: torch.Tensor, hr: torch.Tensor, cfg: TrainConfig
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr: torch.Tensor,
+    hr: torch.Tensor,
+    cfg: TrainConfig,
+    flows: torch.Tensor | None = None,
 ) -> dict:
-    """One pixel-stage step: lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w) -> loss statistics."""
+    """One pixel-stage step: lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w), precomputed flows (b, t, 2, h, w) or None
+    -> loss statistics."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(resolve_precision(cfg.precision, lr.device), lr.device):  # forward only; backward follows its dtypes
-        loss, stats = frvsr_loss(model, lr, hr, cfg.flow_loss_weight)
+        loss, stats = frvsr_loss(model, lr, hr, cfg.flow_loss_weight, flows)
     loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -192,9 +200,24 @@ class Run:
         """The state as it stands now (this session's wall and CPU time counted in), for ``resume.pt``."""
         return replace(self.state, elapsed=self.elapsed(), cpu_seconds=self.cpu_seconds())
 
+    def own_cpu_seconds(self) -> float:
+        """CPU seconds of this run's own training (``cpu_seconds`` less what ``init_from`` brought)."""
+        return self.cpu_seconds() - self.state.inherited_cpu_seconds
+
+    def progress(self, total_steps: int) -> float:
+        """How far through its budgets the run is, 0 to 1: the steps, the wall time of training, the CPU time."""
+        cfg, state = self.cfg, self.state
+        wall = state.train_time / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0
+        cpu = self.own_cpu_seconds() / (cfg.max_cpu_minutes * 60) if cfg.max_cpu_minutes else 0.0
+        return max(state.step / total_steps, wall, cpu)
+
     def over_budget(self, total_steps: int) -> bool:
-        budget_s = self.cfg.max_minutes * 60
-        return self.state.step >= total_steps or (budget_s > 0 and self.elapsed() >= budget_s)
+        budget_s, cpu_s = self.cfg.max_minutes * 60, self.cfg.max_cpu_minutes * 60
+        return (
+            self.state.step >= total_steps
+            or (budget_s > 0 and self.elapsed() >= budget_s)
+            or (cpu_s > 0 and self.own_cpu_seconds() >= cpu_s)
+        )
 
 
 # ----------------------------------------------------------------------------- validation
@@ -210,7 +233,10 @@ def validate(run: Run) -> None:
         state.valid_time += time.perf_counter() - t0
         tof = {"val_tof": scores["tOF"]} if cfg.gan else {}
         state.history.append(
-            {"epoch": state.epoch, "step": state.step, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], **tof}
+            {
+                "epoch": state.epoch, "step": state.step, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], **tof,
+                "cpu_seconds": run.cpu_seconds(), "own_cpu_seconds": run.own_cpu_seconds(),
+            }  # fmt: skip
         )
         best = state.best_psnr if state.best_scores is not None else None
         keep = run.gan.keep(scores, best) if run.gan is not None else best is None or scores["PSNR"] > best
@@ -273,7 +299,6 @@ def build_run(
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
 
     train_samples, val_samples = load_splits(dataset_path, cfg)
-    clips = TrainClips(train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip)
 
     inherited_cpu = 0.0
     if saved is not None:
@@ -289,7 +314,19 @@ def build_run(
             log.info("flow: BasicVSR's released SPyNet")
     optimizer = build_optimizer(model, cfg)
     gan = GanStage.build(cfg, device) if cfg.gan else None
-    state = restore(saved, optimizer, gan, ranks) if saved is not None else ResumeState(cpu_seconds=inherited_cpu)
+    clip_frames = read_train_clips(train_samples, cfg.crop_size)
+    flows, flow_cpu = None, 0.0
+    if cfg.flow_cache:  # the frozen flow's flows, once per clip (train.flows); their CPU time is this run's too
+        flows, flow_cpu = FlowCache(model.fnet, resolve_precision(cfg.precision, device)).load_or_compute(
+            [s.frames for s in train_samples], clip_frames
+        )
+    clips = TrainClips(
+        train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, clip_frames, flows
+    )
+    if saved is not None:
+        state = restore(saved, optimizer, gan, ranks)
+    else:
+        state = ResumeState(cpu_seconds=inherited_cpu + flow_cpu, inherited_cpu_seconds=inherited_cpu)
     loader = build_loader(cfg, clips, ranks, state.step)
     model = model.to(device, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
     optimizer_to(optimizer, device)
@@ -326,7 +363,6 @@ def run_epochs(
     epochs and at the end."""
     cfg, state, ranks = run.cfg, run.state, run.ranks
     net = DistributedDataParallel(run.model) if ranks.active else run.model
-    budget_s = cfg.max_minutes * 60
     total_steps = cfg.epochs * max(1, len(loader))
     stop = run.over_budget(total_steps)
     while not stop:
@@ -334,8 +370,8 @@ def run_epochs(
             loader.sampler.set_epoch(state.epoch)
         losses = []
         t_epoch = time.perf_counter()
-        for lr_batch, hr_batch in loader:
-            progress = max(state.step / total_steps, (state.train_time / budget_s) if budget_s else 0.0)
+        for lr_batch, hr_batch, *flows in loader:  # flows: [(b, t, 2, h, w)] with cfg.flow_cache, else []
+            progress = run.progress(total_steps)
             for group in run.optimizer.param_groups:
                 group["lr"] = cosine_lr(cfg, progress) * group.get("lr_scale", 1.0)
             lr_batch, hr_batch = lr_batch.to(run.device), hr_batch.to(run.device)
@@ -343,7 +379,8 @@ def run_epochs(
             if run.gan is not None:
                 stats = run.gan.step(net, run.optimizer, lr_batch, hr_batch)
             else:
-                stats = train_step(net, run.optimizer, lr_batch, hr_batch, cfg)
+                given = flows[0].to(run.device) if flows else None
+                stats = train_step(net, run.optimizer, lr_batch, hr_batch, cfg, given)
             state.train_time += time.perf_counter() - t0
             state.step += 1
             losses.append(stats["loss"])
