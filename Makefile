@@ -5,7 +5,7 @@ VPY       := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test test-fast serve bench soak clean check-java
+.PHONY: setup lint test test-fast serve bench soak clean clean-all check-java
 
 setup: $(STAMP) check-java
 
@@ -41,5 +41,13 @@ bench: setup
 soak: setup
 	$(VPY) -m bench.soak
 
+# Keeps the trained models (runs/models/); deletes the rest of runs/ (serving runs, metrics, exports), the
+# built .mar files, logs and caches.
 clean:
-	rm -rf runs model_store/*.mar logs .pytest_cache
+	@if [ -d runs ]; then find runs -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} +; fi
+	rm -rf model_store/*.mar logs .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+# Everything `make clean` deletes and the trained models too (all of runs/).
+clean-all: clean
+	rm -rf runs
