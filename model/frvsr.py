@@ -10,6 +10,7 @@ Conventions used throughout:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Iterable, Iterator
@@ -169,10 +170,15 @@ class FRVSRConfig:
     # channels of a low-res feature state carried along the recurrence beside the estimate (RLSP/RRN-style,
     # warped with the same flow); 0 = plain FRVSR
     hidden: int = 32
+    # SRNet's residual blocks: 'plain' 3x3 convolutions, or 'rep' (each 3x3 trained beside a 1x1 branch, summed;
+    # ``FRVSR.fused`` folds them into one 3x3 for serving: the same outputs, a plain network)
+    block: str = "plain"
 
     def __post_init__(self) -> None:
         if self.upsampler not in ("pixelshuffle", "deconv"):
             raise ValueError(f"upsampler must be 'pixelshuffle' or 'deconv', got {self.upsampler!r}")
+        if self.block not in ("plain", "rep"):
+            raise ValueError(f"block must be 'plain' or 'rep', got {self.block!r}")
         if self.channels < 1 or self.blocks < 0 or self.fnet_channels < 1 or self.hidden < 0:
             raise ValueError(f"channels, fnet_channels must be >= 1, blocks and hidden >= 0, got {self}")
 
@@ -233,10 +239,29 @@ class FNet(nn.Module):
         return torch.tanh(self.body(x).float()) * self.max_flow
 
 
-class ResBlock(nn.Module):
+class RepConv(nn.Module):
+    """A 3x3 convolution trained with a parallel 1x1 branch (RepVGG's re-parameterisation, without its batch
+    norms): (n, c, h, w) -> (n, c, h, w). ``fused`` is the one 3x3 convolution that computes the same."""
+
     def __init__(self, c: int):
         super().__init__()
-        self.conv1, self.conv2 = _conv(c, c), _conv(c, c)
+        self.conv3, self.conv1 = _conv(c, c), nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(x) + self.conv1(x)
+
+    def fused(self) -> nn.Conv2d:
+        conv = _conv(self.conv3.in_channels, self.conv3.out_channels)
+        with torch.no_grad():
+            conv.weight.copy_(self.conv3.weight + F.pad(self.conv1.weight, (1, 1, 1, 1)))  # the 1x1 at the centre tap
+            conv.bias.copy_(self.conv3.bias + self.conv1.bias)
+        return conv
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int, rep: bool = False):
+        super().__init__()
+        self.conv1, self.conv2 = (RepConv(c), RepConv(c)) if rep else (_conv(c, c), _conv(c, c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.conv1(x)))
@@ -250,7 +275,7 @@ class SRNet(nn.Module):
         super().__init__()
         c = cfg.channels
         self.head = _conv(3 + 3 * SCALE * SCALE + cfg.hidden, c)
-        self.body = nn.Sequential(*[ResBlock(c) for _ in range(cfg.blocks)])
+        self.body = nn.Sequential(*[ResBlock(c, rep=cfg.block == "rep") for _ in range(cfg.blocks)])
         self.state = _conv(c, cfg.hidden) if cfg.hidden else None
         self.pixelshuffle = cfg.upsampler == "pixelshuffle"
         if self.pixelshuffle:
@@ -298,6 +323,20 @@ class FRVSR(nn.Module):
         self.cfg = cfg or FRVSRConfig()
         self.fnet = FNet(self.cfg.fnet_channels, self.cfg.max_flow)
         self.srnet = SRNet(self.cfg)
+
+    def fused(self) -> FRVSR:
+        """This model with ``rep`` blocks folded into plain 3x3 convolutions (``block: plain``): the same outputs
+        (to float rounding) from a plain network, the one to serve. A plain model is returned as it is."""
+        if self.cfg.block == "plain":
+            return self
+        model = type(self)(dataclasses.replace(self.cfg, block="plain"))
+        reps = {name: m for name, m in self.named_modules() if isinstance(m, RepConv)}
+        state = {k: v for k, v in self.state_dict().items() if not any(k.startswith(f"{r}.") for r in reps)}
+        for name, module in reps.items():
+            conv = module.fused()
+            state[f"{name}.weight"], state[f"{name}.bias"] = conv.weight.detach(), conv.bias.detach()
+        model.load_state_dict(state)
+        return model.train(self.training)
 
     def step(
         self, lr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None

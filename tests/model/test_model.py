@@ -8,6 +8,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.frvsr import (
     FRVSR,
     FRVSRConfig,
+    RepConv,
     depth_to_space,
     flow_warp,
     pad_to_multiple,
@@ -250,3 +251,23 @@ def test_a_fresh_model_starts_at_bicubic_with_zero_flow(tiny_cfg):
     assert torch.equal(flows, torch.zeros_like(flows))
     bicubic = torch.stack([upsample_image(f) for f in lr.unbind(1)], dim=1)
     torch.testing.assert_close(hr, bicubic, atol=1e-5, rtol=0)
+
+
+def test_rep_blocks_fold_into_a_plain_network_with_the_same_output():
+    rep = FRVSR(FRVSRConfig(channels=8, blocks=2, fnet_channels=4, hidden=4, block="rep")).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in rep.srnet.parameters():  # trained-looking weights: the zero-initialised last layer would hide errors
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    plain = rep.fused()
+    assert plain.cfg.block == "plain" and not any(isinstance(m, RepConv) for m in plain.modules())
+    assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in rep.parameters())
+    clip = torch.rand(1, 4, 3, 16, 24, generator=gen)
+    with torch.no_grad():
+        want, _ = rep(clip)
+        got, _ = plain(clip)
+    assert want.abs().max() > 0.1  # a real output, not the bicubic residual alone
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).fused().cfg.block == "plain"
+    with pytest.raises(ValueError, match="block"):
+        FRVSRConfig(block="dense")

@@ -130,3 +130,12 @@ def test_resume_refuses_changed_settings_and_missing_state(seed_dataset, tmp_pat
         )
     with pytest.raises(FileNotFoundError, match="resume"):
         train(str(seed_dataset), TrainConfig.from_settings({"resume": str(tmp_path)}), "x", given={"resume"})
+
+
+def test_a_cpu_time_budget_stops_the_run_once_its_own_cpu_seconds_are_spent(seed_dataset):
+    settings = {**TINY, "epochs": 10_000, "max_minutes": 0.0, "max_cpu_minutes": 0.02, "val_every": 10_000}
+    trial = train(str(seed_dataset), TrainConfig.from_settings(settings), "cpu_budget")
+    history = json.loads(open(trial["model_path"] + "/history.json").read())
+    final = [h for h in history if "val_psnr" in h][-1]
+    assert 0 < _steps(trial) < 10_000  # stopped by the CPU budget (1.2 s), long before the epochs ran out
+    assert final["own_cpu_seconds"] >= 1.2 and final["cpu_seconds"] >= final["own_cpu_seconds"]
