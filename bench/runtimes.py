@@ -2,7 +2,7 @@
 speed and quality in one run.
 
 - ``bf16 autocast (before)``: fp32 weights under ``torch.autocast``, the path served before issue 18;
-- ``bf16``: the weights stored in bf16 (``model.inference.reduced_precision``), what ``auto`` runs without int8;
+- ``bf16``: the weights stored in bf16 (``model.precision.reduced_precision``), what ``auto`` runs without int8;
 - ``bf16 compiled``: that, with SRNet through ``torch.compile`` (Inductor, frozen weights, dynamic shapes);
 - ``int8``: SRNet's calibrated int8 program, compiled (``model.quantize``; the checkpoint must hold one:
   ``python -m train.calibrate``); the flow bf16, the warps float32; and the same with the flow computed in a thread
@@ -36,7 +36,8 @@ import torch.nn as nn
 from bench.models import list_quality
 from bench.saved import save_result
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN, runs_dir
-from model.inference import reduced_precision, super_resolve
+from model.inference import super_resolve
+from model.precision import reduced_precision
 from model.quantize import int8_unavailable, prepare, programs_of
 from model.variants import ModelSet, load_model_set
 from train.degradations import EVAL_CRF
@@ -98,9 +99,10 @@ def frvsr_runtimes(path: Path) -> dict[str, tuple[ModelSet, str]]:
 
 
 def teacher_runtimes(checkpoint: Path | None) -> dict[str, tuple[ModelSet, str]]:
-    """The teacher at fp32, under autocast, with bf16 weights, and int8 (its two trunks) when ``checkpoint`` (the
-    exported teacher, ``python -m model.teacher export``) holds calibrated programs (``train.calibrate``), or when
-    the shared clips are here to calibrate it in this run (2 train-split clips x 6 frames per list)."""
+    """The teacher at fp32, under autocast, with bf16 weights, and int8 (its two trunks) when ``checkpoint``
+    (the exported teacher, ``python -m model.commands teacher-export``) holds calibrated programs
+    (``train.calibrate``), or when the shared clips are here to calibrate it in this run (2 train-split clips x 6
+    frames per list)."""
     from model.teacher import load_teacher
     from model.variants import InputRule
 

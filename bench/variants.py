@@ -42,7 +42,7 @@ CRFS = (12, 15, 18, 23, 28, 32)
 def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: dict[str, Path]) -> dict:
     models, _ = load_model_set(model_path)
     if not models.paired:
-        raise ValueError(f"{model_path} holds one model; pair two with python -m model.variants pair")
+        raise ValueError(f"{model_path} holds one model; pair two with python -m model.commands pair")
     nets = {CLEAN: models.models[CLEAN], COMPRESSED: models.models[COMPRESSED]}
     nets.update({name: load_checkpoint(p)[0] for name, p in also.items()})
     out: dict = {"model": str(model_path), "rule": str(models.rule), "also": {k: str(v) for k, v in also.items()}}

@@ -32,7 +32,8 @@ from common.files import atomic_write_text
 from common.paths import DEFAULT_MODEL, ROOT, runs_dir
 from model.checkpoint import load_checkpoint
 from model.frvsr_spynet import FRVSRSpyNetConfig, ScaledSPyNet
-from model.inference import autocast, to_tensor
+from model.inference import to_tensor
+from model.precision import autocast
 from train.degradations import EVAL_CRF
 from train.flow_distill import DEFAULT_DATASETS, FlowFn, evaluate, fnet_flow, load_eval_clips, zero_flow
 from train.results import atomic_write_json

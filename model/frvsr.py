@@ -274,7 +274,7 @@ class SRNet(nn.Module):
 
     def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``base``: the bicubic residual as low-res phases (``upsample_image_phases``), or None; ``x`` is cast to
-        the weights' type (bf16 weights: ``model.inference.reduced_precision``), the residual added in float32."""
+        the weights' type (bf16 weights: ``model.precision.reduced_precision``), the residual added in float32."""
         feat = self.body(F.relu(self.head(x.to(self.head.weight.dtype))))  # (n, c, h, w)
         state = F.relu(self.state(feat)) if self.state is not None else None  # (n, hidden, h, w)
         if self.pixelshuffle:

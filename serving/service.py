@@ -72,7 +72,7 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     torch_threads: int = HandlerSettings.torch_threads
-    precision: str = HandlerSettings.precision  # model.inference.PRECISIONS
+    precision: str = HandlerSettings.precision  # model.precision.PRECISIONS
     flow_ahead: int = HandlerSettings.flow_ahead
     response_timeout: int | None = None  # None: measured
     startup_timeout: float = 180.0

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from model.checkpoint import ARCHS, load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
-from model.inference import autocast, resolve_precision
+from model.precision import autocast, resolve_precision
 from train.config import TrainConfig
 from train.data import Sample, TrainClips, discover_samples, split_samples
 from train.distributed import Ranks, agree, barrier, process_device, setup_distributed, shared_out_dir
