@@ -114,3 +114,39 @@ def test_calibrate_writes_programs_the_handler_serves_and_falls_back_without(tmp
     assert served.precision == "int8"
     assert fallback.precision in ("bf16", "fp32")
     assert "not int8: ONEDNN_MAX_CPU_ISA=AVX2" in caplog.text
+
+
+@pytest.mark.slow
+@needs_int8
+def test_client_test_scores_what_the_server_runs(tmp_path, monkeypatch):
+    """``client_test.py``: its default is the server's choice (int8 here), ``--precision int8`` scores the int8
+    network the handler serves, ``--precision bf16`` another one."""
+    import json
+
+    import client_test
+    from handler.upscaler import Upscaler
+    from model.checkpoint import save_checkpoint
+    from testing.helpers import write_clip
+    from train.calibrate import main as calibrate
+    from train.evaluate import evaluate_clips, test_samples
+    from train.report import summarize
+    from video.settings import HandlerSettings
+
+    for i in range(2):
+        write_clip(tmp_path / "data" / f"clip_{i}", moving_clip(4, 64, 64, dx=1, dy=1, seed=i))
+    save_checkpoint(tmp_path / "m.pth", random_frvsr(CFG, seed=2))
+    assert calibrate([str(tmp_path / "m.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]) == 0
+    monkeypatch.setenv("FRVSR_RUNS_DIR", str(tmp_path / "runs"))
+
+    def psnr(*extra: str) -> float:
+        argv = ["--dataset_path", str(tmp_path / "data"), "--model_path", str(tmp_path), "--used_model", "m.pth"]
+        assert client_test.main([*argv, "--crf", *extra]) == 0
+        trial = json.loads((tmp_path / "runs" / "metric" / "trial.txt").read_text())
+        return trial["test_result"]["FRVSR_GAN"]["test"]["PSNR"]
+
+    served = Upscaler(tmp_path / "m.pth", HandlerSettings(torch_threads=1), torch.device("cpu"), 1, "m")
+    assert served.precision == "int8"
+    results = evaluate_clips(served.models, test_samples(tmp_path / "data"), precision=served.precision)
+    expected = round(summarize(list(results))["FRVSR_GAN"]["PSNR"], 4)
+    assert psnr() == psnr("--precision", "int8") == expected
+    assert psnr("--precision", "bf16") != expected
