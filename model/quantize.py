@@ -6,7 +6,7 @@ trunks), their convolutions (weights per output channel, symmetric; activations 
 histograms of real clips) except the layers ``INT8`` keeps out (SRNet's head and upsampling convolutions: they
 cost the most PSNR in int8, bench/results/runtimes.md); the other layers of a program (ReLU, the residual adds) run
 bf16. Everything else runs bf16 eager, with the flow, the warps and the bicubic residual in float32
-(``FRVSR.step``): int8 flow cost alignment in the first study (``bench/results/int8_study.md``).
+(``FRVSR.step``): an int8 flow costs alignment (``bench/results/int8_study.md``).
 
 Each quantized module is a ``torch.export`` program with dynamic height and width, stored as bytes in the
 checkpoint (``model.checkpoint.INT8``, per model variant: ``train.calibrate`` writes them), so a serving worker
