@@ -133,7 +133,7 @@ def test_client_test_scores_what_the_server_runs(tmp_path, monkeypatch):
     from video.settings import HandlerSettings
 
     for i in range(2):
-        write_clip(tmp_path / "data" / f"clip_{i}", moving_clip(4, 64, 64, dx=1, dy=1, seed=i))
+        write_clip(tmp_path / "data" / f"clip_{i}", moving_clip(8, 64, 64, dx=1, dy=1, seed=i))
     save_checkpoint(tmp_path / "m.pth", random_frvsr(CFG, seed=2))
     assert calibrate([str(tmp_path / "m.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]) == 0
     monkeypatch.setenv("FRVSR_RUNS_DIR", str(tmp_path / "runs"))
@@ -146,7 +146,8 @@ def test_client_test_scores_what_the_server_runs(tmp_path, monkeypatch):
 
     served = Upscaler(tmp_path / "m.pth", HandlerSettings(torch_threads=1), torch.device("cpu"), 1, "m")
     assert served.precision == "int8"
-    results = evaluate_clips(served.models, test_samples(tmp_path / "data"), precision=served.precision)
+    samples = test_samples(tmp_path / "data")
+    results = evaluate_clips(served.models, samples, with_bicubic=True, precision=served.precision)
     expected = round(summarize(list(results))["FRVSR_GAN"]["PSNR"], 4)
     assert psnr() == psnr("--precision", "int8") == expected
     assert psnr("--precision", "bf16") != expected
