@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from common.paths import DEFAULT_MODEL_FILE, PRETRAINED_DIR, ROOT
-from model.inference import PRECISIONS
+from model.precision import PRECISIONS
 from proxy.run import StartupError, add_kserve_args, add_limit_args, add_queue_args, kserve_options, limits_from
 from video.settings import EncoderSettings, HandlerSettings
 

@@ -8,6 +8,8 @@ encode and decode at that CRF (libx264, yuv420p, deterministic): model and bicub
 frames. trial.txt carries them as ``test_h264_crf{N}`` beside ``test``; the xlsx as sheet ``h264_crf{N}``.
 A checkpoint holding a clean and a compressed-input model (``model.variants``) is scored as it is served:
 the clean input by the clean model, each H.264 clip by the one the server would choose for that upload.
+The models are loaded by the server's loader (``model.quantize.load_for_serving``) at ``--precision``: ``auto``
+(the default) is what a server runs on this machine (int8 where the CPU and the checkpoint allow it).
 
     python client_test.py --dataset_path ../shared/data/vimeo90k_sample \
         --model_path runs/models/<uuid> --used_model FRVSR_GAN_trial.pth
@@ -24,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from common.paths import DEFAULT_MODEL_FILE, PRETRAINED_DIR, runs_dir
+from model.precision import PRECISIONS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--used_model", default=DEFAULT_MODEL_FILE, help="checkpoint file name inside --model_path")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--precision", default="auto", choices=list(PRECISIONS),
+        help="what the models run at, as the server would load them (default auto: the server's choice here)",
+    )  # fmt: skip
     p.add_argument(
         "--crf", type=int, nargs="*", default=None,
         help="also score with the low-res input H.264-compressed at these CRFs (default: 23, "
@@ -71,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
+    from model.checkpoint import read_checkpoint
+    from model.quantize import load_for_serving
     from model.runtime import resolve_device
-    from model.variants import load_model_set
     from train.data import DataError
     from train.degradations import EVAL_CRF
     from train.evaluate import check_crfs, clean_degradation, evaluate_conditions, test_samples
@@ -82,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         ckpt_path = Path(args.model_path) / args.used_model
-        models, ckpt = load_model_set(ckpt_path, device)
+        models, precision, why = load_for_serving(ckpt_path, args.precision, device)
+        logging.getLogger("client_test").info("precision %s (%s)", precision, why)
+        ckpt = read_checkpoint(ckpt_path)
         degradation = clean_degradation(ckpt)
         crfs = check_crfs([EVAL_CRF] if args.crf is None else args.crf)
         samples = test_samples(args.dataset_path)
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         def bar(results, label: str):
             return tqdm(results, total=len(samples), unit="clip", desc=label)
 
-        runs = evaluate_conditions(models, samples, degradation, device, crfs, bar)
+        runs = evaluate_conditions(models, samples, degradation, device, crfs, bar, precision)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

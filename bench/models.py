@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from common.paths import DEFAULT_MODEL, ROOT
 from model.checkpoint import load_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
 from model.inference import time_super_resolve
-from model.variants import CLEAN, ModelSet, load_model_set
+from model.quantize import load_for_serving
+from model.variants import CLEAN, ModelSet
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, split_samples
 from train.degradations import EVAL_CRF
@@ -75,8 +77,9 @@ def frame_ms(
     """Median over ``repeats`` of the per-frame time of ``super_resolve`` on a random ``frames``-frame clip
     (after one warm-up frame).
 
-    ``serving_path``: NHWC weights and ``precision="auto"``, as ``load_checkpoint`` + the handler run it;
-    otherwise NCHW fp32.
+    ``serving_path``: NHWC weights and ``precision="auto"`` (bf16 or fp32: the candidates are configurations, with
+    no int8 programs, compared with each other at one runtime); otherwise NCHW fp32. A checkpoint as a request gets
+    it: ``served_frame_ms``.
     """
     model = cfg_or_model if isinstance(cfg_or_model, torch.nn.Module) else FRVSR(cfg_or_model).eval()
     model = model.to(memory_format=torch.channels_last if serving_path else torch.contiguous_format)
@@ -130,6 +133,9 @@ def train_for(cfg: FRVSRConfig, dataset: Path, seconds: float, seed: int = 0) ->
 
 
 def shipped_default() -> tuple[FRVSR, dict] | None:
+    """The shipped default's clean model unprepared (fp32 weights), for the rows that compare it with the candidate
+    configurations at their runtime (``frame_ms``); what a request gets is ``load_for_serving``'s
+    (``reference_quality``, ``run_bench.end_to_end``)."""
     return load_checkpoint(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None
 
 
@@ -247,20 +253,30 @@ def list_quality(model, dataset: Path, crfs: tuple[int, ...] = (EVAL_CRF,), prec
 
 
 def reference_quality(lists: dict[str, Path]) -> list[dict]:
-    """The teacher (BasicVSR, the authors' Vimeo-90K BIx4 weights, as served: precision auto) and the shipped
-    default on both shared test lists, clean and at CRF 23, with ms/frame at 176x144."""
-    from model.teacher import load_teacher
+    """The teacher (BasicVSR, the authors' Vimeo-90K BIx4 weights) and the shipped default, each as a server runs it
+    (``load_for_serving``: the teacher as ``--extra_model teacher`` exports it; a paired default's H.264 rows by the
+    model the server picks), on both shared test lists, clean and at CRF 23, with ms/frame at 176x144."""
+    from model.teacher import export
 
-    entries = [("teacher: BasicVSR BIx4", lambda: load_teacher().to(memory_format=torch.channels_last))]
-    if DEFAULT_MODEL.is_file():  # as served: a paired default's H.264 rows by the model the server picks
-        entries.append(("shipped default", lambda: load_model_set(DEFAULT_MODEL)[0]))
-    rows = []
-    for name, load in entries:
-        model = load()
-        net = model.models[CLEAN] if isinstance(model, ModelSet) else model  # both variants: one network, one speed
-        row = {"name": name, "ms_176x144": frame_ms(net, 176, 144, frames=4, repeats=1)}
-        for list_name, folder in lists.items():
-            row[list_name] = list_quality(model, folder)
-            log.info("%s on %s: %s", name, list_name, row[list_name])
-        rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = [("teacher: BasicVSR BIx4", lambda: export(tmp))]
+        if DEFAULT_MODEL.is_file():
+            entries.append(("shipped default", lambda: DEFAULT_MODEL))
+        rows = []
+        for name, checkpoint in entries:
+            models, precision, _ = load_for_serving(checkpoint())
+            net = models.models[CLEAN]  # both variants: one network, one speed
+            row = {"name": name, "precision": precision, "ms_176x144": served_frame_ms(net, precision, 176, 144)}
+            for list_name, folder in lists.items():
+                row[list_name] = list_quality(models, folder, precision=precision)
+                log.info("%s on %s: %s", name, list_name, row[list_name])
+            rows.append(row)
     return rows
+
+
+def served_frame_ms(net: torch.nn.Module, precision: str, width: int, height: int, frames: int = 4) -> float:
+    """Per-frame ms of ``super_resolve`` on a random ``frames``-frame clip (after one warm-up frame) of a model
+    ``load_for_serving`` prepared, at the precision it chose."""
+    rng = np.random.default_rng(0)
+    clip = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(frames + 1)]
+    return time_super_resolve(net, clip, precision=precision) / frames * 1000

@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     model = default[0] if default else FRVSR(next(c.cfg for c in CANDIDATES if c.name == "ps-8-48-f12-h32"))
     e2e = [] if a.skip_e2e else end_to_end(DEFAULT_MODEL if default else model)  # the file: both of its models
     degr = degradation_cost(dataset) if dataset is not None and a.train_seconds else None
-    from model.inference import resolve_precision
+    from model.precision import resolve_precision
 
     machine = (
         f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "

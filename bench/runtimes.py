@@ -1,8 +1,9 @@
 """The runtimes side by side: the shipped default (FRVSR) and the teacher (BasicVSR) at each precision and runtime,
 speed and quality in one run.
 
-- ``bf16 autocast (before)``: fp32 weights under ``torch.autocast``, the path served before issue 18;
-- ``bf16``: the weights stored in bf16 (``model.inference.reduced_precision``), what ``auto`` runs without int8;
+- ``bf16 autocast (before)``: fp32 weights under ``torch.autocast``, the path served before the weights were stored
+  in bf16 (the comparison: ``bench/results/runtimes.md``);
+- ``bf16``: the weights stored in bf16 (``model.precision.reduced_precision``), what ``auto`` runs without int8;
 - ``bf16 compiled``: that, with SRNet through ``torch.compile`` (Inductor, frozen weights, dynamic shapes);
 - ``int8``: SRNet's calibrated int8 program, compiled (``model.quantize``; the checkpoint must hold one:
   ``python -m train.calibrate``); the flow bf16, the warps float32; and the same with the flow computed in a thread
@@ -36,8 +37,10 @@ import torch.nn as nn
 from bench.models import list_quality
 from bench.saved import save_result
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN, runs_dir
-from model.inference import reduced_precision, super_resolve
-from model.quantize import int8_unavailable, prepare, programs_of
+from model.checkpoint import read_checkpoint
+from model.inference import super_resolve
+from model.precision import reduced_precision
+from model.quantize import int8_unavailable, load_for_serving, prepare, programs_of
 from model.variants import ModelSet, load_model_set
 from train.degradations import EVAL_CRF
 from video.settings import HandlerSettings
@@ -51,7 +54,8 @@ TEACHER = runs_dir() / "teacher" / "basicvsr_BIx4.pth"  # where --extra_model te
 
 
 class Autocast(nn.Module):
-    """A float32 model run under bf16 autocast: the inference path before issue 18 (run it at precision fp32)."""
+    """A float32 model run under bf16 autocast, the path served before the weights were stored in bf16 (run it at
+    precision fp32; the comparison: ``bench/results/runtimes.md``)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -79,7 +83,10 @@ def compiled_srnet(model: nn.Module) -> nn.Module:
 
 
 def frvsr_runtimes(path: Path) -> dict[str, tuple[ModelSet, str]]:
-    """{runtime: (the model set, the precision to call super_resolve with)} for a checkpoint's FRVSR models."""
+    """{runtime: (the model set, the precision to call super_resolve with)} for a checkpoint's FRVSR models.
+
+    The served row is ``load_for_serving``'s models (what a request gets); the other rows are comparison rows, so they
+    are built from the unprepared fp32 models (``load_model_set``) at the runtime each row names."""
     base, ckpt = load_model_set(path)
     each = lambda fn: ModelSet({k: fn(k, m) for k, m in base.models.items()}, base.rule)  # noqa: E731
     out = {
@@ -93,14 +100,16 @@ def frvsr_runtimes(path: Path) -> dict[str, tuple[ModelSet, str]]:
         log.warning("int8 skipped: %s", why)
     else:
         out["int8"] = (each(lambda k, m: prepare(m, "int8", programs[k])), "int8")
-        out[SERVED] = out["int8"]  # the same models, the flow computed ahead: the same frames (tests), timed only
+        served, precision, _ = load_for_serving(path, "int8")  # the flow computed ahead: the int8 row's frames, timed
+        out[SERVED] = (served, precision)
     return out
 
 
 def teacher_runtimes(checkpoint: Path | None) -> dict[str, tuple[ModelSet, str]]:
-    """The teacher at fp32, under autocast, with bf16 weights, and int8 (its two trunks) when ``checkpoint`` (the
-    exported teacher, ``python -m model.teacher export``) holds calibrated programs (``train.calibrate``), or when
-    the shared clips are here to calibrate it in this run (2 train-split clips x 6 frames per list)."""
+    """The teacher at fp32, under autocast, with bf16 weights, and int8 (its two trunks) when ``checkpoint``
+    (the exported teacher, ``python -m model.commands teacher-export``) holds calibrated programs
+    (``train.calibrate``), or when the shared clips are here to calibrate it in this run (2 train-split clips x 6
+    frames per list)."""
     from model.teacher import load_teacher
     from model.variants import InputRule
 
@@ -111,7 +120,7 @@ def teacher_runtimes(checkpoint: Path | None) -> dict[str, tuple[ModelSet, str]]
         "bf16 autocast (before)": (one(Autocast(net)), "fp32"),
         "bf16": (one(reduced_precision(net, "bf16")), "bf16"),
     }
-    programs = programs_of(torch.load(checkpoint, weights_only=True)).get("clean") if checkpoint else None
+    programs = programs_of(read_checkpoint(checkpoint)).get("clean") if checkpoint else None
     if programs is None and not int8_unavailable() and all(p.is_dir() for p in LISTS.values()):
         from train.calibrate import calibrate_model, calibration_clips
 

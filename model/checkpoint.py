@@ -3,6 +3,10 @@
 ``ARCHS`` maps an architecture name to its (config dataclass, model class). A checkpoint stores its
 ``arch`` and its config as ``model_args`` (nanoGPT style), so every loader rebuilds the exact network.
 Checkpoints written before the key existed are FRVSR.
+
+This module names every key of the file (below) and is its one writer (``write_checkpoint``): a trained model
+(``save_checkpoint``), a pair of models (``model.variants.pair``) and the int8 programs (``train.calibrate``)
+all go through it. ``read_checkpoint`` reads any of them, old ones too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ from common.files import atomic_path
 from model.basicvsr import BasicVSR, BasicVSRConfig
 from model.frvsr import FRVSR, FRVSRConfig
 from model.frvsr_spynet import FRVSRSpyNet, FRVSRSpyNetConfig
+
+# The keys of a checkpoint file. Besides these, a file holds metadata a writer adds: ``RUN_KEYS`` (a training
+# run's), ``converted_from`` (``model.commands from-frvsr``), ``source``/``licence``/``training_data`` (the teacher).
+ARCH = "arch"  # an ``ARCHS`` name; absent: ``DEFAULT_ARCH``
+MODEL_ARGS = "model_args"  # asdict(the model's config)
+MODEL = "model"  # the model's state dict (of a paired checkpoint: the clean model's)
+VARIANTS = "variants"  # {name: {MODEL: state dict, RUN_KEYS...}}: more models of the same architecture (model.variants)
+INPUT_RULE = "input_rule"  # asdict(model.variants.InputRule): which variant an input gets
+INT8 = "int8"  # {variant: {"programs": {module path: bytes}, "keep_float", "calibration", "torch"}} (model.quantize)
+RUN_KEYS = ("train_settings", "cpu_seconds", "step", "epoch", "eval")  # what a training run (train.trainer) adds
 
 # one line per architecture: name -> (config class with a from_dict, nn.Module class taking the config)
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
@@ -40,8 +54,31 @@ def arch_of(model: nn.Module) -> str:
 def save_checkpoint(path: str | Path, model: nn.Module, **extra) -> None:
     """Atomically write ``{'arch': name, 'model_args': cfg dict, 'model': state_dict, **extra}``."""
     net = unwrap(model)
+    write_checkpoint(path, {ARCH: arch_of(net), MODEL_ARGS: asdict(net.cfg), MODEL: cpu_state_dict(net), **extra})
+
+
+def write_checkpoint(path: str | Path, ckpt: dict) -> None:
+    """Atomically write a checkpoint dict (one ``read_checkpoint`` or ``save_checkpoint`` made, with keys added):
+    the one writer of checkpoint files."""
+    missing = [k for k in (ARCH, MODEL_ARGS, MODEL) if k not in ckpt]
+    if missing:
+        raise ValueError(f"not a checkpoint: no {missing} (write a model with save_checkpoint)")
     with atomic_path(path) as tmp:
-        torch.save({"arch": arch_of(net), "model_args": asdict(net.cfg), "model": cpu_state_dict(net), **extra}, tmp)
+        torch.save(ckpt, tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file's dict as written (tensors on the CPU), ``ARCH`` filled in for files older than it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a wrong or damaged file: say which one
+        raise ValueError(f"cannot load model checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or MODEL not in ckpt or MODEL_ARGS not in ckpt:
+        raise ValueError(f"cannot load model checkpoint {path}: not a model checkpoint (no {MODEL!r}/{MODEL_ARGS!r})")
+    return {ARCH: DEFAULT_ARCH, **ckpt}
 
 
 def load_checkpoint(
@@ -52,11 +89,8 @@ def load_checkpoint(
     ``channels_last`` lays the weights out NHWC, which oneDNN (CPU) and cuDNN (GPU) convolve faster
     (measured: 1.2-1.3x per frame on CPU); training from a checkpoint passes False and stays NCHW.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    ckpt = read_checkpoint(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = model_from(ckpt)
     except Exception as e:  # a wrong or damaged file: say which one
         raise ValueError(f"cannot load model checkpoint {path}: {e}") from e
@@ -69,12 +103,12 @@ def load_checkpoint(
 def model_from(ckpt: dict) -> nn.Module:
     """The exact network a checkpoint dict (or a training run's ``resume.pt``, which has the same keys)
     describes, through ``ARCHS``, with its weights loaded strictly."""
-    arch = ckpt.get("arch", DEFAULT_ARCH)
+    arch = ckpt.get(ARCH, DEFAULT_ARCH)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; this version knows {sorted(ARCHS)}")
     cfg_cls, model_cls = ARCHS[arch]
-    model = model_cls(cfg_cls.from_dict(ckpt["model_args"]))
-    model.load_state_dict(_legacy_keys(ckpt["model"]) if arch == "frvsr" else ckpt["model"])
+    model = model_cls(cfg_cls.from_dict(ckpt[MODEL_ARGS]))
+    model.load_state_dict(_legacy_keys(ckpt[MODEL]) if arch == "frvsr" else ckpt[MODEL])
     return model
 
 

@@ -31,13 +31,13 @@ PAD_MULTIPLE = 8
 # ----------------------------------------------------------------------------- helpers
 
 
-def flow_warp(x: torch.Tensor, flow: torch.Tensor, flow_scale: int = 1) -> torch.Tensor:
+def flow_warp(x: torch.Tensor, flow: torch.Tensor, upscale: int = 1) -> torch.Tensor:
     """Backward-warp ``x`` with ``flow``: ``out[:, :, i, j] = x[:, :, i + flow_y, j + flow_x]``.
 
     Args:
         x: (n, c, h, w) images.
         flow: (n, 2, h, w) displacement in pixels; channel 0 is x (columns), channel 1 is y (rows).
-            With ``flow_scale`` s > 1 the flow is given at low resolution, (n, 2, h/s, w/s) in low-res
+            With ``upscale`` s > 1 the flow is given at low resolution, (n, 2, h/s, w/s) in low-res
             pixels, and is upsampled bilinearly exactly like ``upscale_flow`` (the result equals
             ``flow_warp(x, upscale_flow(flow, s))``, but the scaling touches s*s fewer pixels).
     Returns:
@@ -45,16 +45,16 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, flow_scale: int = 1) -> torch
         outside the image take the nearest border value.
     """
     n, _, h, w = x.shape
-    if flow.shape[1] != 2 or (flow.shape[-2] * flow_scale, flow.shape[-1] * flow_scale) != (h, w):
+    if flow.shape[1] != 2 or (flow.shape[-2] * upscale, flow.shape[-1] * upscale) != (h, w):
         raise ValueError(
-            f"flow_warp: x {tuple(x.shape)} and flow {tuple(flow.shape)} (scale {flow_scale}) do not match"
+            f"flow_warp: x {tuple(x.shape)} and flow {tuple(flow.shape)} (upscale {upscale}) do not match"
         )
     # pixels -> grid_sample's normalised units (align_corners=False: one pixel is 2/w); a low-res pixel
-    # is flow_scale high-res pixels. Scaling before the bilinear upsampling is exact: both are linear.
-    units = torch.tensor([2.0 * flow_scale / w, 2.0 * flow_scale / h], device=flow.device).view(1, 2, 1, 1)
+    # is ``upscale`` high-res pixels. Scaling before the bilinear upsampling is exact: both are linear.
+    units = torch.tensor([2.0 * upscale / w, 2.0 * upscale / h], device=flow.device).view(1, 2, 1, 1)
     disp = flow.float().contiguous() * units  # (n, 2, h/s, w/s)
-    if flow_scale != 1:
-        disp = F.interpolate(disp, scale_factor=flow_scale, mode="bilinear", align_corners=False)  # (n, 2, h, w)
+    if upscale != 1:
+        disp = F.interpolate(disp, scale_factor=upscale, mode="bilinear", align_corners=False)  # (n, 2, h, w)
     xs = (2 * torch.arange(w, device=x.device, dtype=disp.dtype) + 1) / w - 1  # pixel centres, normalised
     ys = (2 * torch.arange(h, device=x.device, dtype=disp.dtype) + 1) / h - 1
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2): (x, y) per pixel
@@ -299,7 +299,7 @@ class SRNet(nn.Module):
 
     def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``base``: the bicubic residual as low-res phases (``upsample_image_phases``), or None; ``x`` is cast to
-        the weights' type (bf16 weights: ``model.inference.reduced_precision``), the residual added in float32."""
+        the weights' type (bf16 weights: ``model.precision.reduced_precision``), the residual added in float32."""
         feat = self.body(F.relu(self.head(x.to(self.head.weight.dtype))))  # (n, c, h, w)
         state = F.relu(self.state(feat)) if self.state is not None else None  # (n, hidden, h, w)
         if self.pixelshuffle:
@@ -359,7 +359,7 @@ class FRVSR(nn.Module):
         self, lr: torch.Tensor, flow: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The step after the flow: warp the previous estimate and state with ``flow``, run SRNet."""
-        warped = flow_warp(hr_prev, flow, flow_scale=SCALE)  # (n, 3, 4h, 4w), flow upscaled inside
+        warped = flow_warp(hr_prev, flow, upscale=SCALE)  # (n, 3, 4h, 4w), flow upscaled inside
         inputs = [lr, space_to_depth(warped)]  # (n, 3, h, w), (n, 48, h, w)
         if self.cfg.hidden:
             inputs.append(flow_warp(state_prev, flow))  # (n, hidden, h, w): the state follows the same motion

@@ -12,7 +12,6 @@ lists at about half its cost; 0.5 kept 89 %. It is trained frozen or at a reduce
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -79,34 +78,3 @@ def from_frvsr(frvsr: FRVSR, flow_scale: float = FRVSRSpyNetConfig.flow_scale) -
     model.load_released_flow()
     return model
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m model.frvsr_spynet from-frvsr IN.pth OUT.pth [--flow_scale S]``: the conversion as a
-    checkpoint (to train on with ``init_from``); its training time (``cpu_seconds``) is carried over."""
-    import argparse
-    import sys
-
-    from model import frvsr_spynet  # this module by its name: as __main__ its classes are not the ones in ARCHS
-    from model.checkpoint import load_checkpoint, save_checkpoint
-
-    p = argparse.ArgumentParser(prog="python -m model.frvsr_spynet", description=main.__doc__)
-    p.add_argument("cmd", choices=["from-frvsr"])
-    p.add_argument("src", type=Path)
-    p.add_argument("dest", type=Path)
-    p.add_argument("--flow_scale", type=float, default=FRVSRSpyNetConfig.flow_scale)
-    a = p.parse_args(argv)
-    try:
-        frvsr, ckpt = load_checkpoint(a.src, channels_last=False)
-        if type(frvsr) is not FRVSR:
-            raise ValueError(f"{a.src} holds a {type(frvsr).__name__}, not an FRVSR")
-        model = frvsr_spynet.from_frvsr(frvsr, a.flow_scale)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    save_checkpoint(a.dest, model, converted_from=str(a.src), cpu_seconds=float(ckpt.get("cpu_seconds", 0.0)))
-    print(a.dest)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

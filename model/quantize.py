@@ -6,12 +6,12 @@ trunks), their convolutions (weights per output channel, symmetric; activations 
 histograms of real clips) except the layers ``INT8`` keeps out (SRNet's head and upsampling convolutions: they
 cost the most PSNR in int8, bench/results/runtimes.md); the other layers of a program (ReLU, the residual adds) run
 bf16. Everything else runs bf16 eager, with the flow, the warps and the bicubic residual in float32
-(``FRVSR.step``): int8 flow cost alignment in the first study (``bench/results/int8_study.md``).
+(``FRVSR.step``): an int8 flow costs alignment (``bench/results/int8_study.md``).
 
 Each quantized module is a ``torch.export`` program with dynamic height and width, stored as bytes in the
-checkpoint (``INT8_KEY``, per model variant: ``train.calibrate`` writes them), so a serving worker needs no data:
-it loads the programs and compiles them once for every frame size at start (``handler.upscaler`` warms up at
-three sizes). Inductor's on-disk cache makes a restart's compile shorter.
+checkpoint (``model.checkpoint.INT8``, per model variant: ``train.calibrate`` writes them), so a serving worker
+needs no data: it loads the programs and compiles them once for every frame size at start (``handler.upscaler``
+warms up at three sizes). Inductor's on-disk cache makes a restart's compile shorter.
 
 ``int8_unavailable()`` says why int8 cannot run here (no AMX-INT8/VNNI, oneDNN held below it by
 ``ONEDNN_MAX_CPU_ISA``, torchao or a C++ compiler missing): the handler then falls back to bf16/fp32 by itself.
@@ -29,11 +29,12 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn as nn
 
+from model.checkpoint import INT8
+from model.precision import reduced_precision, resolve_precision
 from model.variants import ModelSet, load_model_set
 
 log = logging.getLogger(__name__)
 
-INT8_KEY = "int8"  # checkpoint key: {variant: {"programs": {module path: bytes}, "calibration": str, "torch": str}}
 MAX_SIDE = 512  # the program's dynamic height and width bound (padded low-res sides; the API allows 200)
 # oneDNN ISA names (ONEDNN_MAX_CPU_ISA) that have no VNNI: int8 convolutions would not be faster than bf16
 _NO_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE", "DEFAULT_NO_VNNI")
@@ -145,8 +146,6 @@ class Int8Program(nn.Module):
 
 def int8_model(model: nn.Module, programs: dict[str, bytes]) -> nn.Module:
     """A copy of ``model`` with bf16 weights, each module of ``programs`` replaced by its int8 program."""
-    from model.inference import reduced_precision
-
     out = reduced_precision(model, "bf16")
     if out is model:  # already bf16: never change the caller's model
         out = copy.deepcopy(model)
@@ -161,20 +160,18 @@ def is_int8(model: nn.Module) -> bool:
 
 def programs_of(ckpt: dict) -> dict[str, dict[str, bytes]]:
     """The int8 programs a checkpoint holds: {variant: {module path: program}} (empty when never calibrated)."""
-    return {name: part["programs"] for name, part in (ckpt.get(INT8_KEY) or {}).items()}
+    return {name: part["programs"] for name, part in (ckpt.get(INT8) or {}).items()}
 
 
 def serving_precision(
     requested: str, device: torch.device | str, ckpt: dict, variants: Iterable[str]
 ) -> tuple[str, str]:
     """(the precision a server runs, why): ``auto`` is int8 where this machine runs it and the checkpoint holds a
-    calibrated program for every variant, else ``model.inference.resolve_precision``'s bf16 or fp32 (the reason
+    calibrated program for every variant, else ``model.precision.resolve_precision``'s bf16 or fp32 (the reason
     says why not int8). An explicit ``int8`` that cannot run is a ValueError saying why."""
-    from model.inference import resolve_precision
-
     device = torch.device(device)
     missing = sorted(set(variants) - set(programs_of(ckpt)))
-    built = {part.get("torch") for part in (ckpt.get(INT8_KEY) or {}).values()}
+    built = {part.get("torch") for part in (ckpt.get(INT8) or {}).values()}
     if device.type != "cpu":
         why = f"int8 is for CPUs; {device.type} runs its own reduced precision"
     elif missing:
@@ -195,9 +192,7 @@ def serving_precision(
 
 def prepare(model: nn.Module, precision: str, programs: dict[str, bytes] | None = None) -> nn.Module:
     """``model`` ready to run at a resolved ``precision``: int8 (``int8_model``, needs ``programs``), or
-    ``model.inference.reduced_precision``'s fp32 / bf16 / fp16."""
-    from model.inference import reduced_precision
-
+    ``model.precision.reduced_precision``'s fp32 / bf16 / fp16."""
     if precision == "int8":
         if not programs:
             raise ValueError("int8 needs calibrated programs (python -m train.calibrate)")

@@ -1,6 +1,6 @@
 """The teacher: BasicVSR with its authors' released weights, as a project checkpoint (``arch: basicvsr``).
 
-``python -m model.teacher export DIR [--weights BIx4|BDx4|REDS4]`` writes it into ``DIR`` and prints the
+``python -m model.commands teacher-export DIR [--weights BIx4|BDx4|REDS4]`` writes it into ``DIR`` and prints the
 ``.pth`` path as its last line; ``client_test.py``, ``client_infer.py`` and the model server then run it like
 any checkpoint. Code calls ``load_teacher()``.
 
@@ -28,7 +28,6 @@ any checkpoint. Code calls ``load_teacher()``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from model.basicvsr import BasicVSR, BasicVSRConfig
@@ -70,22 +69,3 @@ def export(folder: str | Path, weights: str = "BIx4") -> Path:
     )
     return path
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.teacher", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("export", help="write the teacher as a project checkpoint (arch basicvsr)")
-    p.add_argument("dir", type=Path, help="folder to write basicvsr_<weights>.pth into")
-    p.add_argument("--weights", choices=sorted(WEIGHTS), default="BIx4", help="which released weights")
-    args = parser.parse_args(argv)
-    try:
-        path = export(args.dir, args.weights)
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        parser.exit(2, f"error: {e}\n")
-    print(f"{args.weights}: {TRAINING_DATA[args.weights]}; {LICENCE}")
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

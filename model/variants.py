@@ -13,21 +13,29 @@ architecture, and each request gets the one its input calls for:
 only at ``clean_min_bpp`` bits per pixel or more (near-lossless). A request may override it
 (``input_quality``: ``clean`` or ``compressed``).
 
-    python -m model.variants pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X]
+``pair`` writes such a file (``python -m model.commands pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X]``).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from common.files import atomic_path
-from model.checkpoint import load_checkpoint, model_from
+from model.checkpoint import (
+    ARCH,
+    INPUT_RULE,
+    MODEL,
+    MODEL_ARGS,
+    RUN_KEYS,
+    VARIANTS,
+    load_checkpoint,
+    model_from,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 # the variants' names, also the values of a request's ``input_quality`` (``wire.payload.INPUT_QUALITIES``)
 CLEAN = "clean"
@@ -85,12 +93,12 @@ def load_model_set(path: str | Path, device: str | torch.device = "cpu") -> tupl
     """Every model of a checkpoint (``load_checkpoint`` for the clean one, the variants beside it), eval mode."""
     clean, ckpt = load_checkpoint(path, device)
     models = {CLEAN: clean}
-    for name, part in (ckpt.get("variants") or {}).items():
+    for name, part in (ckpt.get(VARIANTS) or {}).items():
         if name != COMPRESSED:
             raise ValueError(f"{path}: unknown model variant {name!r}; this version knows {[COMPRESSED]}")
-        model = model_from({**ckpt, "model": part["model"]}).to(device, memory_format=torch.channels_last)
+        model = model_from({**ckpt, MODEL: part[MODEL]}).to(device, memory_format=torch.channels_last)
         models[name] = model.eval()
-    return ModelSet(models, InputRule(**(ckpt.get("input_rule") or {}))), ckpt
+    return ModelSet(models, InputRule(**(ckpt.get(INPUT_RULE) or {}))), ckpt
 
 
 def pair(clean_path: str | Path, compressed_path: str | Path, out: str | Path, rule: InputRule) -> dict:
@@ -99,33 +107,14 @@ def pair(clean_path: str | Path, compressed_path: str | Path, out: str | Path, r
     Both must be the same architecture and configuration (the fine-tune of one from the other). Each
     keeps its own ``train_settings``, ``step``, ``eval`` and ``cpu_seconds`` (a fine-tune's count includes
     the run it started from)."""
-    clean = torch.load(clean_path, map_location="cpu", weights_only=True)
-    comp = torch.load(compressed_path, map_location="cpu", weights_only=True)
-    for key in ("arch", "model_args"):
+    clean, comp = read_checkpoint(clean_path), read_checkpoint(compressed_path)
+    for key in (ARCH, MODEL_ARGS):
         if clean.get(key) != comp.get(key):
             raise ValueError(f"{key} differs: {clean.get(key)!r} vs {comp.get(key)!r}; pair two of the same model")
-    if "variants" in clean or "variants" in comp:
+    if VARIANTS in clean or VARIANTS in comp:
         raise ValueError("pair two single checkpoints, not a checkpoint that already holds variants")
-    variant = {k: comp[k] for k in ("model", "train_settings", "cpu_seconds", "step", "epoch", "eval") if k in comp}
-    paired = {**clean, "variants": {COMPRESSED: variant}, "input_rule": asdict(rule)}
-    with atomic_path(out) as tmp:
-        torch.save(paired, tmp)
+    variant = {k: comp[k] for k in (MODEL, *RUN_KEYS) if k in comp}
+    paired = {**clean, VARIANTS: {COMPRESSED: variant}, INPUT_RULE: asdict(rule)}
+    write_checkpoint(out, paired)
     return paired
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.variants", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    q = sub.add_parser("pair", help="write one checkpoint holding a clean model and its compressed fine-tune")
-    q.add_argument("clean")
-    q.add_argument("compressed")
-    q.add_argument("out")
-    q.add_argument("--clean_min_bpp", type=float, default=InputRule.clean_min_bpp)
-    a = p.parse_args(argv)
-    pair(a.clean, a.compressed, a.out, InputRule(a.clean_min_bpp))
-    print(a.out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -72,7 +72,7 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     torch_threads: int = HandlerSettings.torch_threads
-    precision: str = HandlerSettings.precision  # model.inference.PRECISIONS
+    precision: str = HandlerSettings.precision  # model.precision.PRECISIONS
     flow_ahead: int = HandlerSettings.flow_ahead
     response_timeout: int | None = None  # None: measured
     startup_timeout: float = 180.0
@@ -151,22 +151,27 @@ def check_java() -> None:
 def seconds_per_frame(
     checkpoint: Path, device: str, limits: Limits, threads: int, precision: str = "auto", area: int | None = None
 ) -> float:
-    """Model time for one frame of the largest accepted area (or ``area``; square), after a warm-up frame."""
+    """Model time for one frame of the largest accepted area (or ``area``; square), after a warm-up frame, of the
+    model a request gets: loaded as the worker loads it (``model.quantize.load_for_serving``), at its precision."""
     import numpy as np
     import torch
 
-    from model.checkpoint import load_checkpoint
     from model.inference import time_super_resolve
+    from model.quantize import load_for_serving
+    from model.variants import CLEAN
 
     side = max(8, int(math.sqrt(area or limits.max_pixels)))
     prev = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
-        model, _ = load_checkpoint(checkpoint, device)
+        models, served, _ = load_for_serving(checkpoint, precision, device)
+        if served == "int8":
+            # int8 compiles in the worker (tens of seconds): its bf16 time, an upper bound, plans the timeouts here
+            models, served, _ = load_for_serving(checkpoint, "bf16", device)
         frames = [np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8) for i in range(3)]
-        # int8 compiles in the worker (tens of seconds): its bf16 time, an upper bound, plans the timeouts here
-        plain = "bf16" if precision == "int8" else precision
-        return time_super_resolve(model, frames, device=device, precision=plain) / (len(frames) - 1)
+        # a paired checkpoint's variants are one architecture and configuration (model.variants.pair): one's time
+        # is the other's
+        return time_super_resolve(models.models[CLEAN], frames, device=device, precision=served) / (len(frames) - 1)
     finally:
         torch.set_num_threads(prev)
         if device.startswith("cuda"):

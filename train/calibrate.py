@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from common.files import atomic_path
+from model.checkpoint import INT8, write_checkpoint
 from model.inference import super_resolve, to_tensor
-from model.quantize import INT8_KEY, quantize
+from model.quantize import quantize
 from model.variants import CLEAN, load_model_set
 from train.data import crop_to_scale, discover_samples, read_clip, split_samples
 from train.evaluate import lowres_input
@@ -86,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         size = sum(map(len, found.values())) / 1e6
         log.info("%s: %s calibrated in %.0f s, %.1f MB", variant, sorted(found), time.perf_counter() - t0, size)
-    ckpt[INT8_KEY] = programs
     out = a.out or a.checkpoint
-    with atomic_path(out) as tmp:
-        torch.save(ckpt, tmp)
+    write_checkpoint(out, {**ckpt, INT8: programs})
     print(out)
     return 0
 

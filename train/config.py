@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from model.checkpoint import ARCHS, DEFAULT_ARCH
 from model.frvsr import FRVSRConfig
-from model.inference import check_precision
+from model.precision import check_precision
 from train.data import DEGRADATIONS
 
 

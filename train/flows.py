@@ -26,7 +26,8 @@ import torch.nn as nn
 from common.files import atomic_path
 from common.paths import runs_dir
 from model.frvsr import pad_to_multiple
-from model.inference import autocast, to_tensor
+from model.inference import to_tensor
+from model.precision import autocast
 from train.cputime import process_cpu_seconds
 from train.degradations import degrade
 

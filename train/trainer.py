@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from model.checkpoint import ARCHS, load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
-from model.inference import autocast, resolve_precision
+from model.precision import autocast, resolve_precision
 from train.config import TrainConfig
 from train.cputime import process_cpu_seconds
 from train.data import Sample, TrainClips, discover_samples, read_train_clips, split_samples

@@ -153,26 +153,26 @@ class _Shared:
     timings: Timings
 
 
-def decode_stage(reader: VideoReader, settings: HandlerSettings, flow: _Shared, with_audio: bool) -> None:
+def decode_stage(reader: VideoReader, settings: HandlerSettings, shared: _Shared, with_audio: bool) -> None:
     """Decode thread: low-res frames (and audio packets) into the model's queue, then the end marker."""
-    frames = reader.frames(settings.limits, on_audio=flow.audio.append if with_audio else None)
+    frames = reader.frames(settings.limits, on_audio=shared.audio.append if with_audio else None)
     try:
-        while not flow.stop.is_set():
+        while not shared.stop.is_set():
             t = time.perf_counter()
             item = next(frames, _END)
-            flow.timings.decode += time.perf_counter() - t
-            _put(flow.lr_q, item, flow.stop)
+            shared.timings.decode += time.perf_counter() - t
+            _put(shared.lr_q, item, shared.stop)
             if item is _END:
                 return
     finally:
         frames.close()
 
 
-def encode_stage(writer: VideoWriter, time_base, flow: _Shared) -> None:
+def encode_stage(writer: VideoWriter, time_base, shared: _Shared) -> None:
     """Encode thread: 4x frames from the model, interleaved with the audio packets by time."""
-    tm, audio = flow.timings, flow.audio
+    tm, audio = shared.timings, shared.audio
     while True:
-        item = _get(flow.hr_q, flow.stop)
+        item = _get(shared.hr_q, shared.stop)
         if item is _END:
             break
         rgb, pts = item
@@ -182,7 +182,7 @@ def encode_stage(writer: VideoWriter, time_base, flow: _Shared) -> None:
             writer.write_audio(audio.popleft())
         writer.write(rgb, pts)
         tm.encode += time.perf_counter() - t
-    if flow.stop.is_set():
+    if shared.stop.is_set():
         return
     t = time.perf_counter()
     while audio:
@@ -190,41 +190,41 @@ def encode_stage(writer: VideoWriter, time_base, flow: _Shared) -> None:
     tm.encode += time.perf_counter() - t
 
 
-def model_input(flow: _Shared, decoder: _Stage, in_line: bool = True) -> Iterator[np.ndarray]:
+def model_input(shared: _Shared, decoder: _Stage, in_line: bool = True) -> Iterator[np.ndarray]:
     """The model's low-res frames, as the decoder delivers them; its error, if any, is raised here.
     ``in_line``: read by the model's own thread (not by its flow-ahead thread, ``FRVSR.iterate``), whose waits
     for the decoder are then taken off the model's time."""
     while True:
         t = time.perf_counter()
-        item = _get(flow.lr_q, flow.stop)
+        item = _get(shared.lr_q, shared.stop)
         if in_line:
-            flow.timings.model -= time.perf_counter() - t  # waiting for the decoder is not model time
+            shared.timings.model -= time.perf_counter() - t  # waiting for the decoder is not model time
         if item is _END:
             decoder.join()  # it has finished: its error, if any, is recorded
             if decoder.error is not None:
                 raise decoder.error
             return
         rgb, pts = item
-        flow.pts.append(pts)
+        shared.pts.append(pts)
         yield rgb
 
 
-def model_stage(model, flow: _Shared, decoder: _Stage, encoder: _Stage, settings: HandlerSettings, device) -> None:
+def model_stage(model, shared: _Shared, decoder: _Stage, encoder: _Stage, settings: HandlerSettings, device) -> None:
     """The calling thread: ``super_resolve`` over the decoded frames, each 4x frame handed to the encoder."""
-    tm = flow.timings
+    tm = shared.timings
     cut = settings.cut_threshold if settings.cut_threshold is not None else DEFAULT_CUT_THRESHOLD
     t = time.perf_counter()
-    frames = model_input(flow, decoder, in_line=not settings.flow_ahead)
+    frames = model_input(shared, decoder, in_line=not settings.flow_ahead)
     for hr in super_resolve(
         model, frames, device=device, cut_threshold=cut, precision=settings.precision, flow_ahead=settings.flow_ahead
     ):
         tm.model += time.perf_counter() - t
-        _put(flow.hr_q, (hr, flow.pts.popleft()), flow.stop)
+        _put(shared.hr_q, (hr, shared.pts.popleft()), shared.stop)
         if encoder.error is not None:
             raise encoder.error
         tm.frames += 1
         t = time.perf_counter()
-    _put(flow.hr_q, _END, flow.stop)
+    _put(shared.hr_q, _END, shared.stop)
 
 
 def upscale_video(
@@ -240,7 +240,7 @@ def upscale_video(
     family = out_family or info.family
     writer = VideoWriter(info, family, info.width * SCALE, info.height * SCALE, settings.encoder, reader.audio)
     stop = threading.Event()
-    flow = _Shared(
+    shared = _Shared(
         stop,
         queue.Queue(maxsize=settings.queue_frames),
         queue.Queue(maxsize=settings.queue_frames),
@@ -248,18 +248,18 @@ def upscale_video(
         collections.deque(),
         Timings(),
     )
-    decoder = _Stage("frvsr-decode", lambda: decode_stage(reader, settings, flow, writer.audio is not None), stop)
-    encoder = _Stage("frvsr-encode", lambda: encode_stage(writer, info.time_base, flow), stop)
+    decoder = _Stage("frvsr-decode", lambda: decode_stage(reader, settings, shared, writer.audio is not None), stop)
+    encoder = _Stage("frvsr-encode", lambda: encode_stage(writer, info.time_base, shared), stop)
     decoder.start()
     encoder.start()
     try:
-        model_stage(model, flow, decoder, encoder, settings, device)
+        model_stage(model, shared, decoder, encoder, settings, device)
         encoder.join()
         if encoder.error is not None:
             raise encoder.error
         t = time.perf_counter()
         video = writer.finish()
-        flow.timings.encode += time.perf_counter() - t
+        shared.timings.encode += time.perf_counter() - t
     except BaseException:
         stop.set()  # unblocks both threads; join before touching the writer they may still use
         decoder.join()
@@ -267,5 +267,5 @@ def upscale_video(
         writer.close()
         raise
     decoder.join()
-    flow.timings.total = time.perf_counter() - t0
-    return Result(video, family, info.width * SCALE, info.height * SCALE, flow.timings)
+    shared.timings.total = time.perf_counter() - t0
+    return Result(video, family, info.width * SCALE, info.height * SCALE, shared.timings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from model.inference import check_precision
+from model.precision import check_precision
 from wire.limits import Limits
 
 

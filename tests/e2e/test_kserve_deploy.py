@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from common.paths import ROOT
@@ -50,6 +51,7 @@ def test_nothing_points_at_an_older_torchserve_runtime():
     assert sum(len(t) for t in tags.values()) >= 3  # the Dockerfile, the ServingRuntime's image, the docs
 
 
+@pytest.mark.slow  # a subprocess that imports KServe's server
 def test_the_native_predictor_image_runs_the_kserve_server_with_what_it_imports():
     docker = (DEPLOY / "native" / "Dockerfile").read_text()
     assert "requirements-kserve.txt" in docker and f"torch=={pins()['torch']}" in docker

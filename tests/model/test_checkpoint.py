@@ -1,6 +1,8 @@
-"""model/checkpoint.py: the arch table, checkpoints written before it, and a second architecture."""
+"""model/checkpoint.py: the arch table, checkpoints written before it, a second architecture, the one writer."""
 
+import ast
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from model import checkpoint
-from model.checkpoint import ARCHS, load_checkpoint, save_checkpoint
+from model.checkpoint import ARCHS, load_checkpoint, read_checkpoint, save_checkpoint, write_checkpoint
 from model.frvsr import FRVSRConfig
 from model.inference import super_resolve
 from testing.helpers import random_frvsr
@@ -43,6 +45,45 @@ def test_a_checkpoint_from_before_the_arch_key_loads_as_the_same_frvsr(tmp_path,
     loaded, _ = load_checkpoint(tmp_path / "old.pth")
     assert loaded.cfg.hidden == 0 and loaded.cfg.upsampler == upsampler
     assert np.array_equal(_out(loaded), _out(model))
+
+
+def test_read_checkpoint_names_the_architecture_of_a_file_from_before_the_key(tmp_path, tiny_cfg):
+    model = random_frvsr(tiny_cfg)
+    torch.save({"model_args": vars(tiny_cfg), "model": model.state_dict()}, tmp_path / "old.pth")
+    assert read_checkpoint(tmp_path / "old.pth")["arch"] == "frvsr"
+    torch.save({"weights": model.state_dict()}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth.*not a model checkpoint"):
+        read_checkpoint(tmp_path / "other.pth")
+    with pytest.raises(FileNotFoundError, match="none.pth"):
+        read_checkpoint(tmp_path / "none.pth")
+
+
+def test_write_checkpoint_writes_what_it_is_given_and_refuses_what_is_not_a_checkpoint(tmp_path, tiny_cfg):
+    save_checkpoint(tmp_path / "m.pth", random_frvsr(tiny_cfg), step=3)
+    ckpt = read_checkpoint(tmp_path / "m.pth")
+    write_checkpoint(tmp_path / "n.pth", {**ckpt, "int8": {}})
+    again = read_checkpoint(tmp_path / "n.pth")
+    assert again["int8"] == {} and again["step"] == 3
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in again["model"].items())
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        write_checkpoint(tmp_path / "x.pth", {"model": ckpt["model"]})
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_only_model_checkpoint_writes_checkpoint_files():
+    """Each file format has one writer: no other module of the project calls ``torch.save`` (the GAN stage's
+    discriminator file, ``train/gan.py``, is a format of its own)."""
+    root = Path(__file__).resolve().parents[2]
+    own = {"model/checkpoint.py", "train/gan.py", "train/flow_distill.py"}
+    writers = []
+    for path in sorted(root.glob("[a-z]*/**/*.py")) + sorted(root.glob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith((".venv/", "tests/", "runs/")) or rel in own:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "save" and getattr(node.value, "id", None) == "torch":
+                writers.append(f"{rel}:{node.lineno}")
+    assert writers == [], f"torch.save outside model/checkpoint.py: {writers}"
 
 
 def test_unknown_architecture_names_the_known_ones(tmp_path, tiny_cfg):

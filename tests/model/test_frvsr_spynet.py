@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.commands import main
 from model.frvsr import FRVSR, FRVSRConfig, flow_warp
-from model.frvsr_spynet import FRVSRSpyNet, FRVSRSpyNetConfig, ScaledSPyNet, from_frvsr, main
+from model.frvsr_spynet import FRVSRSpyNet, FRVSRSpyNetConfig, ScaledSPyNet, from_frvsr
 from model.inference import super_resolve, to_tensor
 from testing.clips import moving_clip
 from testing.helpers import ROOT, random_frvsr
@@ -95,9 +96,9 @@ def test_flow_lr_scale_gives_the_flow_its_own_rate_and_one_keeps_a_single_group(
 
 @pytest.mark.slow
 def test_the_conversion_cli_runs_as_a_module(tmp_path):
-    """``python -m model.frvsr_spynet``: as __main__ the module's classes must still be the ones in ARCHS."""
+    """``python -m model.commands from-frvsr``: run as __main__, the classes it writes must be the ones in ARCHS."""
     save_checkpoint(tmp_path / "f.pth", random_frvsr(FRVSRConfig(**TINY, fnet_channels=4)))
-    cmd = [sys.executable, "-m", "model.frvsr_spynet", "from-frvsr", str(tmp_path / "f.pth"), str(tmp_path / "s.pth")]
+    cmd = [sys.executable, "-m", "model.commands", "from-frvsr", str(tmp_path / "f.pth"), str(tmp_path / "s.pth")]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == str(tmp_path / "s.pth"), r.stderr
     assert load_checkpoint(tmp_path / "s.pth")[1]["arch"] == "frvsr-spynet"

@@ -64,9 +64,9 @@ def test_space_to_depth_inverts_pixel_shuffle():
 def test_flow_warp_with_low_res_flow_equals_upscaling_first():
     x = torch.rand(2, 3, 32, 40)
     flow = torch.randn(2, 2, 8, 10) * 3  # low-res pixels
-    torch.testing.assert_close(flow_warp(x, flow, flow_scale=4), flow_warp(x, upscale_flow(flow)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flow_warp(x, flow, upscale=4), flow_warp(x, upscale_flow(flow)), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="do not match"):
-        flow_warp(x, flow, flow_scale=2)
+        flow_warp(x, flow, upscale=2)
 
 
 def test_depth_to_space_is_pixel_shuffle_in_any_layout():

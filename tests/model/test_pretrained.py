@@ -62,6 +62,7 @@ def looping_clip(hr: np.ndarray, n: int = 300, size: tuple[int, int] = (192, 320
     return np.stack(frames)
 
 
+@pytest.mark.slow  # the shipped model over real clips: seconds each
 def test_no_drift_over_a_300_frame_clip(default_model):
     """PSNR over the last 30 frames stays within 0.5 dB of the first 30 (after the 1st-frame warm-up)."""
     from model.inference import super_resolve
@@ -72,6 +73,7 @@ def test_no_drift_over_a_300_frame_clip(default_model):
     assert abs(end - start) < 0.5, f"PSNR drifted from {start:.2f} dB to {end:.2f} dB"
 
 
+@pytest.mark.slow  # the shipped model over real clips: seconds each
 def test_scene_cut_restarts_the_recurrence_on_real_clips(default_model):
     """Two unrelated clips joined: after the cut the output equals a fresh run on the second clip."""
     from model.inference import super_resolve
@@ -88,6 +90,7 @@ def test_scene_cut_restarts_the_recurrence_on_real_clips(default_model):
     assert not np.array_equal(dragged[len(lr_a)], fresh[0])
 
 
+@pytest.mark.slow  # the shipped model over real clips: seconds each
 def test_no_false_cut_inside_real_clips(default_model):
     """Consecutive frames of one shot never trigger a restart (the output equals the uncut run)."""
     from model.inference import super_resolve

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from model.checkpoint import INT8
 from model.frvsr import FRVSRConfig
-from model.quantize import INT8_KEY, int8_unavailable, serving_precision
+from model.quantize import int8_unavailable, serving_precision
 from testing.clips import moving_clip
 from testing.helpers import random_frvsr
 
@@ -20,7 +21,7 @@ CFG = FRVSRConfig(channels=16, blocks=2, fnet_channels=4, hidden=4)
 
 def _ckpt(variants=("clean",), torch_version: str | None = None) -> dict:
     made = str(torch.__version__) if torch_version is None else torch_version
-    return {INT8_KEY: {v: {"programs": {"srnet": b"x"}, "torch": made} for v in variants}}
+    return {INT8: {v: {"programs": {"srnet": b"x"}, "torch": made} for v in variants}}
 
 
 @pytest.mark.parametrize("isa", ["AVX2", "avx512_core"])
@@ -30,7 +31,7 @@ def test_oneDNN_held_below_vnni_means_no_int8(monkeypatch, isa):
 
 
 def test_auto_falls_back_to_bf16_or_fp32_and_says_why(monkeypatch):
-    from model.inference import resolve_precision
+    from model.precision import resolve_precision
 
     plain = resolve_precision("auto", "cpu")
     resolved, why = serving_precision("auto", "cpu", {}, ["clean"])
@@ -102,8 +103,8 @@ def test_calibrate_writes_programs_the_handler_serves_and_falls_back_without(tmp
     save_checkpoint(tmp_path / "m.pth", random_frvsr(CFG, seed=2))
     assert main([str(tmp_path / "m.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]) == 0
     _, ckpt = load_model_set(tmp_path / "m.pth")
-    assert set(ckpt[INT8_KEY]) == {"clean"} and set(ckpt[INT8_KEY]["clean"]["programs"]) == {"srnet"}
-    assert ckpt[INT8_KEY]["clean"]["keep_float"] == {"srnet": ["head", "upsample"]}
+    assert set(ckpt[INT8]) == {"clean"} and set(ckpt[INT8]["clean"]["programs"]) == {"srnet"}
+    assert ckpt[INT8]["clean"]["keep_float"] == {"srnet": ["head", "upsample"]}
 
     settings = HandlerSettings(torch_threads=1)
     with caplog.at_level(logging.INFO, logger="handler.upscaler"):
@@ -113,3 +114,40 @@ def test_calibrate_writes_programs_the_handler_serves_and_falls_back_without(tmp
     assert served.precision == "int8"
     assert fallback.precision in ("bf16", "fp32")
     assert "not int8: ONEDNN_MAX_CPU_ISA=AVX2" in caplog.text
+
+
+@pytest.mark.slow
+@needs_int8
+def test_client_test_scores_what_the_server_runs(tmp_path, monkeypatch):
+    """``client_test.py``: its default is the server's choice (int8 here), ``--precision int8`` scores the int8
+    network the handler serves, ``--precision bf16`` another one."""
+    import json
+
+    import client_test
+    from handler.upscaler import Upscaler
+    from model.checkpoint import save_checkpoint
+    from testing.helpers import write_clip
+    from train.calibrate import main as calibrate
+    from train.evaluate import evaluate_clips, test_samples
+    from train.report import summarize
+    from video.settings import HandlerSettings
+
+    for i in range(2):
+        write_clip(tmp_path / "data" / f"clip_{i}", moving_clip(8, 64, 64, dx=1, dy=1, seed=i))
+    save_checkpoint(tmp_path / "m.pth", random_frvsr(CFG, seed=2))
+    assert calibrate([str(tmp_path / "m.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]) == 0
+    monkeypatch.setenv("FRVSR_RUNS_DIR", str(tmp_path / "runs"))
+
+    def psnr(*extra: str) -> float:
+        argv = ["--dataset_path", str(tmp_path / "data"), "--model_path", str(tmp_path), "--used_model", "m.pth"]
+        assert client_test.main([*argv, "--crf", *extra]) == 0
+        trial = json.loads((tmp_path / "runs" / "metric" / "trial.txt").read_text())
+        return trial["test_result"]["FRVSR_GAN"]["test"]["PSNR"]
+
+    served = Upscaler(tmp_path / "m.pth", HandlerSettings(torch_threads=1), torch.device("cpu"), 1, "m")
+    assert served.precision == "int8"
+    samples = test_samples(tmp_path / "data")
+    results = evaluate_clips(served.models, samples, with_bicubic=True, precision=served.precision)
+    expected = round(summarize(list(results))["FRVSR_GAN"]["PSNR"], 4)
+    assert psnr() == psnr("--precision", "int8") == expected
+    assert psnr("--precision", "bf16") != expected

@@ -16,10 +16,11 @@ import torch
 
 from model.basicvsr import BasicVSR, BasicVSRConfig, warp_features
 from model.checkpoint import ARCHS, load_checkpoint
+from model.commands import main
 from model.frvsr import flow_warp
 from model.inference import super_resolve
 from model.spynet import SPyNet, load_spynet, released_state
-from model.teacher import WEIGHTS, load_teacher, main
+from model.teacher import WEIGHTS, load_teacher
 from testing.helpers import moving_clip
 
 pytestmark = [
@@ -140,7 +141,7 @@ def test_forward_is_iterate_and_cuts_stop_both_branches():
 @pytest.mark.slow
 def test_export_writes_a_checkpoint_that_loads_and_serves_the_same(tmp_path, capsys, teacher):
     assert ARCHS["basicvsr"] == (BasicVSRConfig, BasicVSR)
-    assert main(["export", str(tmp_path), "--weights", "BIx4"]) == 0
+    assert main(["teacher-export", str(tmp_path), "--weights", "BIx4"]) == 0
     path = capsys.readouterr().out.strip().splitlines()[-1]
     assert path == str(tmp_path / "basicvsr_BIx4.pth")
     model, ckpt = load_checkpoint(path)

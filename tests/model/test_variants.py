@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.commands import main
 from model.frvsr import FRVSRConfig
-from model.variants import CLEAN, COMPRESSED, InputRule, load_model_set, main, pair
+from model.variants import CLEAN, COMPRESSED, InputRule, load_model_set, pair
 from testing.helpers import random_frvsr
 from wire.payload import INPUT_QUALITIES
 

@@ -4,8 +4,8 @@ For each clip of the shared test list: low-res frames (the evaluation degradatio
 (FFV1 in MKV, so the input is exact), the 4x answer (H.264, CRF 18) is decoded, and its PSNR against the
 ground truth is compared with the PSNR of ``super_resolve`` run in this process.
 
-    python -m bench.route_fidelity                          # the default encoder settings
-    python -m bench.route_fidelity --always_420             # any client_infer.py options
+    python -m bench.studies.route_fidelity                          # the default encoder settings
+    python -m bench.studies.route_fidelity --always_420             # any client_infer.py options
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ together by client_infer.py (``--extra_model teacher``), real test clips at low 
 - the time-left estimate (``GET /autotable/queue``, read once the upload is in) against the real time on a
   few clips, after the model has served one.
 
-    python -m bench.request_options          # ~5 minutes on the 2-core box; bench/results/request_options.{json,md}
+    python -m bench.studies.request_options    # ~5 minutes on the 2-core box; bench/results/request_options.{json,md}
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def estimate_vs_real(svc: ServiceProcess, video: bytes, tag: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.request_options", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.studies.request_options", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args(argv)

@@ -6,7 +6,7 @@ H.264 4:2:0 at the default CRF), decoded, and compared with what went in (platfo
 adds on top of the model. Wall time with the encoder's own threads, and the process CPU seconds it used (what
 it takes from the model on a 2-core box).
 
-    python -m bench.encoder          # bench/results/encoder.{json,md}; about a minute
+    python -m bench.studies.encoder          # bench/results/encoder.{json,md}; about a minute
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def encode(frames: np.ndarray, settings: EncoderSettings) -> tuple[bytes, float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.encoder", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.studies.encoder", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args(argv)
     frames, source = frames_4x()

@@ -1,8 +1,8 @@
 """A side-by-side crop (bicubic | model(s) | ground truth) of one test clip frame, for the README.
 
-    python -m bench.compare_image --crf 23 --out docs/images/default_compare_crf23.png
-    python -m bench.compare_image --model model/pretrained/FRVSR_GAN_default.pth runs/models/<uuid>/FRVSR_GAN_gan.pth \
-        --box 150,60,112,112 --out docs/images/gan_compare.png
+    python -m bench.studies.compare_image --crf 23 --out docs/images/default_compare_crf23.png
+    python -m bench.studies.compare_image --model model/pretrained/FRVSR_GAN_default.pth \
+        runs/models/<uuid>/FRVSR_GAN_gan.pth --box 150,60,112,112 --out docs/images/gan_compare.png
 """
 
 from __future__ import annotations

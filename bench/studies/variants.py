@@ -6,7 +6,7 @@ the same decoded frames go to bicubic, the clean model, the compressed-input mod
 model. "auto" is what the server would serve with no ``input_quality``: per clip, the variant the
 checkpoint's rule picks from the upload's codec and bits per pixel. Platform PSNR (of the mean MSE, RGB).
 
-    python -m bench.variants --model model/pretrained/FRVSR_GAN_default.pth \
+    python -m bench.studies.variants --model model/pretrained/FRVSR_GAN_default.pth \
         --also shipped=runs/old_default.pth --crf 12 15 18 23 28 32
 
 Saves ``bench/results/variants.{json,md}`` (``--out`` to change); not part of every ``make bench`` (about
@@ -27,9 +27,9 @@ import torch
 
 from bench.saved import save_result
 from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
-from model.checkpoint import load_checkpoint
 from model.inference import super_resolve, to_tensor
-from model.variants import CLEAN, COMPRESSED, InputRule, load_model_set
+from model.quantize import load_for_serving
+from model.variants import CLEAN, COMPRESSED, InputRule
 from train.data import bicubic_upscale, crop_to_scale, read_clip
 from train.evaluate import lowres_input, test_samples
 from train.metrics import mse, psnr_from_mse
@@ -40,11 +40,13 @@ CRFS = (12, 15, 18, 23, 28, 32)
 
 
 def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: dict[str, Path]) -> dict:
-    models, _ = load_model_set(model_path)
+    models, precision, _ = load_for_serving(model_path)  # each model as a server runs it, at its precision
     if not models.paired:
-        raise ValueError(f"{model_path} holds one model; pair two with python -m model.variants pair")
-    nets = {CLEAN: models.models[CLEAN], COMPRESSED: models.models[COMPRESSED]}
-    nets.update({name: load_checkpoint(p)[0] for name, p in also.items()})
+        raise ValueError(f"{model_path} holds one model; pair two with python -m model.commands pair")
+    nets = {CLEAN: (models.models[CLEAN], precision), COMPRESSED: (models.models[COMPRESSED], precision)}
+    for name, p in also.items():
+        served, also_precision, _ = load_for_serving(p)
+        nets[name] = (served.models[CLEAN], also_precision)
     out: dict = {"model": str(model_path), "rule": str(models.rule), "also": {k: str(v) for k, v in also.items()}}
     for list_name, folder in lists.items():
         samples = test_samples(folder)
@@ -57,8 +59,8 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
                 gt = clip.astype(np.float64) / 255.0
                 lr, codec, bpp = lowres_input(to_tensor(clip), "bicubic", s.name, crf)
                 sq["bicubic"].append(mse(bicubic_upscale(to_tensor(lr)).mul(255).round().div(255), gt))
-                for name, net in nets.items():
-                    sr = np.stack(list(super_resolve(net, lr)))
+                for name, (net, at) in nets.items():
+                    sr = np.stack(list(super_resolve(net, lr, precision=at)))
                     sq[name].append(mse(sr.astype(np.float64) / 255.0, gt))
                 pick = models.rule.choose(codec, bpp)
                 sq["auto"].append(sq[pick][-1])
@@ -113,7 +115,7 @@ def markdown(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.variants", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.studies.variants", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="a checkpoint holding both variants")
     p.add_argument("--rescore", type=Path, help="a saved JSON: recompute auto for --clean_min_bpp, run nothing")
     p.add_argument("--clean_min_bpp", type=float, default=None)

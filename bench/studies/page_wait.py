@@ -1,8 +1,8 @@
 """How long a person waits on the web page: the shipped model served by client_infer.py, a 5 s 176x144 30 fps
 clip chosen in a real headless Chromium, timed from choosing the file to the 4x video playing.
 
-    python -m bench.page_wait                                   # 3 runs, prints upload / processing / total
-    python -m bench.page_wait --screenshot docs/images/web_page.png   # also a screenshot with a real clip
+    python -m bench.studies.page_wait                                   # 3 runs, prints upload / processing / total
+    python -m bench.studies.page_wait --screenshot docs/images/web_page.png   # also a screenshot with a real clip
 
 The screenshot clip is the first test clip of ../shared/data/vimeo90k_sample at low resolution (the
 evaluation degradation), played forwards and backwards for one second, so the page shows real content.
