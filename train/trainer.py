@@ -231,11 +231,12 @@ def validate(run: Run) -> None:
         t0 = time.perf_counter()
         scores = validation_scores(run.model, run.val_samples, cfg, run.device, with_temporal=cfg.gan)
         state.valid_time += time.perf_counter() - t0
+        cpu = run.cpu_seconds()  # one reading for both figures
         tof = {"val_tof": scores["tOF"]} if cfg.gan else {}
         state.history.append(
             {
                 "epoch": state.epoch, "step": state.step, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], **tof,
-                "cpu_seconds": run.cpu_seconds(), "own_cpu_seconds": run.own_cpu_seconds(),
+                "cpu_seconds": cpu, "own_cpu_seconds": cpu - state.inherited_cpu_seconds,
             }  # fmt: skip
         )
         best = state.best_psnr if state.best_scores is not None else None
