@@ -336,7 +336,7 @@ class FRVSR(nn.Module):
             conv = module.fused()
             state[f"{name}.weight"], state[f"{name}.bias"] = conv.weight.detach(), conv.bias.detach()
         model.load_state_dict(state)
-        return model.train(self.training)
+        return model.to(next(self.parameters()).device).train(self.training)
 
     def step(
         self, lr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None

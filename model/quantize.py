@@ -206,6 +206,12 @@ def load_for_serving(
     """A checkpoint's models (``load_model_set``) prepared as a server runs them: (the set, the precision
     ``serving_precision`` chose, why)."""
     models, ckpt = load_model_set(path, device)
+    # re-parameterised blocks are served folded into plain convolutions (FRVSR.fused: the same outputs)
+    models = ModelSet(
+        {k: m.fused().to(device, memory_format=torch.channels_last) if hasattr(m, "fused") else m
+         for k, m in models.models.items()},
+        models.rule,
+    )  # fmt: skip
     precision, why = serving_precision(requested, device, ckpt, models.models)
     programs = programs_of(ckpt)
     prepared = {k: prepare(m, precision, programs.get(k)) for k, m in models.models.items()}

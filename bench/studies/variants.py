@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from bench.saved import save_result
 from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
@@ -39,36 +40,64 @@ LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 CRFS = (12, 15, 18, 23, 28, 32)
 
 
+def served(path: Path) -> tuple[nn.Module, str]:
+    """A single checkpoint's clean-input model as a server prepares it, and its precision."""
+    models, precision, _ = load_for_serving(path)
+    return models.models[CLEAN], precision
+
+
+def clip_scores(nets: dict[str, tuple[nn.Module, str]], samples: list, crf: int | None) -> list[dict]:
+    """Per clip of ``samples``, degraded once (clean, or H.264 at ``crf``), the same decoded frames to bicubic and
+    every (model, precision) of ``nets``: its codec, bits per pixel and each one's MSE."""
+    out = []
+    for s in samples:
+        clip = crop_to_scale(read_clip(s))
+        gt = clip.astype(np.float64) / 255.0
+        lr, codec, bpp = lowres_input(to_tensor(clip), "bicubic", s.name, crf)
+        sq = {"bicubic": mse(bicubic_upscale(to_tensor(lr)).mul(255).round().div(255), gt)}
+        for name, (net, at) in nets.items():
+            sr = np.stack(list(super_resolve(net, lr, precision=at)))
+            sq[name] = mse(sr.astype(np.float64) / 255.0, gt)
+        out.append({"clip": s.name, "codec": codec, "bpp": bpp, "mse": sq})
+    return out
+
+
+def score(paths: dict[str, Path], crfs: tuple[int, ...], lists: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Single checkpoints' gains over bicubic (platform PSNR of the mean MSE) per list, clean and at each CRF:
+    ``{name: {"<list> clean": dB, "<list> crf<N>": dB, ...}}``."""
+    nets = {name: served(p) for name, p in paths.items()}
+    gains: dict[str, dict[str, float]] = {name: {} for name in nets}
+    for list_name, folder in lists.items():
+        samples = test_samples(folder)
+        for crf in [None, *crfs]:
+            clips = clip_scores(nets, samples, crf)
+            bic = psnr_from_mse(float(np.mean([c["mse"]["bicubic"] for c in clips])))
+            for name in nets:
+                key = f"{list_name} {'clean' if crf is None else f'crf{crf}'}"
+                gains[name][key] = psnr_from_mse(float(np.mean([c["mse"][name] for c in clips]))) - bic
+            log.info("%s %s: %s", list_name, crf, {n: round(g[key], 3) for n, g in gains.items()})
+    return gains
+
+
 def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: dict[str, Path]) -> dict:
     models, precision, _ = load_for_serving(model_path)  # each model as a server runs it, at its precision
     if not models.paired:
         raise ValueError(f"{model_path} holds one model; pair two with python -m model.commands pair")
     nets = {CLEAN: (models.models[CLEAN], precision), COMPRESSED: (models.models[COMPRESSED], precision)}
-    for name, p in also.items():
-        served, also_precision, _ = load_for_serving(p)
-        nets[name] = (served.models[CLEAN], also_precision)
+    nets.update({name: served(p) for name, p in also.items()})
     out: dict = {"model": str(model_path), "rule": str(models.rule), "also": {k: str(v) for k, v in also.items()}}
     for list_name, folder in lists.items():
         samples = test_samples(folder)
         rows = {}
         for crf in [None, *crfs]:
-            sq = {name: [] for name in ["bicubic", *nets, "auto"]}  # per-clip MSE
-            bpps, picks, clips = [], [], []
-            for s in samples:
-                clip = crop_to_scale(read_clip(s))
-                gt = clip.astype(np.float64) / 255.0
-                lr, codec, bpp = lowres_input(to_tensor(clip), "bicubic", s.name, crf)
-                sq["bicubic"].append(mse(bicubic_upscale(to_tensor(lr)).mul(255).round().div(255), gt))
-                for name, (net, at) in nets.items():
-                    sr = np.stack(list(super_resolve(net, lr, precision=at)))
-                    sq[name].append(mse(sr.astype(np.float64) / 255.0, gt))
-                pick = models.rule.choose(codec, bpp)
-                sq["auto"].append(sq[pick][-1])
-                picks.append(pick)
-                bpps.append(bpp)
-                clips.append({"clip": s.name, "bpp": bpp, "mse": {k: v[-1] for k, v in sq.items()}})
+            clips = clip_scores(nets, samples, crf)
+            picks = [models.rule.choose(c["codec"], c["bpp"]) for c in clips]
+            for c, pick in zip(clips, picks, strict=True):
+                c["mse"]["auto"] = c["mse"][pick]
+                del c["codec"]
+            bpps = [c["bpp"] for c in clips]
             key = "clean" if crf is None else f"crf{crf}"
-            row = {name: psnr_from_mse(float(np.mean(v))) for name, v in sq.items()}
+            row = {name: psnr_from_mse(float(np.mean([c["mse"][name] for c in clips]))) for name in clips[0]["mse"]}
             row["bpp"] = None if crf is None else [min(bpps), max(bpps)]
             row["auto_picks"] = {q: picks.count(q) for q in (CLEAN, COMPRESSED)}
             row["clips"] = clips  # per clip: its bits per pixel and every model's MSE (to try other thresholds)

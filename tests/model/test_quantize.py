@@ -151,3 +151,24 @@ def test_client_test_scores_what_the_server_runs(tmp_path, monkeypatch):
     expected = round(summarize(list(results))["FRVSR_GAN"]["PSNR"], 4)
     assert psnr() == psnr("--precision", "int8") == expected
     assert psnr("--precision", "bf16") != expected
+
+
+def test_a_checkpoint_with_rep_blocks_is_served_as_plain_convolutions(tmp_path):
+    from model.checkpoint import save_checkpoint
+    from model.frvsr import FRVSR, RepConv
+    from model.inference import super_resolve
+    from model.quantize import load_for_serving
+
+    model = FRVSR(FRVSRConfig(channels=8, blocks=2, fnet_channels=4, hidden=4, block="rep")).eval()
+    with torch.no_grad():
+        for p in model.srnet.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    save_checkpoint(tmp_path / "rep.pth", model)
+    served, precision, _ = load_for_serving(tmp_path / "rep.pth", "fp32")
+    net = served.models["clean"]
+    assert precision == "fp32" and net.cfg.block == "plain"
+    assert not any(isinstance(m, RepConv) for m in net.modules())
+    clip = moving_clip(3, 16, 24, dx=1, dy=0, seed=0)
+    want = np.stack(list(super_resolve(model, clip, precision="fp32")))
+    got = np.stack(list(super_resolve(net, clip, precision="fp32")))
+    assert np.abs(want.astype(int) - got.astype(int)).max() <= 1  # 8-bit output: rounding at most
