@@ -8,7 +8,8 @@ workers and the flow cache it used, validation included); its ``advance_settings
 clips together, the platform's PSNR); the scores come from ``bench.studies.variants.score`` (the degradation
 ``client_test.py`` uses, models as a server prepares them).
 
-    python -m bench.studies.student --arm A1=runs/models/<uuid> --arm B=runs/models/<uuid> ... [--no_score]
+    python -m bench.studies.student --arm A1=runs/models/<uuid> --arm B=runs/models/<uuid> ... \
+        [--also shipped=model/pretrained/FRVSR_GAN_default.pth] [--no_score]
 
 Saves ``bench/results/student_study.{json,md,png}`` (``--out`` to change).
 """
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.studies.student", description=__doc__.split("\n\n")[0])
     p.add_argument("--arm", action="append", required=True, help="NAME=RUN_DIR (a runs/models/<uuid> folder)")
     p.add_argument("--no_score", action="store_true", help="curves only: do not score the kept checkpoints")
+    p.add_argument("--also", action="append", default=[], help="NAME=CKPT: a reference scored beside the arms")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "student_study")
     a = p.parse_args(argv)
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             torch.set_num_threads(a.threads)
             nets = {r["arm"]: kept_checkpoint(Path(r["run"])) for r in rows}
+            nets.update({name: Path(p) for name, p in (item.split("=", 1) for item in a.also)})
             res["scores"] = score(nets, (23,), LISTS)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, a.out.with_suffix(".png"))
