@@ -30,9 +30,9 @@ from common.files import atomic_write_text
 from common.paths import ROOT
 from model.checkpoint import save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
-from serving.launcher import ServiceProcess, wait_healthy
 from serving.torchserve import free_port, group_members
 from testing.clips import make_video
+from testing.launcher import ServiceProcess, wait_healthy
 from wire.contract import HEALTH_PATH, PREDICT_PATH
 
 START_TIMEOUT_S = 240
