@@ -16,12 +16,12 @@ frames and size, read from the container's header with PyAV, no decoding). ``GET
 Everything is asyncio (aiohttp): a long super-resolution never blocks other requests; JSON and base64
 checks of large bodies run in threads. It logs sizes, statuses and timings, never content.
 
-    python -m proxy.app --model FRVSR_GAN_default --key_file runs/serve/<run>/key_file.json
+It runs inside ``client_infer.py`` (``serving.service``, in front of its TorchServe) or alone in front of a
+KServe predictor (``python -m proxy``); both start it through ``proxy.run``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import time
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.backend import Backend, TorchServeBackend
+from proxy.backend import Backend
 from proxy.probe import clip_size
 from proxy.room import Clip, QueueFull, Ticket, WaitingRoom
 from wire.contract import (
@@ -394,31 +394,3 @@ async def serve(cfg: ProxyConfig, backend: Backend, host: str = "127.0.0.1", por
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     return runner
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="TorchServe model name")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--inference_url", default="http://127.0.0.1:8085")
-    p.add_argument("--management_url", default="http://127.0.0.1:8081")
-    p.add_argument("--key_file", type=Path, default=None, help="TorchServe's key_file.json (omit if token auth is off)")
-    p.add_argument("--max_body_mb", type=float, default=ProxyConfig.max_body_bytes / 2**20)
-    p.add_argument("--timeout_s", type=float, default=ProxyConfig.timeout_s)
-    p.add_argument("--max_inflight", type=int, default=ProxyConfig.max_inflight)
-    p.add_argument("--max_queued", type=int, default=ProxyConfig.max_queued)
-    p.add_argument("--max_queued_mb", type=float, default=ProxyConfig.max_queued_bytes / 2**20)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = ProxyConfig(
-        int(a.max_body_mb * 2**20), a.timeout_s, a.max_inflight, a.max_queued, int(a.max_queued_mb * 2**20)
-    )
-    backend = TorchServeBackend(
-        a.model, a.inference_url, a.management_url, a.key_file, connections=max(8, 2 * a.max_inflight)
-    )
-    web.run_app(create_app(cfg, backend), host=a.host, port=a.port, access_log=None)
-
-
-if __name__ == "__main__":
-    main()
