@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from aiohttp import web
@@ -59,29 +59,25 @@ TIMING = web.RequestKey("timing", str)  # the worker's stage timings, for the lo
 
 @dataclass(frozen=True)
 class Lane:
-    """One served model's own queue and time limit (``ProxyConfig.models``)."""
+    """One served model's own queue and time limit (``ProxyConfig.models``); its defaults are the default model's
+    (``ProxyConfig`` is that model's lane and the proxy's own settings)."""
 
-    timeout_s: float = 1200.0
-    max_inflight: int = 2
-    max_queued: int = 32
-    max_queued_bytes: int = 512 * 2**20
-    workers: int = 1
-    clip_seconds_hint: float = 10.0
-    frame_cost_hint: tuple[float, float] | None = None  # measured at start-up: (s per frame, s per pixel-frame)
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    # the largest request at the default limits; client_infer.py gives TorchServe the same max_request_size
-    max_body_bytes: int = Limits().max_body_bytes()
     timeout_s: float = 1200.0  # for one request from its arrival, queue wait included; then 504
     max_inflight: int = 2  # requests with the model server at once (processing or in its own small queue)
     max_queued: int = 32  # requests waiting here beyond those (uploading, validated, waiting their turn)
     max_queued_bytes: int = 512 * 2**20  # bytes of the bodies those waiting requests hold
     workers: int = 1  # clips the model server processes in parallel: only for the wait estimate
     clip_seconds_hint: float = 10.0  # seconds per clip assumed until requests have been timed
+    frame_cost_hint: tuple[float, float] | None = None  # measured at start-up: (s per frame, s per pixel-frame)
+
+
+@dataclass(frozen=True)
+class ProxyConfig(Lane):
+    """The default model's lane (``Lane``'s fields) and what the proxy holds for every model."""
+
+    # the largest request at the default limits; client_infer.py gives TorchServe the same max_request_size
+    max_body_bytes: int = Limits().max_body_bytes()
     limits: dict = field(default_factory=dict)  # the model's request limits, shown by the page and /health
-    frame_cost_hint: tuple[float, float] | None = None  # the default model's, measured at start-up
     # other served models' lanes by name; a model the backend serves that is not here (a version registered
     # through TorchServe's management API) gets the default's settings in a room of its own
     models: dict[str, Lane] = field(default_factory=dict)
@@ -90,10 +86,7 @@ class ProxyConfig:
         """The settings of model ``name``'s queue (None, or a name without its own lane: the default's)."""
         if name in self.models:
             return self.models[name]
-        return Lane(
-            self.timeout_s, self.max_inflight, self.max_queued, self.max_queued_bytes, self.workers,
-            self.clip_seconds_hint, self.frame_cost_hint,
-        )  # fmt: skip
+        return Lane(**{f.name: getattr(self, f.name) for f in fields(Lane)})
 
 
 def envelope(status: int, msg: str, headers: dict | None = None) -> web.Response:
