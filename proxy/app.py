@@ -32,7 +32,7 @@ from aiohttp import web
 
 from proxy.backend import Backend
 from proxy.probe import clip_size
-from proxy.room import Clip, QueueFull, Ticket, WaitingRoom
+from proxy.room import QueueFull, Ticket, WaitingRoom
 from wire.contract import (
     HEALTH_PATH,
     MODELS_PATH,
@@ -46,6 +46,7 @@ from wire.contract import (
     parse_timing,
     success_body,
 )
+from wire.cost import Clip
 from wire.errors import BadRequest
 from wire.limits import Limits
 from wire.payload import VideoRequest, parse_body

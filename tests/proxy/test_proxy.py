@@ -456,23 +456,3 @@ def test_time_left_counts_down_from_the_clips_frames_and_size():
         assert (await first)[0] == 200 and (await second)[0] == 200
 
     run(scenario, max_inflight=1, workers=1)
-
-
-def test_clip_times_learn_a_per_clip_a_per_frame_and_a_per_pixel_cost():
-    from proxy.room import Clip, ClipTimes
-
-    clips = [Clip(10, 4096), Clip(40, 25440), Clip(30, 32768), Clip(10, 14400)]
-    # before any clip: the start-up measurement (the model at two frame sizes); after one: its shape, scaled
-    model_only = lambda c: 0.01 * c.frames + 2e-6 * c.frames * c.pixels  # noqa: E731
-    times = ClipTimes(frame_cost_hint=(0.02, 4e-6))  # the right shape, twice too slow (another load)
-    assert times.estimate(Clip(10, 1000)) == pytest.approx(10 * (0.02 + 4e-3))
-    times.add(model_only(clips[0]), clips[0])
-    assert times.estimate(clips[1]) == pytest.approx(model_only(clips[1]))
-    # from three clips of different sizes on: every cost, the per-clip one too
-    truth = lambda c: 0.3 + model_only(c)  # noqa: E731
-    times = ClipTimes(frame_cost_hint=(0.02, 4e-6))
-    for c in clips:
-        times.add(truth(c), c)
-    assert times.coefficients() == pytest.approx((0.3, 0.01, 2e-6), rel=1e-6)
-    assert times.estimate(Clip(150, 40000)) == pytest.approx(truth(Clip(150, 40000)), rel=1e-6)
-    assert times.per_frame(176 * 144) == pytest.approx(0.01 + 2e-6 * 176 * 144)
