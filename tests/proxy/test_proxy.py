@@ -147,9 +147,10 @@ def test_backend_errors_and_timeouts_use_the_envelope():
         fake.reply, fake.delay = None, 2.0
         t = time.perf_counter()
         status, body, _ = await post(s, url, body_of("slow"))
-        assert status == 504 and "within 1 s" in body["msg"] and time.perf_counter() - t < 1.8
+        assert status == 504 and "no answer from the model within" in body["msg"]
+        assert 0.4 <= time.perf_counter() - t < 1.2  # at the limit, not the model's 2 s
 
-    run(scenario, timeout_s=1)
+    run(scenario, timeout_s=0.4)
 
 
 def test_method_path_and_size_errors_use_the_envelope():
