@@ -4,7 +4,7 @@
     python -m bench.measure --models mid --repeat 5 --container avi
 
 For each model config: write a random-weight checkpoint, start client_infer.py on free ports
-(``serving.launcher.ServiceProcess``), post the clip ``--repeat`` times, and report client wall time, the
+(``testing.launcher.ServiceProcess``), post the clip ``--repeat`` times, and report client wall time, the
 worker's stage times (decode, model, encode; they overlap), transport (client wall - worker total: proxy,
 TorchServe, base64, JSON, HTTP) and the model alone (``super_resolve`` on the same frames in this process,
 same threads).
@@ -26,8 +26,8 @@ import requests
 
 from common.paths import ROOT
 from model.runtime import available_cores
-from serving.launcher import ServiceProcess
 from testing.clips import encode_video, moving_clip
+from testing.launcher import ServiceProcess
 from wire.contract import PREDICT_PATH, TIMING_HEADER, b64_decoded_len, parse_timing
 
 MODELS = {  # FRVSRConfig arguments

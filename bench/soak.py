@@ -10,16 +10,18 @@ Every loop is bounded in count and time; everything it starts is stopped on exit
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +32,19 @@ from common.files import atomic_write_text
 from common.paths import ROOT
 from model.checkpoint import save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
-from serving.launcher import ServiceProcess, wait_healthy
+from proxy.app import serve
+from proxy.backend import TorchServeBackend
+from proxy.run import proxy_config
 from serving.torchserve import free_port, group_members
 from testing.clips import make_video
+from testing.launcher import ServiceProcess, wait_healthy
 from wire.contract import HEALTH_PATH, PREDICT_PATH
+from wire.limits import Limits
 
 START_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 300
+MODEL_NAME = "tiny"  # the served model (client_infer.py names it after its checkpoint, tiny.pth)
+SOAK_RESPONSE_TIMEOUT_S = 120  # client_infer.py --response_timeout: seconds per clip
 
 
 @dataclass
@@ -272,37 +280,43 @@ def killed_worker(svc: ServiceProcess, restart_timeout_s: float = 120) -> Case:
     return case
 
 
+@contextmanager
+def proxy_in_front_of(svc: ServiceProcess, key_file: Path, port: int) -> Iterator[str]:
+    """A second proxy on ``port`` in front of ``svc``'s TorchServe, built as ``serving.service.run`` builds its own
+    (``proxy.run.proxy_config``, ``TorchServeBackend``, ``proxy.app.serve``) with ``svc``'s limits and
+    response timeout, on an event loop in a thread of this process; yields its URL and stops it on exit."""
+    cfg = proxy_config(Limits(), SOAK_RESPONSE_TIMEOUT_S, workers=1)
+    backend = TorchServeBackend(
+        MODEL_NAME,
+        f"http://127.0.0.1:{svc.ports['inference_port']}",
+        f"http://127.0.0.1:{svc.ports['management_port']}",
+        key_file,
+        connections=max(8, 2 * cfg.max_inflight),
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="soak-proxy", daemon=True)
+    thread.start()
+    try:
+        runner = asyncio.run_coroutine_threadsafe(serve(cfg, backend, "127.0.0.1", port), loop).result(60)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
 def torchserve_stopped(svc: ServiceProcess, work: Path) -> Case:
-    """A standalone proxy keeps running while TorchServe dies: the route answers 503 at once, /health says
-    TorchServe is unreachable. (client_infer.py itself shuts down when its TorchServe dies: it is checked too.)"""
+    """A proxy keeps running while TorchServe dies: the route answers 503 at once, /health says TorchServe is
+    unreachable. (client_infer.py itself shuts down when its TorchServe dies: it is checked too.)"""
     case = Case("TorchServe stopped under the proxy")
-    port = free_port()
     key_copy = work / "key_file.json"
     key_copy.write_bytes((svc.run_dir / "key_file.json").read_bytes())  # client_infer deletes its own on exit
-    proxy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxy.app",
-            "--model",
-            "tiny",
-            "--port",
-            str(port),
-            "--inference_url",
-            f"http://127.0.0.1:{svc.ports['inference_port']}",
-            "--management_url",
-            f"http://127.0.0.1:{svc.ports['management_port']}",
-            "--key_file",
-            str(key_copy),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_healthy(url, 60, proxy):
-            raise SystemExit("standalone proxy did not become healthy")
+    with proxy_in_front_of(svc, key_copy, free_port()) as url:
+        if not wait_healthy(url, 60):
+            raise SystemExit("the second proxy did not become healthy")
         jvm = svc.processes(worker=False)
         pgid = svc.pgid()
         for p in jvm:
@@ -332,12 +346,6 @@ def torchserve_stopped(svc: ServiceProcess, work: Path) -> Case:
         )
         if left:
             case.fail("TorchServe processes left behind")
-    finally:
-        proxy.terminate()
-        try:
-            proxy.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
     return case
 
 
@@ -351,8 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     cases: list[Case] = []
     with tempfile.TemporaryDirectory(prefix="frvsr-soak-") as tmp:
         work = Path(tmp)
-        save_checkpoint(work / "tiny.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
-        svc = ServiceProcess(work, "tiny.pth", work, name="soak", extra=["--response_timeout", "120"])
+        save_checkpoint(work / f"{MODEL_NAME}.pth", FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)))
+        svc = ServiceProcess(
+            work, f"{MODEL_NAME}.pth", work, name="soak", extra=["--response_timeout", str(SOAK_RESPONSE_TIMEOUT_S)]
+        )
         t0 = time.perf_counter()
         try:
             svc.start(START_TIMEOUT_S)

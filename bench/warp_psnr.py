@@ -13,8 +13,8 @@ client_test.py uses: ``train.evaluate.lowres_frames``). Each option is run in fp
 (BasicVSR's, our port) at full and at reduced resolution (``model.frvsr_spynet.ScaledSPyNet``, the flow the
 frvsr-spynet architecture runs), and the FNet of each FRVSR checkpoint given with ``--checkpoints``.
 The ``fnet-c16_*`` and ``fnet-quick_c12`` rows of ``bench/results/warp_psnr.md`` are FNets distilled from SPyNet
-(``python -m train.flow_distill --out runs/flow/c16 --minutes 15 --fnet_channels 16``): they lost to SPyNet and
-the distillation left the product (``git show e3f68d9:train/flow_distill.py``).
+by a study that has left the product: they lost to SPyNet (its code and the command that made them,
+``--out runs/flow/c16 --minutes 15 --fnet_channels 16``: ``git show e3f68d9:train/flow_distill.py``).
 Writes ``bench/results/warp_psnr.md`` and ``.json`` (atomically).
 """
 

@@ -16,23 +16,23 @@ frames and size, read from the container's header with PyAV, no decoding). ``GET
 Everything is asyncio (aiohttp): a long super-resolution never blocks other requests; JSON and base64
 checks of large bodies run in threads. It logs sizes, statuses and timings, never content.
 
-    python -m proxy.app --model FRVSR_GAN_default --key_file runs/serve/<run>/key_file.json
+It runs inside ``client_infer.py`` (``serving.service``, in front of its TorchServe) or alone in front of a
+KServe predictor (``python -m proxy``); both start it through ``proxy.run``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from aiohttp import web
 
-from proxy.backend import Backend, TorchServeBackend
+from proxy.backend import Backend
 from proxy.probe import clip_size
-from proxy.room import Clip, QueueFull, Ticket, WaitingRoom
+from proxy.room import QueueFull, Ticket, WaitingRoom
 from wire.contract import (
     HEALTH_PATH,
     MODELS_PATH,
@@ -46,6 +46,7 @@ from wire.contract import (
     parse_timing,
     success_body,
 )
+from wire.cost import Clip
 from wire.errors import BadRequest
 from wire.limits import Limits
 from wire.payload import VideoRequest, parse_body
@@ -59,29 +60,25 @@ TIMING = web.RequestKey("timing", str)  # the worker's stage timings, for the lo
 
 @dataclass(frozen=True)
 class Lane:
-    """One served model's own queue and time limit (``ProxyConfig.models``)."""
+    """One served model's own queue and time limit (``ProxyConfig.models``); its defaults are the default model's
+    (``ProxyConfig`` is that model's lane and the proxy's own settings)."""
 
-    timeout_s: float = 1200.0
-    max_inflight: int = 2
-    max_queued: int = 32
-    max_queued_bytes: int = 512 * 2**20
-    workers: int = 1
-    clip_seconds_hint: float = 10.0
-    frame_cost_hint: tuple[float, float] | None = None  # measured at start-up: (s per frame, s per pixel-frame)
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    # the largest request at the default limits; client_infer.py gives TorchServe the same max_request_size
-    max_body_bytes: int = Limits().max_body_bytes()
     timeout_s: float = 1200.0  # for one request from its arrival, queue wait included; then 504
     max_inflight: int = 2  # requests with the model server at once (processing or in its own small queue)
     max_queued: int = 32  # requests waiting here beyond those (uploading, validated, waiting their turn)
     max_queued_bytes: int = 512 * 2**20  # bytes of the bodies those waiting requests hold
     workers: int = 1  # clips the model server processes in parallel: only for the wait estimate
     clip_seconds_hint: float = 10.0  # seconds per clip assumed until requests have been timed
+    frame_cost_hint: tuple[float, float] | None = None  # measured at start-up: (s per frame, s per pixel-frame)
+
+
+@dataclass(frozen=True)
+class ProxyConfig(Lane):
+    """The default model's lane (``Lane``'s fields) and what the proxy holds for every model."""
+
+    # the largest request at the default limits; client_infer.py gives TorchServe the same max_request_size
+    max_body_bytes: int = Limits().max_body_bytes()
     limits: dict = field(default_factory=dict)  # the model's request limits, shown by the page and /health
-    frame_cost_hint: tuple[float, float] | None = None  # the default model's, measured at start-up
     # other served models' lanes by name; a model the backend serves that is not here (a version registered
     # through TorchServe's management API) gets the default's settings in a room of its own
     models: dict[str, Lane] = field(default_factory=dict)
@@ -90,10 +87,7 @@ class ProxyConfig:
         """The settings of model ``name``'s queue (None, or a name without its own lane: the default's)."""
         if name in self.models:
             return self.models[name]
-        return Lane(
-            self.timeout_s, self.max_inflight, self.max_queued, self.max_queued_bytes, self.workers,
-            self.clip_seconds_hint, self.frame_cost_hint,
-        )  # fmt: skip
+        return Lane(**{f.name: getattr(self, f.name) for f in fields(Lane)})
 
 
 def envelope(status: int, msg: str, headers: dict | None = None) -> web.Response:
@@ -394,31 +388,3 @@ async def serve(cfg: ProxyConfig, backend: Backend, host: str = "127.0.0.1", por
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     return runner
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="TorchServe model name")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--inference_url", default="http://127.0.0.1:8085")
-    p.add_argument("--management_url", default="http://127.0.0.1:8081")
-    p.add_argument("--key_file", type=Path, default=None, help="TorchServe's key_file.json (omit if token auth is off)")
-    p.add_argument("--max_body_mb", type=float, default=ProxyConfig.max_body_bytes / 2**20)
-    p.add_argument("--timeout_s", type=float, default=ProxyConfig.timeout_s)
-    p.add_argument("--max_inflight", type=int, default=ProxyConfig.max_inflight)
-    p.add_argument("--max_queued", type=int, default=ProxyConfig.max_queued)
-    p.add_argument("--max_queued_mb", type=float, default=ProxyConfig.max_queued_bytes / 2**20)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = ProxyConfig(
-        int(a.max_body_mb * 2**20), a.timeout_s, a.max_inflight, a.max_queued, int(a.max_queued_mb * 2**20)
-    )
-    backend = TorchServeBackend(
-        a.model, a.inference_url, a.management_url, a.key_file, connections=max(8, 2 * a.max_inflight)
-    )
-    web.run_app(create_app(cfg, backend), host=a.host, port=a.port, access_log=None)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ import io
 
 import av
 
-from proxy.room import Clip
+from wire.cost import Clip
 from wire.limits import DEMUXERS
 
 

@@ -4,7 +4,7 @@ Pure asyncio bookkeeping, no HTTP: ``proxy.app`` admits a request, awaits its tu
 served model has its own room (a slow model never holds up the default's queue).
 
 Time left: a ticket's clip has ``frames`` of ``pixels`` each (from the container's header); the room learns
-how long a clip takes from the requests it has timed (``ClipTimes``: a per-clip, a per-frame and a
+how long a clip takes from the requests it has timed (``wire.cost.ClipTimes``: a per-clip, a per-frame and a
 per-pixel-frame cost; from a start-up hint until then) and plays the queue forward on its ``workers``: every
 ticket ahead, in order, takes the worker that frees first for its remaining time (its estimate less the
 time it has been processing).
@@ -19,83 +19,8 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-
-class Clip(NamedTuple):
-    """A clip's size from its header."""
-
-    frames: int
-    pixels: int  # per frame: width x height
-
-
-class ClipTimes:
-    """Seconds a clip takes, learned from timed clips: ``a + b * frames + c * frames * pixels``, fitted by
-    least squares over the last 20 with every cost >= 0 (the per-clip and then the per-frame term are dropped
-    while the clips seen cannot pin them down). Before any clip: ``c`` from the start-up measurement."""
-
-    def __init__(self, frame_cost_hint: tuple[float, float] | None = None, keep: int = 20):
-        self.hint = frame_cost_hint
-        self.samples: collections.deque[tuple[float, Clip]] = collections.deque(maxlen=keep)
-        self._fit: tuple[float, float, float] | None = None
-
-    def add(self, seconds: float, clip: Clip) -> None:
-        self.samples.append((seconds, clip))
-        self._fit = None
-
-    def coefficients(self) -> tuple[float, float, float] | None:
-        """(a per clip, b per frame, c per pixel-frame) in seconds, or None with neither samples nor a hint."""
-        if self._fit is None:
-            self._fit = self._solve()
-        return self._fit
-
-    def estimate(self, clip: Clip) -> float | None:
-        k = self.coefficients()
-        return None if k is None else k[0] + k[1] * clip.frames + k[2] * clip.frames * clip.pixels
-
-    def per_frame(self, pixels: int) -> float | None:
-        """Seconds per frame of ``pixels`` (without the per-clip cost)."""
-        k = self.coefficients()
-        return None if k is None else k[1] + k[2] * pixels
-
-    def _solve(self) -> tuple[float, float, float] | None:
-        if not self.samples:
-            return None if self.hint is None else (0.0, *self.hint)
-        rows = [(1.0, float(c.frames), float(c.frames * c.pixels)) for _, c in self.samples]
-        ys = [t for t, _ in self.samples]
-        distinct = len(set(rows))
-        for terms in ((0, 1, 2), (1, 2)):
-            if distinct < len(terms):
-                continue
-            coef = _least_squares([[r[i] for i in terms] for r in rows], ys)
-            if coef is not None and all(x >= 0 for x in coef):
-                full = [0.0, 0.0, 0.0]
-                for i, x in zip(terms, coef, strict=True):
-                    full[i] = x
-                return full[0], full[1], full[2]
-        b, c = self.hint if self.hint is not None else (0.0, 1.0)  # the start-up shape, or per pixel-frame only
-        k = sum(ys) / sum(b * r[1] + c * r[2] for r in rows)
-        return 0.0, k * b, k * c
-
-
-def _least_squares(x: list[list[float]], y: list[float]) -> list[float] | None:
-    """Ordinary least squares of a few columns (normal equations on columns scaled to unit mean; Gaussian
-    elimination with partial pivoting); None when the columns are (nearly) dependent."""
-    k = len(x[0])
-    scale = [max(1e-12, sum(abs(r[j]) for r in x) / len(x)) for j in range(k)]
-    xs = [[r[j] / scale[j] for j in range(k)] for r in x]
-    a = [[sum(r[i] * r[j] for r in xs) for j in range(k)] + [sum(r[i] * t for r, t in zip(xs, y, strict=True))]
-         for i in range(k)]  # fmt: skip
-    for col in range(k):
-        piv = max(range(col, k), key=lambda i: abs(a[i][col]))
-        if abs(a[piv][col]) < 1e-9 * len(x):
-            return None
-        a[col], a[piv] = a[piv], a[col]
-        for i in range(k):
-            if i != col:
-                f = a[i][col] / a[col][col]
-                a[i] = [u - f * v for u, v in zip(a[i], a[col], strict=True)]
-    return [a[i][k] / a[i][i] / scale[i] for i in range(k)]
+from wire.cost import Clip, ClipTimes
 
 
 class QueueFull(Exception):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from proxy.app import ProxyConfig, serve
 from proxy.backend import Backend, KServeBackend
+from wire.cost import request_timeout
 from wire.limits import Limits
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,6 @@ def inflight(max_inflight: int, workers: int) -> int:
     return max_inflight or workers + 1
 
 
-def request_timeout(response_timeout: float, inflight_n: int, max_queued: int, workers: int) -> float:
-    """The proxy's limit for one request from its arrival: every request ahead of it in the proxy's and the
-    model server's queues, and its own clip, at the worst-case ``response_timeout`` each, + 30 s."""
-    return float(response_timeout * math.ceil((inflight_n + max_queued) / max(1, workers)) + 30)
-
-
 def proxy_config(
     limits: Limits,
     response_timeout: float,
@@ -58,7 +52,7 @@ def proxy_config(
     models: dict | None = None,
 ) -> ProxyConfig:
     """The proxy's settings for a model server with ``workers`` parallel clips at ``limits`` (and the other
-    served models' lanes, ``models``)."""
+    served models' lanes, ``models``); the time limit per request is ``wire.cost.request_timeout``'s."""
     n = inflight(max_inflight, workers)
     return ProxyConfig(
         max_body_bytes=limits.max_body_bytes(),

@@ -9,7 +9,6 @@ pipeline's settings.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -46,13 +45,6 @@ def model_name_from(used_model: str) -> str:
 def mar_file_name(name: str, version: str) -> str:
     """``<name>.mar`` for version 1.0 (what client_infer.py serves), ``<name>_v<version>.mar`` otherwise."""
     return f"{name}.mar" if version in ("1", "1.0") else f"{name}_v{version}.mar"
-
-
-def estimate_response_timeout(seconds_per_frame: float, settings: HandlerSettings) -> int:
-    """Seconds TorchServe may give one clip: twice the model time of the largest accepted clip (timed with
-    the threads one worker gets), + 60 s for decode, encode and slack; never under two minutes."""
-    worst = seconds_per_frame * settings.limits.max_frames
-    return int(max(120, math.ceil(2 * worst + 60)))
 
 
 def write_model_config(path: Path, settings: HandlerSettings, workers: int, response_timeout: int) -> Path:

@@ -38,6 +38,7 @@ from serving.torchserve import (
 )
 from video.settings import EncoderSettings, HandlerSettings
 from wire.contract import response_limit_bytes
+from wire.cost import FrameCost, clip_timeout, frame_cost
 from wire.limits import Limits
 
 log = logging.getLogger(__name__)
@@ -201,26 +202,23 @@ def build_archive(opts: ServeOptions, work_dir: Path, response_timeout: int) -> 
     return archive.build_mar(opts.checkpoint, opts.model_name, opts.model_store, model_config, work_dir, opts.version)
 
 
-def plan_timeout(opts: ServeOptions) -> tuple[int, tuple[float, float] | None]:
-    """(``responseTimeout`` for one clip, the model's (seconds per frame, seconds per pixel-frame) or None when
-    not measured): the option, else measured on frames at the limits and at a quarter of that area."""
+def plan_timeout(opts: ServeOptions) -> tuple[int, FrameCost | None]:
+    """(``responseTimeout`` for one clip, the model's cost per frame or None when not measured): the option,
+    else measured on frames at the limits and at a quarter of that area (the arithmetic: ``wire.cost``)."""
     if opts.response_timeout:
         return int(opts.response_timeout), None
     threads = threads_per_worker(opts.torch_threads, opts.workers)
     area = opts.limits.max_pixels
     spf = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads, opts.precision)
     small = seconds_per_frame(opts.checkpoint, opts.device, opts.limits, threads, opts.precision, area // 4)
-    per_pixel = max(0.0, (spf - small) / (0.75 * area))
-    timeout = archive.estimate_response_timeout(spf, HandlerSettings(limits=opts.limits))
+    timeout = clip_timeout(spf, opts.limits.max_frames)
     log.info("%s: %.3f s per %d-pixel frame -> responseTimeout %d s", opts.model_name, spf, area, timeout)
-    return timeout, (max(0.0, spf - per_pixel * area), per_pixel)
+    return timeout, frame_cost(spf, small, area)
 
 
-def lane_config(
-    opts: ServeOptions, response_timeout: int, cost: tuple[float, float] | None, max_queued: int
-) -> ProxyConfig:
+def lane_config(opts: ServeOptions, response_timeout: int, cost: FrameCost | None, max_queued: int) -> ProxyConfig:
     """The proxy's queue settings for one served model (its workers, time limit, estimates)."""
-    spf = cost[0] + cost[1] * opts.limits.max_pixels if cost else None
+    spf = cost.at(opts.limits.max_pixels) if cost else None
     return proxy_config(
         opts.limits, response_timeout, opts.workers, opts.max_inflight, max_queued, opts.max_queued_bytes,
         spf * opts.limits.max_frames if spf else ProxyConfig.clip_seconds_hint, cost,

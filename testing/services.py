@@ -1,6 +1,6 @@
 """Helpers for the tests that run the real service: a tiny checkpoint, a started ``ServiceProcess``, a predict
 call, and TorchServe started from a KServe export the way KServe's runtime starts it (``KServeLayoutServer``).
-The launcher of client_infer.py itself is ``serving.launcher`` (bench/ uses it too)."""
+The launcher of client_infer.py itself is ``testing.launcher`` (bench/ uses it too)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import requests
 
 from model.checkpoint import save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
-from serving.launcher import ServiceProcess
 from serving.torchserve import free_port, stop_group, torchserve_env
+from testing.launcher import ServiceProcess
 from wire.contract import PREDICT_PATH
 
 TINY = FRVSRConfig(channels=8, blocks=1, fnet_channels=4)

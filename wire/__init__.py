@@ -6,4 +6,5 @@ model server, in one package that every side imports (the proxy without torch, t
 - ``wire.v1``: KServe's v1 protocol: unwrapping a request, one reply function per protocol, reading a reply.
 - ``wire.limits``: what one request may contain (``Limits``) and the byte sizes that follow from it.
 - ``wire.errors``: the client-fault errors, each with its HTTP status.
+- ``wire.cost``: the cost model: seconds per clip and frame, and the time limits (one clip, one request).
 """

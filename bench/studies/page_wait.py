@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from common.paths import DEFAULT_MODEL, VIMEO_SAMPLE
-from serving.launcher import ServiceProcess
 from testing.browser import chromium, missing
 from testing.clips import encode_video, moving_clip
+from testing.launcher import ServiceProcess
 
 MODEL = DEFAULT_MODEL
 SHARED = VIMEO_SAMPLE

@@ -26,8 +26,8 @@ import requests
 from bench.saved import save_result
 from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
 from model.inference import to_tensor
-from serving.launcher import ServiceProcess
 from testing.clips import decode_frames, encode_video
+from testing.launcher import ServiceProcess
 from train.data import crop_to_scale, read_clip
 from train.evaluate import lowres_frames, test_samples
 from train.metrics import mse, psnr_from_mse

@@ -21,8 +21,8 @@ import requests
 from common.paths import DEFAULT_MODEL, VIMEO_SAMPLE
 from model.checkpoint import load_checkpoint
 from model.inference import super_resolve, to_tensor
-from serving.launcher import ServiceProcess
 from testing.clips import decode_frames, encode_video
+from testing.launcher import ServiceProcess
 from train.data import crop_to_scale, discover_samples, read_clip, read_list
 from train.evaluate import lowres_frames
 from train.metrics import mse, psnr_from_mse

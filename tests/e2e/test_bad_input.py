@@ -3,7 +3,7 @@ correct 4x result), and the service stays healthy afterwards.
 
 Only cases test_serving.py does not already cover (it has: body not JSON, missing / non-string / non-base64
 ``content``, plain text, over max_pixels, over max_seconds, oversized Content-Length, wrong method).
-TorchServe starts once for this module (tiny model, ``serving.launcher.ServiceProcess``).
+TorchServe starts once for this module (tiny model, ``testing.launcher.ServiceProcess``).
 """
 
 from __future__ import annotations

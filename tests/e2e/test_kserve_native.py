@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from common.paths import ROOT
-from serving.launcher import wait_healthy
 from serving.torchserve import free_port
 from testing.clips import encode_video, moving_clip, probe
+from testing.launcher import wait_healthy
 from testing.services import b64, tiny_checkpoint
 from wire.contract import PREDICT_PATH, TIMING_HEADER
 

@@ -1,7 +1,7 @@
 """Security defaults of a real run: TorchServe on loopback only, token-protected management and inference,
 registration limited to the local model store, and no request/response content in any log.
 
-``serving.launcher.ServiceProcess`` runs client_infer.py on free ports with a tiny model; TorchServe starts once here.
+``testing.launcher.ServiceProcess`` runs client_infer.py on free ports with a tiny model; TorchServe starts once here.
 What test_serving already checks (management refused without a token, taken ports refused) is not repeated.
 """
 

@@ -22,9 +22,9 @@ import requests
 from common.paths import ROOT
 from model.frvsr import FRVSRConfig
 from proxy.backend import TorchServeBackend
-from serving.launcher import ServiceProcess
 from serving.torchserve import TS_MAIN_CLASS, ServeState, group_alive
 from testing.clips import make_video, probe
+from testing.launcher import ServiceProcess
 from testing.services import b64, needs_java, predict, tiny_checkpoint
 from wire.contract import HEALTH_PATH, INPUT_HEADER, MODEL_HEADER, MODELS_PATH, PREDICT_PATH, TIMING_HEADER
 

@@ -14,9 +14,17 @@ from model.quantize import int8_unavailable, serving_precision
 from testing.clips import moving_clip
 from testing.helpers import random_frvsr
 
-NO_INT8 = int8_unavailable()
-needs_int8 = pytest.mark.skipif(NO_INT8 is not None, reason=f"int8 cannot run here: {NO_INT8}")
+# asked when a test that needs int8 runs, not at collection: the probe imports torchao (about 2 s)
+needs_int8 = pytest.mark.usefixtures("int8_here")
 CFG = FRVSRConfig(channels=16, blocks=2, fnet_channels=4, hidden=4)
+
+
+@pytest.fixture
+def int8_here() -> None:
+    """Skips the test where int8 cannot run, saying why."""
+    why = int8_unavailable()
+    if why is not None:
+        pytest.skip(f"int8 cannot run here: {why}")
 
 
 def _ckpt(variants=("clean",), torch_version: str | None = None) -> dict:

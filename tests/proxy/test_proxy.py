@@ -147,9 +147,10 @@ def test_backend_errors_and_timeouts_use_the_envelope():
         fake.reply, fake.delay = None, 2.0
         t = time.perf_counter()
         status, body, _ = await post(s, url, body_of("slow"))
-        assert status == 504 and "within 1 s" in body["msg"] and time.perf_counter() - t < 1.8
+        assert status == 504 and "no answer from the model within" in body["msg"]
+        assert 0.4 <= time.perf_counter() - t < 1.2  # at the limit, not the model's 2 s
 
-    run(scenario, timeout_s=1)
+    run(scenario, timeout_s=0.4)
 
 
 def test_method_path_and_size_errors_use_the_envelope():
@@ -268,25 +269,28 @@ def test_the_wait_counts_toward_the_timeout():
         await until(lambda: len(fake.seen) == 1)
         t = time.perf_counter()
         status, body, _ = await post(s, url, body_of("second"))
-        assert status == 504 and "in the queue" in body["msg"] and time.perf_counter() - t < 1.8
+        assert status == 504 and "in the queue" in body["msg"] and 0.4 <= time.perf_counter() - t < 1.2
         fake.gate.set()
         assert (await first)[0] == 200
         fake.gate = None
         assert (await post(s, url, body_of("third")))[0] == 200  # slots were freed
         assert fake.seen == ["video first", "video third"]
 
-    run(scenario, max_inflight=1, timeout_s=1)
+    run(scenario, max_inflight=1, timeout_s=0.4)
 
 
 def test_long_request_does_not_block_health_or_validation():
     async def scenario(fake, url, s):
-        fake.delay = 2.0
+        fake.gate = asyncio.Event()  # the model server holds the request until the checks below are done
         slow = asyncio.create_task(post(s, url, body_of("slow")))
         await until(lambda: len(fake.seen) == 1)
         t = time.perf_counter()
-        status, h = await get_json(s, url, HEALTH_PATH)
-        assert status == 200 and h["data"]["inflight"] == 1 and h["data"]["backend"] == "fake"
-        assert (await post(s, url, {"content": 1}))[0] == 400 and time.perf_counter() - t < 1.0
+        async with asyncio.timeout(5):  # a proxy that made them wait for the held request would never answer
+            status, h = await get_json(s, url, HEALTH_PATH)
+            assert status == 200 and h["data"]["inflight"] == 1 and h["data"]["backend"] == "fake"
+            assert (await post(s, url, {"content": 1}))[0] == 400 and time.perf_counter() - t < 1.0
+        assert not slow.done()
+        fake.gate.set()
         assert (await slow)[0] == 200
 
     run(scenario)
@@ -434,9 +438,8 @@ def test_time_left_counts_down_from_the_clips_frames_and_size():
     clip = {"content": base64.b64encode(make_video("mp4_h264", frames=10, width=32, height=32)).decode()}
 
     async def scenario(fake, url, s):
-        fake.delay = 0.3
         assert (await post(s, url, clip))[0] == 200  # timed: total=1.300 s for 10 x 32 x 32 (the fake's header)
-        fake.delay, fake.gate = 0.0, asyncio.Event()
+        fake.gate = asyncio.Event()
         first = asyncio.create_task(post(s, url, clip))
         await until(lambda: len(fake.seen) == 2)
         second = asyncio.create_task(post(s, url, clip, headers={REQUEST_ID_HEADER: "r2"}))
@@ -456,23 +459,3 @@ def test_time_left_counts_down_from_the_clips_frames_and_size():
         assert (await first)[0] == 200 and (await second)[0] == 200
 
     run(scenario, max_inflight=1, workers=1)
-
-
-def test_clip_times_learn_a_per_clip_a_per_frame_and_a_per_pixel_cost():
-    from proxy.room import Clip, ClipTimes
-
-    clips = [Clip(10, 4096), Clip(40, 25440), Clip(30, 32768), Clip(10, 14400)]
-    # before any clip: the start-up measurement (the model at two frame sizes); after one: its shape, scaled
-    model_only = lambda c: 0.01 * c.frames + 2e-6 * c.frames * c.pixels  # noqa: E731
-    times = ClipTimes(frame_cost_hint=(0.02, 4e-6))  # the right shape, twice too slow (another load)
-    assert times.estimate(Clip(10, 1000)) == pytest.approx(10 * (0.02 + 4e-3))
-    times.add(model_only(clips[0]), clips[0])
-    assert times.estimate(clips[1]) == pytest.approx(model_only(clips[1]))
-    # from three clips of different sizes on: every cost, the per-clip one too
-    truth = lambda c: 0.3 + model_only(c)  # noqa: E731
-    times = ClipTimes(frame_cost_hint=(0.02, 4e-6))
-    for c in clips:
-        times.add(truth(c), c)
-    assert times.coefficients() == pytest.approx((0.3, 0.01, 2e-6), rel=1e-6)
-    assert times.estimate(Clip(150, 40000)) == pytest.approx(truth(Clip(150, 40000)), rel=1e-6)
-    assert times.per_frame(176 * 144) == pytest.approx(0.01 + 2e-6 * 176 * 144)

@@ -11,7 +11,7 @@ import yaml
 import serving.archive as archive
 from model.checkpoint import save_checkpoint
 from model.frvsr import FRVSR, FRVSRConfig
-from serving.archive import build_mar, estimate_response_timeout, mar_file_name, model_name_from, write_model_config
+from serving.archive import build_mar, mar_file_name, model_name_from, write_model_config
 from video.settings import HandlerSettings
 from wire.limits import Limits
 
@@ -31,12 +31,6 @@ def test_model_name_from_used_model(used, name):
 
 def test_mar_file_names_per_version():
     assert mar_file_name("m", "1.0") == "m.mar" and mar_file_name("m", "2.0") == "m_v2.0.mar"
-
-
-def test_response_timeout_covers_the_largest_clip():
-    s = HandlerSettings(limits=Limits(max_frames=300))
-    assert estimate_response_timeout(0.5, s) >= 2 * 0.5 * 300  # twice the model time of the worst clip
-    assert estimate_response_timeout(0.001, s) == 120  # never below two minutes
 
 
 def test_build_mar_packs_handler_model_checkpoint_and_config(tmp_path):
