@@ -49,7 +49,10 @@ def kept_checkpoint(run: Path) -> Path:
 
 
 def curve_at(points: list[dict], minutes: float) -> float | None:
-    """The best validation PSNR reached by ``minutes`` of own CPU time (None before the first validation)."""
+    """The best validation PSNR reached by ``minutes`` of own CPU time (None before the first validation, and
+    where the run has not reached ``minutes`` yet)."""
+    if not points or points[-1]["own_cpu_seconds"] < minutes * 60:
+        return None
     seen = [h["val_psnr"] for h in points if h["own_cpu_seconds"] <= minutes * 60 + 1e-6]
     return max(seen) if seen else None
 
