@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arm", action="append", required=True, help="NAME=RUN_DIR (a runs/models/<uuid> folder)")
     p.add_argument("--no_score", action="store_true", help="curves only: do not score the kept checkpoints")
     p.add_argument("--also", action="append", default=[], help="NAME=CKPT: a reference scored beside the arms")
+    p.add_argument("--scores", type=Path, help="with --no_score: scores saved earlier (bench.studies.variants.score)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "student_study")
     a = p.parse_args(argv)
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     arms = dict(item.split("=", 1) for item in a.arm)
     rows = [arm_row(name, Path(run)) for name, run in arms.items()]
     res: dict = {"arms": rows}
+    if a.no_score and a.scores:
+        res["scores"] = json.loads(a.scores.read_text())
     if not a.no_score:
         from bench.studies.variants import LISTS, score
 
