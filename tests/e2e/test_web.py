@@ -306,6 +306,7 @@ def proxy_thread(backend, **cfg_kw):
         t.join(10)
 
 
+@pytest.mark.slow  # starts Chromium (a subprocess)
 def test_page_works_against_another_backend_and_shows_the_queue(browser, tmp_path):
     backend = InProcessBackend()
     clip = tmp_path / "clip.mp4"
