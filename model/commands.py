@@ -1,12 +1,15 @@
 """The model package's commands, above everything else in ``model/`` (nothing in it imports this module):
 
     python -m model.commands from-frvsr IN.pth OUT.pth [--flow_scale S]
+    python -m model.commands grow IN.pth OUT.pth --set block=rep backward=32 ...
     python -m model.commands pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X]
     python -m model.commands teacher-export DIR [--weights BIx4|BDx4|REDS4]
 
 ``from-frvsr``: a trained FRVSR's reconstruction with BasicVSR's released SPyNet as its flow
 (``model.frvsr_spynet.from_frvsr``), as a checkpoint to train on with ``init_from``; its training time
-(``cpu_seconds``) is carried over. ``pair``: one checkpoint holding a clean-input model and its compressed-input
+(``cpu_seconds``) is carried over. ``grow``: a trained model with more capacity (``FRVSR.grown``: rep blocks, a
+backward pass, a wider state) that starts with the same outputs, to train on with ``init_from``; its time carried
+over too. ``pair``: one checkpoint holding a clean-input model and its compressed-input
 fine-tune (``model.variants.pair``). ``teacher-export``: the teacher, BasicVSR with its authors' released weights,
 as a project checkpoint ``DIR/basicvsr_<weights>.pth`` (``model.teacher.export``); the path is the last line
 printed. Each prints the file it wrote; a bad input exits 2 with a message.
@@ -35,6 +38,22 @@ def convert_from_frvsr(src: Path, dest: Path, flow_scale: float) -> Path:
     return dest
 
 
+def grow(src: Path, dest: Path, changes: list[str]) -> Path:
+    """``grow``: ``src``'s model (a pair's clean one) grown by ``changes`` (``NAME=VALUE``), written to ``dest``."""
+    model, ckpt = load_checkpoint(src, channels_last=False)
+    if not isinstance(model, FRVSR):
+        raise ValueError(f"{src} holds a {type(model).__name__}, not an FRVSR")
+    settings: dict[str, object] = {}
+    for change in changes:
+        name, sep, value = change.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes NAME=VALUE, got {change!r}")
+        settings[name] = int(value) if value.isdigit() else value
+    out = model.grown(**settings)
+    save_checkpoint(dest, out, grown_from=str(src), cpu_seconds=float(ckpt.get("cpu_seconds", 0.0)))
+    return dest
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.commands", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -42,6 +61,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("src", type=Path)
     q.add_argument("dest", type=Path)
     q.add_argument("--flow_scale", type=float, default=FRVSRSpyNetConfig.flow_scale)
+    q = sub.add_parser("grow", help="a trained model with more capacity that starts with the same outputs")
+    q.add_argument("src", type=Path)
+    q.add_argument("dest", type=Path)
+    q.add_argument("--set", nargs="+", required=True, metavar="NAME=VALUE", help="block=rep, backward=N, ...")
     q = sub.add_parser("pair", help="write one checkpoint holding a clean model and its compressed fine-tune")
     q.add_argument("clean")
     q.add_argument("compressed")
@@ -58,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "from-frvsr":
             out = convert_from_frvsr(a.src, a.dest, a.flow_scale)
+        elif a.cmd == "grow":
+            out = grow(a.src, a.dest, a.set)
         elif a.cmd == "pair":
             pair(a.clean, a.compressed, a.out, InputRule(a.clean_min_bpp))
             out = a.out

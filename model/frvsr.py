@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -46,9 +47,7 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, upscale: int = 1) -> torch.Te
     """
     n, _, h, w = x.shape
     if flow.shape[1] != 2 or (flow.shape[-2] * upscale, flow.shape[-1] * upscale) != (h, w):
-        raise ValueError(
-            f"flow_warp: x {tuple(x.shape)} and flow {tuple(flow.shape)} (upscale {upscale}) do not match"
-        )
+        raise ValueError(f"flow_warp: x {tuple(x.shape)} and flow {tuple(flow.shape)} (upscale {upscale}) do not match")
     # pixels -> grid_sample's normalised units (align_corners=False: one pixel is 2/w); a low-res pixel
     # is ``upscale`` high-res pixels. Scaling before the bilinear upsampling is exact: both are linear.
     units = torch.tensor([2.0 * upscale / w, 2.0 * upscale / h], device=flow.device).view(1, 2, 1, 1)
@@ -173,14 +172,19 @@ class FRVSRConfig:
     # SRNet's residual blocks: 'plain' 3x3 convolutions, or 'rep' (each 3x3 trained beside a 1x1 branch, summed;
     # ``FRVSR.fused`` folds them into one 3x3 for serving: the same outputs, a plain network)
     block: str = "plain"
+    # channels of a low-res feature per frame from a backward recurrence over the whole clip (last frame to first,
+    # BasicVSR-style), read by SRNet beside the frame: what the frames after this one show; 0 = none (plain FRVSR,
+    # which streams: with it every flow and the backward pass come before the first output frame)
+    backward: int = 0
+    backward_blocks: int = 2  # residual blocks of the backward recurrence's cell
 
     def __post_init__(self) -> None:
         if self.upsampler not in ("pixelshuffle", "deconv"):
             raise ValueError(f"upsampler must be 'pixelshuffle' or 'deconv', got {self.upsampler!r}")
         if self.block not in ("plain", "rep"):
             raise ValueError(f"block must be 'plain' or 'rep', got {self.block!r}")
-        if self.channels < 1 or self.blocks < 0 or self.fnet_channels < 1 or self.hidden < 0:
-            raise ValueError(f"channels, fnet_channels must be >= 1, blocks and hidden >= 0, got {self}")
+        if self.channels < 1 or self.blocks < 0 or self.fnet_channels < 1 or self.hidden < 0 or self.backward < 0:
+            raise ValueError(f"channels, fnet_channels must be >= 1, blocks, hidden, backward >= 0, got {self}")
 
     @classmethod
     def from_dict(cls, d: dict) -> FRVSRConfig:
@@ -193,7 +197,7 @@ class FRVSRConfig:
         return cls(**{**ADDED_LATER, **d})
 
 
-ADDED_LATER = {"hidden": 0}  # fields added after checkpoints were shipped, with their behaviour before
+ADDED_LATER = {"hidden": 0, "backward": 0}  # fields added after checkpoints were shipped, with their behaviour before
 
 
 # ----------------------------------------------------------------------------- networks
@@ -267,14 +271,27 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
+class BNet(nn.Module):
+    """The backward recurrence's cell: [lr (n, 3, h, w), the next frame's feature warped onto this frame
+    (n, c, h, w)] -> this frame's feature (n, c, h, w)."""
+
+    def __init__(self, c: int, blocks: int, rep: bool = False):
+        super().__init__()
+        self.head = _conv(3 + c, c)
+        self.body = nn.Sequential(*[ResBlock(c, rep=rep) for _ in range(blocks)])
+
+    def forward(self, lr: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+        return self.body(F.relu(self.head(torch.cat((lr, nxt), dim=1).to(self.head.weight.dtype))))
+
+
 class SRNet(nn.Module):
-    """(n, 3 + 3*16 + hidden, h, w) = [lr, space_to_depth(warped estimate), warped state] -> (n, 3, 4h, 4w)
-    and the next state (n, hidden, h, w) (None when ``cfg.hidden`` is 0)."""
+    """(n, 3 + 3*16 + hidden + backward, h, w) = [lr, space_to_depth(warped estimate), warped state, backward
+    feature] -> (n, 3, 4h, 4w) and the next state (n, hidden, h, w) (None when ``cfg.hidden`` is 0)."""
 
     def __init__(self, cfg: FRVSRConfig):
         super().__init__()
         c = cfg.channels
-        self.head = _conv(3 + 3 * SCALE * SCALE + cfg.hidden, c)
+        self.head = _conv(3 + 3 * SCALE * SCALE + cfg.hidden + cfg.backward, c)
         self.body = nn.Sequential(*[ResBlock(c, rep=cfg.block == "rep") for _ in range(cfg.blocks)])
         self.state = _conv(c, cfg.hidden) if cfg.hidden else None
         self.pixelshuffle = cfg.upsampler == "pixelshuffle"
@@ -323,6 +340,9 @@ class FRVSR(nn.Module):
         self.cfg = cfg or FRVSRConfig()
         self.fnet = FNet(self.cfg.fnet_channels, self.cfg.max_flow)
         self.srnet = SRNet(self.cfg)
+        self.bnet = (
+            BNet(self.cfg.backward, self.cfg.backward_blocks, self.cfg.block == "rep") if self.cfg.backward else None
+        )
 
     def fused(self) -> FRVSR:
         """This model with ``rep`` blocks folded into plain 3x3 convolutions (``block: plain``): the same outputs
@@ -338,6 +358,53 @@ class FRVSR(nn.Module):
         model.load_state_dict(state)
         return model.to(next(self.parameters()).device).train(self.training)
 
+    def grown(self, **changes: object) -> FRVSR:
+        """This model with more capacity that computes the same outputs until it trains: ``block`` 'plain' -> 'rep'
+        (each new 1x1 branch zero), ``backward`` from 0 (a fresh backward cell; SRNet's head reads its feature
+        through zero weights), a larger ``hidden`` (the new state channels computed by fresh weights, read through
+        zero ones). Every zero sits where its gradient is not zero, so all of it learns."""
+        allowed = {"block", "backward", "backward_blocks", "hidden"}
+        if set(changes) - allowed:
+            raise ValueError(f"can only grow {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
+        cfg = dataclasses.replace(self.cfg, **changes)
+        old = self.cfg
+        if (old.block, cfg.block) == ("rep", "plain") or cfg.hidden < old.hidden:
+            raise ValueError(f"{old} cannot grow into {cfg}: fewer state channels or rep -> plain (use fused)")
+        if old.backward and (cfg.backward, cfg.backward_blocks) != (old.backward, old.backward_blocks):
+            raise ValueError("a backward pass already there cannot change size")
+        model = type(self)(cfg)
+        mine, theirs = self.state_dict(), model.state_dict()
+        rep = cfg.block == "rep" and old.block == "plain"
+        with torch.no_grad():
+            for name, value in mine.items():
+                target = name
+                if rep and name.startswith("srnet.body.") or rep and name.startswith("bnet.body."):
+                    module, leaf = name.rsplit(".", 1)
+                    target = f"{module}.conv3.{leaf}"
+                if name in ("srnet.head.weight", "srnet.state.weight", "srnet.state.bias"):
+                    continue
+                theirs[target].copy_(value)
+            for name in theirs:
+                if (
+                    rep
+                    and name.endswith(
+                        (".conv1.conv1.weight", ".conv1.conv1.bias", ".conv2.conv1.weight", ".conv2.conv1.bias")
+                    )
+                    and not (old.backward == 0 and name.startswith("bnet."))
+                ):
+                    theirs[name].zero_()
+            head = theirs["srnet.head.weight"]  # inputs: [lr 3, estimate 48, state hidden, backward]
+            head.zero_()
+            kept = 3 + 3 * SCALE * SCALE + old.hidden
+            head[:, :kept] = mine["srnet.head.weight"][:, :kept]
+            if old.backward:
+                head[:, 3 + 3 * SCALE * SCALE + cfg.hidden :] = mine["srnet.head.weight"][:, kept:]
+            if old.hidden:
+                theirs["srnet.state.weight"][: old.hidden] = mine["srnet.state.weight"]
+                theirs["srnet.state.bias"][: old.hidden] = mine["srnet.state.bias"]
+        model.load_state_dict(theirs)
+        return model.to(next(self.parameters()).device).train(self.training)
+
     def step(
         self, lr: torch.Tensor, lr_prev: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -351,18 +418,28 @@ class FRVSR(nn.Module):
         Returns:
             hr (n, 3, 4h, 4w), the low-res flow (n, 2, h, w) used to warp, and the next state.
         """
+        if self.cfg.backward:
+            raise ValueError("a model with a backward pass runs over whole clips (iterate), not a step at a time")
         flow = self.fnet(lr, lr_prev).float()  # (n, 2, h, w); float32 even under autocast: it steers the warp
         hr, state = self.reconstruct(lr, flow, hr_prev, state_prev)
         return hr, flow, state
 
     def reconstruct(
-        self, lr: torch.Tensor, flow: torch.Tensor, hr_prev: torch.Tensor, state_prev: torch.Tensor | None
+        self,
+        lr: torch.Tensor,
+        flow: torch.Tensor,
+        hr_prev: torch.Tensor,
+        state_prev: torch.Tensor | None,
+        feature: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The step after the flow: warp the previous estimate and state with ``flow``, run SRNet."""
+        """The step after the flow: warp the previous estimate and state with ``flow``, run SRNet (with this frame's
+        backward feature (n, backward, h, w) when ``cfg.backward``)."""
         warped = flow_warp(hr_prev, flow, upscale=SCALE)  # (n, 3, 4h, 4w), flow upscaled inside
         inputs = [lr, space_to_depth(warped)]  # (n, 3, h, w), (n, 48, h, w)
         if self.cfg.hidden:
             inputs.append(flow_warp(state_prev, flow))  # (n, hidden, h, w): the state follows the same motion
+        if self.cfg.backward:
+            inputs.append(feature)  # (n, backward, h, w)
         base = upsample_image_phases(lr) if self.cfg.residual else None  # (n, 48, h, w)
         hr, state = self.srnet(torch.cat(inputs, dim=1), base)  # (n, 3, 4h, 4w), (n, hidden, h, w) | None
         return hr.float(), state
@@ -422,8 +499,12 @@ class FRVSR(nn.Module):
         steps = self.flows(frames, cut_threshold, flows)
         if flow_ahead:
             steps = ahead(_in_modes(steps), flow_ahead, name="frvsr-flow")
+        features: Iterable[torch.Tensor | None] = itertools.repeat(None)
+        if self.cfg.backward:  # the backward pass needs the clip's last frame first: every flow, then every feature
+            steps = list(steps)
+            features = self.backward_features(steps)
         hr_prev = state = None  # the recurrent state lives here, never on the module
-        for lr_p, flow, cut, (h, w) in steps:
+        for (lr_p, flow, cut, (h, w)), feature in zip(steps, features, strict=False):
             n, _, hp, wp = lr_p.shape
             if hr_prev is None:
                 hr_prev = lr_p.new_zeros(n, 3, hp * SCALE, wp * SCALE)
@@ -432,9 +513,29 @@ class FRVSR(nn.Module):
                 keep = (~cut).to(hr_prev.dtype).view(-1, 1, 1, 1)
                 hr_prev = hr_prev * keep
                 state = state * keep.to(state.dtype) if state is not None else None
-            hr, state = self.reconstruct(lr_p, flow, hr_prev, state)
+            hr, state = self.reconstruct(lr_p, flow, hr_prev, state, feature)
             hr_prev = hr
             yield hr[..., : h * SCALE, : w * SCALE], flow[..., :h, :w]
+
+    def backward_features(self, steps: list[tuple]) -> list[torch.Tensor]:
+        """The backward recurrence over a whole clip's ``flows`` steps, last frame first: per frame its feature
+        (n, backward, h8, w8), from the frame and the next frame's feature warped onto it. The warp from frame k to
+        k+1 is minus frame k+1's flow (which maps k+1 onto k), read on frame k's grid: no second flow pass, exact
+        for uniform motion. The recurrence restarts where frame k+1 is a scene cut, as the forward one does."""
+        features: list[torch.Tensor] = [None] * len(steps)  # type: ignore[list-item]
+        nxt = None
+        for k in reversed(range(len(steps))):
+            lr_p = steps[k][0]  # (n, 3, h8, w8)
+            if nxt is None:
+                nxt = lr_p.new_zeros(lr_p.shape[0], self.cfg.backward, *lr_p.shape[-2:])
+            else:
+                _, flow_next, cut_next, _ = steps[k + 1]
+                nxt = flow_warp(nxt, -flow_next)
+                if cut_next is not None:
+                    nxt = nxt * (~cut_next).to(nxt.dtype).view(-1, 1, 1, 1)
+            nxt = self.bnet(lr_p, nxt)
+            features[k] = nxt
+        return features
 
     def forward(self, lr: torch.Tensor, flows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training entry: (b, t, 3, h, w) -> hr (b, t, 3, 4h, 4w) and flows (b, t, 2, h, w); ``flows`` given

@@ -66,6 +66,20 @@ def test_conversion_keeps_the_reconstruction_and_round_trips_as_a_checkpoint(tmp
     assert main(["from-frvsr", str(tmp_path / "s.pth"), str(tmp_path / "t.pth")]) == 2  # not an FRVSR
 
 
+def test_grow_writes_a_bigger_model_with_the_same_output_and_its_training_time(tmp_path):
+    model = from_frvsr(random_frvsr(FRVSRConfig(**TINY, fnet_channels=4)), 0.625)
+    save_checkpoint(tmp_path / "s.pth", model, cpu_seconds=7.0)
+    assert main(["grow", str(tmp_path / "s.pth"), str(tmp_path / "g.pth"), "--set", "block=rep", "backward=4"]) == 0
+    grown, ckpt = load_checkpoint(tmp_path / "g.pth")
+    assert (grown.cfg.block, grown.cfg.backward, ckpt["cpu_seconds"]) == ("rep", 4, 7.0)
+    clip = moving_clip(3, 24, 32)
+    a = np.stack(list(super_resolve(grown, clip, precision="fp32")))
+    b = np.stack(list(super_resolve(model.eval(), clip, precision="fp32")))
+    assert np.abs(a.astype(int) - b).max() <= 1  # the same outputs, to a rounding of the 8-bit frames
+    assert main(["grow", str(tmp_path / "s.pth"), str(tmp_path / "h.pth"), "--set", "channels=64"]) == 2
+    assert main(["grow", str(tmp_path / "s.pth"), str(tmp_path / "h.pth"), "--set", "rep"]) == 2
+
+
 def test_a_frozen_flow_gets_no_gradient_and_does_not_move():
     cfg = TrainConfig.from_settings({"arch": "frvsr-spynet", "flow_lr_scale": 0.0, **TINY, "flow_scale": 0.625})
     assert isinstance(cfg.model, FRVSRSpyNetConfig) and cfg.settings()["flow_scale"] == 0.625

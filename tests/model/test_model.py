@@ -271,3 +271,81 @@ def test_rep_blocks_fold_into_a_plain_network_with_the_same_output():
     assert FRVSR(FRVSRConfig(channels=8, blocks=1, fnet_channels=4)).fused().cfg.block == "plain"
     with pytest.raises(ValueError, match="block"):
         FRVSRConfig(block="dense")
+
+
+def test_backward_pass_lets_a_frame_see_the_frames_after_it(tiny_cfg):
+    """With ``backward`` > 0 frame 1's output depends on frame 2 (the backward recurrence carries it back); the
+    streaming model's cannot; a scene cut stops what comes back, as it stops what goes forward."""
+    a, b, c, d = (torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(4))
+    for backward, depends in ((4, True), (0, False)):
+        model = random_frvsr(FRVSRConfig(**{**vars(tiny_cfg), "backward": backward})).eval()
+        with torch.no_grad():
+            out1 = list(model.iterate([a, b, c]))[0][0]
+            out2 = list(model.iterate([a, b, d]))[0][0]
+        assert (not torch.allclose(out1, out2)) is depends
+    model = random_frvsr(FRVSRConfig(**{**vars(tiny_cfg), "backward": 4})).eval()
+    shot_a = [torch.full((1, 3, 8, 8), 0.1) + 0.01 * torch.rand(1, 3, 8, 8) for _ in range(2)]
+    with torch.no_grad():
+        alone = [o[0] for o in model.iterate(shot_a, cut_threshold=0.3)]
+        before_cut = [o[0] for o in model.iterate(shot_a + [torch.full((1, 3, 8, 8), 0.9)], cut_threshold=0.3)]
+        no_cut = [o[0] for o in model.iterate(shot_a + [torch.full((1, 3, 8, 8), 0.9)], cut_threshold=None)]
+    torch.testing.assert_close(before_cut[1], alone[1], atol=1e-6, rtol=0)
+    assert not torch.allclose(no_cut[1], alone[1], atol=1e-4)
+
+
+def test_backward_model_trains_folds_and_round_trips(tmp_path):
+    cfg = FRVSRConfig(channels=8, blocks=1, fnet_channels=4, hidden=4, backward=4, backward_blocks=1, block="rep")
+    model = random_frvsr(cfg)
+    clip = torch.rand(2, 3, 3, 16, 16)
+    out, flows = model(clip, torch.zeros(2, 3, 2, 16, 16))
+    assert out.shape == (2, 3, 3, 64, 64) and flows.shape == (2, 3, 2, 16, 16)
+    out.mean().backward()
+    assert model.bnet.head.weight.grad.abs().sum() > 0  # the loss reaches the backward recurrence
+    model.eval()
+    with torch.no_grad():
+        want, _ = model(clip)
+        got, _ = model.fused()(clip)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    save_checkpoint(tmp_path / "b.pth", model)
+    loaded, _ = load_checkpoint(tmp_path / "b.pth", channels_last=False)
+    assert loaded.cfg.backward == 4 and loaded.cfg.backward_blocks == 1
+    with pytest.raises(ValueError, match="whole clips"):
+        model.step(clip[:, 0], clip[:, 0], torch.zeros(2, 3, 64, 64), torch.zeros(2, 4, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"block": "rep"},
+        {"backward": 4},
+        {"hidden": 6},
+        {"block": "rep", "backward": 4, "backward_blocks": 1, "hidden": 6},
+    ],
+)
+def test_a_grown_model_starts_with_the_same_output_and_every_part_learns(changes, tiny_cfg):
+    small = random_frvsr(tiny_cfg).eval()
+    big = small.grown(**changes)
+    assert all(getattr(big.cfg, k) == v for k, v in changes.items())
+    assert sum(p.numel() for p in big.parameters()) > sum(p.numel() for p in small.parameters())
+    clip = torch.rand(1, 4, 3, 16, 24, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, _ = small(clip)
+        got, _ = big(clip)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    big.train()
+    out, _ = big(clip)
+    out.square().mean().backward()
+    frozen = [
+        n for n, p in big.named_parameters() if not n.startswith("fnet.") and (p.grad is None or not p.grad.any())
+    ]
+    # what reads a new part through zero weights gets a gradient at once; the part itself only after one step
+    assert all(n.startswith("bnet.") or n.startswith("srnet.state.") for n in frozen), frozen
+
+
+def test_grow_refuses_what_it_cannot_keep_equal(tiny_cfg):
+    model = random_frvsr(tiny_cfg)
+    for bad in ({"channels": 16}, {"hidden": 2}):
+        with pytest.raises(ValueError, match="grow"):
+            model.grown(**bad)
+    with pytest.raises(ValueError, match="fused"):
+        model.grown(block="rep").grown(block="plain")
