@@ -1,6 +1,8 @@
 """Evaluate a trained FRVSR checkpoint (and plain bicubic) on a folder of clips.
 
-Writes runs/models/{new uuid}/evaluation_{unix_ts}.xlsx and runs/metric/trial.txt.
+Writes runs/models/{new uuid}/evaluation_{unix_ts}.xlsx and runs/metric/trial.txt. trial.txt holds the platform's
+MSE, SSIMs, PSNR and SSIM; the workbook and the printed table also PSNR_Y, tOF, VMAF, VMAF NEG and BRISQUE (the
+ground truth's too), defined in train.metrics.
 
 The clean input is the platform's definition: the high-res clip downscaled x1/4 (bicubic, or the BD blur
 for a model trained on it). Each ``--crf`` adds the same metrics on that low-res clip after a real H.264
@@ -52,24 +54,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _cell(v: float | None, width: int, fmt: str = ".4f") -> str:
+    return f"{'n/a':>{width}s}" if v is None else f"{v:{width}{fmt}}"  # json_safe turns nan into None
+
+
 def print_table(summaries: dict, n_clips: int, seconds: float) -> None:
     from train.metrics import json_safe
+    from train.report import GROUND_TRUTH
 
     print(f"{n_clips} clips, {seconds:.1f} s")
-    print(f"{'input':14s} {'':8s} {'PSNR':>8s} {'PSNR_Y':>8s} {'SSIM':>7s} {'tOF':>7s} {'PSNR clip mean':>15s}")
+    print(
+        f"{'input':14s} {'':8s} {'PSNR':>8s} {'PSNR_Y':>8s} {'SSIM':>7s} {'tOF':>7s} {'VMAF':>7s} {'VMAF_NEG':>8s} "
+        f"{'BRISQUE':>7s} {'PSNR clip mean':>15s}"
+    )
     for crf, summ in summaries.items():
         m, b = json_safe(summ["FRVSR_GAN"]), json_safe(summ["Bicubic"])
         cond = "clean" if crf is None else f"H.264 CRF {crf}"
         for name, s in (("model", m), ("bicubic", b)):
-            tof = f"{s['tOF']:7.4f}" if s["tOF"] is not None else f"{'n/a':>7s}"  # json_safe turns nan into None
             print(
-                f"{cond:14s} {name:8s} {s['PSNR']:8.4f} {s['PSNR_Y']:8.4f} {s['SSIM']:7.4f} {tof} "
+                f"{cond:14s} {name:8s} {s['PSNR']:8.4f} {s['PSNR_Y']:8.4f} {s['SSIM']:7.4f} {_cell(s['tOF'], 7)} "
+                f"{_cell(s['VMAF'], 7, '.2f')} {_cell(s['VMAF_NEG'], 8, '.2f')} {_cell(s['BRISQUE'], 7, '.2f')} "
                 f"{s['PSNR_clip_mean']:15.4f}"
             )
         print(
             f"{'':14s} {'gain':8s} {m['PSNR'] - b['PSNR']:+8.4f} {m['PSNR_Y'] - b['PSNR_Y']:+8.4f} "
             f"{m['SSIM'] - b['SSIM']:+7.4f}"
         )
+    gt = json_safe(summaries[None][GROUND_TRUTH])["BRISQUE"]  # the same clips under every condition
+    print(f"{'ground truth':23s} BRISQUE {_cell(gt, 7, '.2f')} (lower is more natural; nearer it is better)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         def bar(results, label: str):
             return tqdm(results, total=len(samples), unit="clip", desc=label)
 
-        runs = evaluate_conditions(models, samples, degradation, device, crfs, bar, precision)
+        runs = evaluate_conditions(models, samples, degradation, device, crfs, bar, precision, with_perceptual=True)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from train.data import (
     read_list,
 )
 from train.degradations import clip_rng, h264_decode, h264_encode
-from train.metrics import SampleScore, optical_flows, score_clip
+from train.metrics import SampleScore, brisque, optical_flows, score_clip, vmaf_motion
 from video.io import VideoReader
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class ClipResult:
     seconds: float  # model inference time for the clip
     input_quality: str = "clean"  # the model variant that served it (``model.variants``)
     bits_per_pixel: float | None = None  # of the H.264 low-res input; None for frames handed over as they are
+    gt_brisque: float = float("nan")  # the ground truth's BRISQUE (``train.metrics.brisque``); nan when not computed
 
 
 def lowres_frames(hr: torch.Tensor, degradation: str, name: str = "", crf: int | None = None) -> np.ndarray:
@@ -86,6 +87,8 @@ def evaluate_clips(
     precision: str = "auto",
     crf: int | None = None,
     input_quality: str | None = None,
+    with_perceptual: bool = False,
+    gt_brisque: dict[str, float] | None = None,
 ) -> Iterator[ClipResult]:
     """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it.
 
@@ -93,7 +96,9 @@ def evaluate_clips(
     at ``crf`` when given). A ``ModelSet`` serves each clip with the variant the server would choose
     for the upload (its codec and bits per pixel), or with ``input_quality`` when given.
     ``with_temporal`` adds tOF (``train.metrics.tof``) to the model's and bicubic's scores; clips of a
-    single frame have none (nan).
+    single frame have none (nan). ``with_perceptual`` adds VMAF, VMAF NEG and BRISQUE (``train.metrics``) to
+    them and the ground truth's BRISQUE to the result; ``gt_brisque`` ({clip name: BRISQUE}) is read and filled
+    in, so conditions that share the ground truth (``evaluate_conditions``) score it once.
     """
     models = as_model_set(model)
     for s in samples:
@@ -106,23 +111,31 @@ def evaluate_clips(
         seconds = time.perf_counter() - t0
         gt = clip.astype(np.float64) / 255.0
         gt_flows = optical_flows(gt) if with_temporal and len(clip) > 1 else None  # shared by model and bicubic
-        model_score = score_clip(s.name, out.astype(np.float64) / 255.0, gt, with_y, gt_flows)
+        gt_motion = vmaf_motion(gt) if with_perceptual else None  # VMAF's motion feature, shared too
+        model_score = score_clip(s.name, out.astype(np.float64) / 255.0, gt, with_y, gt_flows, gt_motion)
         bic = None
         if with_bicubic:
             up = bicubic_upscale(to_tensor(lr))
             up = up.mul(255).round().div(255)  # 8-bit output like the model's
-            bic = score_clip(s.name, up, gt, with_y, gt_flows)
+            bic = score_clip(s.name, up, gt, with_y, gt_flows, gt_motion)
+        gt_natural = float("nan")
+        if with_perceptual:
+            known = {} if gt_brisque is None else gt_brisque
+            if s.name not in known:
+                known[s.name] = brisque(gt)
+            gt_natural = known[s.name]
         log.info(
-            "%s: PSNR %.3f dB SSIM %.4f tOF %.3f (%.2fs, %s model)",
+            "%s: PSNR %.3f dB SSIM %.4f tOF %.3f VMAF %.2f (%.2fs, %s model)",
             s.name,
             model_score.psnr,
             model_score.ssim,
             model_score.tof,
+            model_score.vmaf,
             seconds,
             quality if models.paired else "its one",  # a single model answers every input
         )
         yield ClipResult(
-            s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds, quality, bpp
+            s.name, len(clip), (clip.shape[2], clip.shape[1]), model_score, bic, seconds, quality, bpp, gt_natural
         )  # fmt: skip
 
 
@@ -163,15 +176,17 @@ def evaluate_conditions(
     crfs: Sequence[int],
     progress: Callable[[Iterator[ClipResult], str], Iterable[ClipResult]] = lambda it, label: it,
     precision: str = "auto",
+    with_perceptual: bool = False,
 ) -> dict[int | None, list[ClipResult]]:
-    """Model and bicubic on the clean input (key None) and on each H.264 CRF, with PSNR_Y and tOF.
+    """Model and bicubic on the clean input (key None) and on each H.264 CRF, with PSNR_Y and tOF, and with
+    ``with_perceptual`` VMAF, VMAF NEG and BRISQUE (the ground truth's scored once for all conditions).
     ``progress(results, label)`` may wrap each condition's results (the CLI's progress bar)."""
-    runs = {}
+    runs, gt_brisque = {}, {}
     for crf in [None, *crfs]:
         label = "clean input" if crf is None else f"H.264 CRF {crf} input"
         results = evaluate_clips(
             model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True, crf=crf,
-            precision=precision,
+            precision=precision, with_perceptual=with_perceptual, gt_brisque=gt_brisque,
         )  # fmt: skip
         runs[crf] = list(progress(results, label))
     return runs

@@ -4,11 +4,13 @@ evaluation run (``build_test_trial``), and the evaluation workbook that client_t
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference
+from openpyxl.utils import get_column_letter
 
 from common.files import atomic_path, atomic_write_bytes
 from train.evaluate import ClipResult
@@ -24,17 +26,43 @@ PER_SAMPLE_COLUMNS = [
     "SSIM",
     "PSNR_Y",
     "tOF",
+    "VMAF",
+    "VMAF_NEG",
+    "BRISQUE",
     "bicubic PSNR",
     "bicubic SSIM",
     "bicubic PSNR_Y",
     "bicubic tOF",
+    "bicubic VMAF",
+    "bicubic VMAF_NEG",
+    "bicubic BRISQUE",
+    "ground truth BRISQUE",
     "seconds",
 ]
-# tOF (train.metrics.tof): temporal consistency, mean flow difference to the ground truth in pixels, lower is better
+# tOF (train.metrics.tof): temporal consistency, mean flow difference to the ground truth in pixels, lower is better;
+# VMAF, VMAF_NEG (0-100, higher is better) and BRISQUE (lower is more natural): train.metrics
+SUMMARY_COLUMNS = [
+    "method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "tOF", "samples", "PSNR_clip_mean", "VMAF", "VMAF_NEG",
+    "BRISQUE",
+]  # fmt: skip
+GROUND_TRUTH = "ground truth"  # the summary's entry for the ground truth itself: its BRISQUE alone
+NOTES = {
+    "MSE": "on the 8-bit scale (0-255^2, as MATLAB's immse and OpenCV give for 8-bit images); PSNR = 10*log10(255^2 "
+    "/ MSE)",
+    "tOF": "temporal consistency: mean |flow(output) - flow(ground truth)| in pixels over consecutive frames "
+    "(Farneback); lower is better, 0 = moves like the ground truth",
+    "VMAF": "Netflix VMAF v0.6.1 (vmaf-torch) on 8-bit BT.601 luma, per frame clipped to 0-100, mean over the clip; "
+    "higher is better; counts sharpening as quality",
+    "VMAF_NEG": "VMAF NEG: VMAF with no enhancement gain (sharpening is not rewarded); higher is better",
+    "BRISQUE": "no-reference naturalness per frame (8-bit RGB), mean over the clip; lower is more natural. The "
+    "ground truth's own is the row 'ground truth': the nearer a method's, the more natural it looks",
+}
 
 
 def summarize(results: Sequence[ClipResult]) -> dict[str, dict]:
-    """{'FRVSR_GAN': {...}, 'Bicubic': {...}} with MSE, SSIMs, PSNR, SSIM plus PSNR_Y and tOF."""
+    """{'FRVSR_GAN': {...}, 'Bicubic': {...}, 'ground truth': {'BRISQUE': ...}}: per method MSE, SSIMs, PSNR,
+    SSIM plus PSNR_Y, tOF, PSNR_clip_mean, VMAF, VMAF_NEG and BRISQUE (each a mean over clips; nan where not
+    computed); for the ground truth its BRISQUE."""
     out = {}
     for key, pick in ((MODEL_NAME, lambda r: r.model), ("Bicubic", lambda r: r.bicubic)):
         agg = Aggregate()
@@ -42,7 +70,12 @@ def summarize(results: Sequence[ClipResult]) -> dict[str, dict]:
             agg.add(pick(r))
         # PSNR_clip_mean: mean of per-clip PSNRs (papers' convention); PSNR (the platform's) is of the mean MSE
         clip_mean = sum(min(pick(r).psnr, PSNR_CAP) for r in results) / len(results)
-        out[key] = {**agg.result(), "PSNR_Y": agg.psnr_y(), "tOF": agg.tof(), "PSNR_clip_mean": clip_mean}
+        out[key] = {
+            **agg.result(), "PSNR_Y": agg.psnr_y(), "tOF": agg.tof(), "PSNR_clip_mean": clip_mean,
+            "VMAF": agg.vmaf(), "VMAF_NEG": agg.vmaf_neg(), "BRISQUE": agg.brisque(),
+        }  # fmt: skip
+    gt = [r.gt_brisque for r in results if not math.isnan(r.gt_brisque)]
+    out[GROUND_TRUTH] = {"BRISQUE": sum(gt) / len(gt) if gt else float("nan")}
     return out
 
 
@@ -78,20 +111,8 @@ def write_workbook(
     sm = wb.create_sheet("summary")
     _summary_rows(sm, summary, n)
     sm.append([])
-    sm.append(
-        [
-            "MSE",
-            "on the 8-bit scale (0-255^2, as MATLAB's immse and OpenCV give for 8-bit images); PSNR = 10*log10(255^2 "
-            "/ MSE)",
-        ]
-    )
-    sm.append(
-        [
-            "tOF",
-            "temporal consistency: mean |flow(output) - flow(ground truth)| in pixels over consecutive frames "
-            "(Farneback); lower is better, 0 = moves like the ground truth",
-        ]
-    )
+    for name, note in NOTES.items():
+        sm.append([name, note])
     sm.append([])
     for k, v in info.items():
         sm.append([k, str(v)])
@@ -119,20 +140,30 @@ def _per_sample_rows(ws, results: Sequence[ClipResult]) -> None:
                 round(r.model.ssim, 4),
                 _num(psnr_from_mse(r.model.mse_y)),
                 _num(r.model.tof),
+                _num(r.model.vmaf),
+                _num(r.model.vmaf_neg),
+                _num(r.model.brisque),
                 _num(r.bicubic.psnr),
                 round(r.bicubic.ssim, 4),
                 _num(psnr_from_mse(r.bicubic.mse_y)),
                 _num(r.bicubic.tof),
+                _num(r.bicubic.vmaf),
+                _num(r.bicubic.vmaf_neg),
+                _num(r.bicubic.brisque),
+                _num(r.gt_brisque),
                 round(r.seconds, 3),
             ]
         )
-    for col, width in zip("ABCDEFGHIJKLM", (18, 8, 10, 12, 10, 10, 10, 8, 13, 13, 15, 11, 9), strict=True):
-        ws.column_dimensions[col].width = width
+    for i, name in enumerate(PER_SAMPLE_COLUMNS, start=1):
+        ws.column_dimensions[get_column_letter(i)].width = 18 if name == "sample" else max(8, len(name) + 2)
 
 
 def _summary_rows(ws, summary: dict, n: int) -> None:
-    ws.append(["method", "MSE", "PSNR", "SSIM", "SSIMs", "PSNR_Y", "tOF", "samples", "PSNR_clip_mean"])
+    ws.append(SUMMARY_COLUMNS)
     for name, s in summary.items():
+        if name == GROUND_TRUTH:  # its BRISQUE alone, under the methods' column
+            ws.append([name, *[None] * (SUMMARY_COLUMNS.index("BRISQUE") - 1), _num(s["BRISQUE"])])
+            continue
         ws.append(
             [
                 name,
@@ -144,6 +175,9 @@ def _summary_rows(ws, summary: dict, n: int) -> None:
                 _num(s["tOF"]),
                 n,
                 _num(s["PSNR_clip_mean"]),
+                _num(s["VMAF"]),
+                _num(s["VMAF_NEG"]),
+                _num(s["BRISQUE"]),
             ]
         )
 
@@ -157,12 +191,13 @@ def build_test_trial(
     as ``test_h264_crf23``) adds the same four metrics beside it for that compressed input."""
     keys = ("MSE", "SSIMs", "PSNR", "SSIM")
     conditions = {"test": summary, **(compressed or {})}
+    methods = [name for name in summary if name != GROUND_TRUTH]  # the contract's two, FRVSR_GAN and Bicubic
     return {
         "model_path": str(out_dir.resolve()),
         "predict_result_filename": xlsx_name,
         "preview_data": {},
         "test_result": {
-            name: {cond: {k: summ[name][k] for k in keys} for cond, summ in conditions.items()} for name in summary
+            name: {cond: {k: summ[name][k] for k in keys} for cond, summ in conditions.items()} for name in methods
         },
         "predict_prob": {},
         "test_consuming": {"test": seconds},
