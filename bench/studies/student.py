@@ -29,7 +29,7 @@ from common.paths import ROOT
 
 log = logging.getLogger(__name__)
 MARKS = (15, 30, 45)  # CPU-minutes at which the curves are read off
-DESIGN_KEYS = ("channels", "blocks", "hidden", "block", "flow_cache", "crop_size", "batch_size", "lr")
+DESIGN_KEYS = ("channels", "blocks", "hidden", "block", "backward", "flow_cache", "crop_size", "batch_size", "lr")
 
 
 def history(run: Path) -> list[dict]:

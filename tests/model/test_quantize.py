@@ -70,11 +70,12 @@ def test_int8_needs_a_prepared_model(tiny_model):
 
 @pytest.mark.slow
 @needs_int8
-def test_calibrated_int8_follows_bf16_at_any_size_after_one_compile():
+@pytest.mark.parametrize("backward", [0, 4])
+def test_calibrated_int8_follows_bf16_at_any_size_after_one_compile(backward):
     from model.inference import super_resolve, to_tensor
     from model.quantize import prepare, quantize
 
-    model = random_frvsr(CFG, seed=1).eval()
+    model = random_frvsr(FRVSRConfig(**{**vars(CFG), "backward": backward}), seed=1).eval()
     calib = [moving_clip(6, 48, 64, dx=1, dy=1, seed=s) for s in range(3)]
 
     def run(observed):
@@ -83,7 +84,7 @@ def test_calibrated_int8_follows_bf16_at_any_size_after_one_compile():
                 list(observed.iterate(to_tensor(f)[None] for f in clip))
 
     programs = quantize(model, run)
-    assert set(programs) == {"srnet"}
+    assert set(programs) == ({"srnet", "bnet"} if backward else {"srnet"})  # the backward cell int8 too
     int8 = prepare(model, "int8", programs)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is untouched
     for h, w in ((48, 64), (40, 56), (24, 32)):  # a new size after the first two compiles nothing new
