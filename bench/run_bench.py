@@ -1,6 +1,6 @@
 """`make bench`: model speed and quality per configuration, end-to-end latency through the route,
-and the TorchServe worker's peak memory. Writes bench/results/bench.md, bench.json and
-speed_vs_psnr.png.
+the TorchServe worker's peak memory, and the served pipeline's per-frame budget (``bench.budget``). Writes
+bench/results/bench.md, bench.json and speed_vs_psnr.png.
 
     OMP_WAIT_POLICY=PASSIVE python -m bench.run_bench    # everything (quality: 90 s of training per config)
     OMP_WAIT_POLICY=PASSIVE python -m bench.run_bench --train_seconds 0       # speed only
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of training per configuration for the quality column (equal time; 0: skip)",
     )
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--skip-budget", action="store_true", help="skip the per-frame budget (bench.budget)")
     p.add_argument("--skip-runtimes", action="store_true", help="skip bf16 vs int8 vs compiled (bench.runtimes)")
     p.add_argument("--skip-flow", action="store_true", help="skip the flow options' warp PSNR (bench.warp_psnr)")
     p.add_argument(
@@ -263,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         f"precision auto = {resolve_precision('auto', 'cpu')} on this CPU"
     )
     refs = reference_quality(LISTS) if all(p.is_dir() for p in LISTS.values()) and not a.skip_teacher else []
+    spent = None
+    if default and not a.skip_budget:  # core-ms a frame per piece of the served pipeline, 150-frame clips
+        from bench import budget
+
+        spent = budget.run(DEFAULT_MODEL)
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     rt = None
     if default and not a.skip_runtimes:  # bf16 vs int8 vs compiled, FRVSR and the teacher (bench.runtimes)
         from bench import runtimes
@@ -278,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         flows = warp_psnr.run([str(p) for p in LISTS.values()], [], threads=1, precisions=("bf16",))
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     md = markdown(rows, e2e, a.train_seconds, machine, degr) + reference_markdown(refs)
+    if spent is not None:
+        md += "\n" + budget.markdown(spent, title="## The per-frame budget (bench.budget)")
     if flows is not None:
         md += "\n" + warp_psnr.markdown(flows, title="## Flow options (bench.warp_psnr)")
     if rt is not None:
@@ -285,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(RESULTS / "bench.md", md)
     doc = {
         "models": rows, "e2e": e2e, "degradation": degr, "references": refs, "flows": flows, "runtimes": rt,
+        "budget": spent,
         "machine": machine,
     }  # fmt: skip
     atomic_write_text(RESULTS / "bench.json", json.dumps(doc, indent=2, default=str))

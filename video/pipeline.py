@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from common.ahead import name_os_thread
 from model.frvsr import SCALE
 from model.inference import DEFAULT_CUT_THRESHOLD, super_resolve
 from video.io import VideoReader, VideoWriter
@@ -115,6 +116,7 @@ class _Stage(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        name_os_thread(self.name)  # before the stage starts codec threads: they inherit it
         try:
             self._target_fn()
         except BaseException as e:  # handed to the calling thread, which re-raises it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -67,3 +68,12 @@ def test_a_consumer_that_stops_early_stops_the_producer():
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth"):
         list(ahead([1], 0))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="OS thread names: Linux")
+def test_the_producer_thread_has_its_name_in_the_os_too():
+    def items():
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+            yield f.read().strip()
+
+    assert list(ahead(items(), 1, name="frvsr-flow")) == ["frvsr-flow"]
