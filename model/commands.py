@@ -2,17 +2,20 @@
 
     python -m model.commands from-frvsr IN.pth OUT.pth [--flow_scale S]
     python -m model.commands grow IN.pth OUT.pth --set block=rep backward=32 ...
-    python -m model.commands pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X]
+    python -m model.commands pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X] [--blend MIN_BPP:W ...]
+    python -m model.commands rule PAIRED.pth OUT.pth [--clean_min_bpp X] [--blend MIN_BPP:W ...]
     python -m model.commands teacher-export DIR [--weights BIx4|BDx4|REDS4]
 
 ``from-frvsr``: a trained FRVSR's reconstruction with BasicVSR's released SPyNet as its flow
 (``model.frvsr_spynet.from_frvsr``), as a checkpoint to train on with ``init_from``; its training time
 (``cpu_seconds``) is carried over. ``grow``: a trained model with more capacity (``FRVSR.grown``: rep blocks, a
 backward pass, a wider state) that starts with the same outputs, to train on with ``init_from``; its time carried
-over too. ``pair``: one checkpoint holding a clean-input model and its compressed-input
-fine-tune (``model.variants.pair``). ``teacher-export``: the teacher, BasicVSR with its authors' released weights,
-as a project checkpoint ``DIR/basicvsr_<weights>.pth`` (``model.teacher.export``); the path is the last line
-printed. Each prints the file it wrote; a bad input exits 2 with a message.
+over too. ``pair``: one checkpoint holding a clean-input model and its compressed-input fine-tune
+(``model.variants.pair``), with the rule that picks between them and their blends. ``rule``: the same file with
+another rule (then ``python -m train.calibrate`` it: a new blend needs its int8 program). ``teacher-export``: the
+teacher, BasicVSR with its authors' released weights, as a project checkpoint ``DIR/basicvsr_<weights>.pth``
+(``model.teacher.export``); the path is the last line printed. Each prints the file it wrote; a bad input exits 2
+with a message.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.frvsr import FRVSR
 from model.frvsr_spynet import FRVSRSpyNetConfig, from_frvsr
 from model.teacher import LICENCE, TRAINING_DATA, WEIGHTS, export
-from model.variants import InputRule, pair
+from model.variants import InputRule, pair, with_rule
 
 
 def convert_from_frvsr(src: Path, dest: Path, flow_scale: float) -> Path:
@@ -54,6 +57,18 @@ def grow(src: Path, dest: Path, changes: list[str]) -> Path:
     return dest
 
 
+BLEND_HELP = "lossy input from MIN_BPP bits per pixel up to clean_min_bpp gets W x clean + (1 - W) x compressed"
+
+
+def parse_blend(text: str) -> tuple[float, float]:
+    """``MIN_BPP:W`` -> (min_bpp, w), for ``--blend``."""
+    b, sep, w = text.partition(":")
+    try:
+        return float(b), float(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--blend takes MIN_BPP:W, e.g. 0.6:0.5, got {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.commands", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -70,6 +85,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("compressed")
     q.add_argument("out")
     q.add_argument("--clean_min_bpp", type=float, default=InputRule.clean_min_bpp)
+    q.add_argument("--blend", type=parse_blend, nargs="*", default=[], metavar="MIN_BPP:W", help=BLEND_HELP)
+    q = sub.add_parser("rule", help="a paired checkpoint with another input rule (its blends)")
+    q.add_argument("paired")
+    q.add_argument("out")
+    q.add_argument("--clean_min_bpp", type=float, default=InputRule.clean_min_bpp)
+    q.add_argument("--blend", type=parse_blend, nargs="*", default=[], metavar="MIN_BPP:W", help=BLEND_HELP)
     q = sub.add_parser("teacher-export", help="write the teacher as a project checkpoint (arch basicvsr)")
     q.add_argument("dir", type=Path, help="folder to write basicvsr_<weights>.pth into")
     q.add_argument("--weights", choices=sorted(WEIGHTS), default="BIx4", help="which released weights")
@@ -84,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "grow":
             out = grow(a.src, a.dest, a.set)
         elif a.cmd == "pair":
-            pair(a.clean, a.compressed, a.out, InputRule(a.clean_min_bpp))
+            pair(a.clean, a.compressed, a.out, InputRule(a.clean_min_bpp, tuple(a.blend)))
+            out = a.out
+        elif a.cmd == "rule":
+            with_rule(a.paired, a.out, InputRule(a.clean_min_bpp, tuple(a.blend)))
             out = a.out
         else:
             out = export(a.dir, a.weights)

@@ -71,3 +71,35 @@ def test_pair_refuses_different_architectures_and_nested_pairs(tmp_path):
     pair(tmp_path / "a.pth", tmp_path / "a.pth", tmp_path / "p.pth", InputRule())
     with pytest.raises(ValueError, match="already holds variants"):
         pair(tmp_path / "p.pth", tmp_path / "a.pth", tmp_path / "q.pth", InputRule())
+
+
+def test_blends_take_the_rates_between_the_two_models():
+    rule = InputRule(clean_min_bpp=1.5, blends=[[0.4, 0.25], (0.8, 0.5)])  # a checkpoint's lists, any order
+    assert rule.blends == ((0.8, 0.5), (0.4, 0.25))
+    for bpp, expected in ((2.0, CLEAN), (1.49, "blend50"), (0.8, "blend50"), (0.79, "blend25"), (0.39, COMPRESSED)):
+        assert rule.choose("h264", bpp) == expected, bpp
+    assert rule.choose("h264", None) == COMPRESSED and rule.choose("ffv1", 0.1) == CLEAN
+    for bad in ([(0.5, 1.0)], [(1.6, 0.5)], [(0.5, 0.5), (0.6, 0.5)]):
+        with pytest.raises(ValueError, match="blend"):
+            InputRule(blends=bad)
+
+
+def test_a_blend_is_the_interpolated_network_and_rule_rewrites_a_pair(tmp_path):
+    clean, comp = random_frvsr(TINY, seed=1), random_frvsr(TINY, seed=2)
+    save_checkpoint(tmp_path / "clean.pth", clean)
+    save_checkpoint(tmp_path / "comp.pth", comp)
+    argv = ["pair", str(tmp_path / "clean.pth"), str(tmp_path / "comp.pth"), str(tmp_path / "p.pth")]
+    assert main([*argv, "--blend", "0.6:0.75"]) == 0
+    models, _ = load_model_set(tmp_path / "p.pth")
+    assert sorted(models.models) == sorted([CLEAN, "blend75", COMPRESSED])
+    quality, net = models.pick("h264", 1.0)
+    assert quality == "blend75" and not net.training
+    for k, v in clean.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], 0.75 * v + 0.25 * comp.state_dict()[k])
+    assert models.pick("h264", 1.0, COMPRESSED)[0] == COMPRESSED  # a request's override still wins
+    assert main(["rule", str(tmp_path / "p.pth"), str(tmp_path / "r.pth"), "--blend", "0.3:0.5", "0.9:0.8"]) == 0
+    models, _ = load_model_set(tmp_path / "r.pth")
+    assert sorted(models.models) == sorted([CLEAN, "blend50", "blend80", COMPRESSED])
+    assert main(["rule", str(tmp_path / "clean.pth"), str(tmp_path / "x.pth")]) == 2  # one model: nothing to blend
+    with pytest.raises(SystemExit):  # argparse: the usage and the message, exit 2
+        main([*argv, "--blend", "half"])
