@@ -83,7 +83,7 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
     models, precision, _ = load_for_serving(model_path)  # each model as a server runs it, at its precision
     if not models.paired:
         raise ValueError(f"{model_path} holds one model; pair two with python -m model.commands pair")
-    nets = {CLEAN: (models.models[CLEAN], precision), COMPRESSED: (models.models[COMPRESSED], precision)}
+    nets = {name: (net, precision) for name, net in models.models.items()}  # the two and the rule's blends
     nets.update({name: served(p) for name, p in also.items()})
     out: dict = {"model": str(model_path), "rule": str(models.rule), "also": {k: str(v) for k, v in also.items()}}
     for list_name, folder in lists.items():
@@ -99,7 +99,7 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
             key = "clean" if crf is None else f"crf{crf}"
             row = {name: psnr_from_mse(float(np.mean([c["mse"][name] for c in clips]))) for name in clips[0]["mse"]}
             row["bpp"] = None if crf is None else [min(bpps), max(bpps)]
-            row["auto_picks"] = {q: picks.count(q) for q in (CLEAN, COMPRESSED)}
+            row["auto_picks"] = {q: picks.count(q) for q in sorted(set(picks))}
             row["clips"] = clips  # per clip: its bits per pixel and every model's MSE (to try other thresholds)
             rows[key] = row
             log.info("%s %s: %s", list_name, key, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)})
@@ -114,7 +114,7 @@ def rescore(res: dict, rule: InputRule) -> dict:
             picks = [rule.choose("h264" if c["bpp"] is not None else None, c["bpp"]) for c in row["clips"]]
             mses = [c["mse"][pick] for c, pick in zip(row["clips"], picks, strict=True)]
             row["auto"] = psnr_from_mse(float(np.mean(mses)))
-            row["auto_picks"] = {q: picks.count(q) for q in (CLEAN, COMPRESSED)}
+            row["auto_picks"] = {q: picks.count(q) for q in sorted(set(picks))}
     res["rule"] = str(rule)
     return res
 
@@ -126,7 +126,7 @@ def markdown(res: dict) -> str:
         f"Model: `{res['model']}`; {res['rule']}. Gains over bicubic on the same decoded frames, platform PSNR "
         "(dB). auto: what the server serves with no `input_quality`.",
         "",
-        "| list | input | bpp | bicubic | " + " | ".join(names) + " | auto picks (clean/compr.) | auto vs better |",
+        "| list | input | bpp | bicubic | " + " | ".join(names) + " | auto picks | auto vs better of the two |",
         "|---|---|---|---:|" + "---:|" * len(names) + "---|---:|",
     ]
     for list_name in lists:
@@ -135,11 +135,8 @@ def markdown(res: dict) -> str:
             bpp = "-" if row["bpp"] is None else f"{row['bpp'][0]:.2f}-{row['bpp'][1]:.2f}"
             gains = " | ".join(f"{row[n] - bic:+.3f}" for n in names)
             best = max(row[CLEAN], row[COMPRESSED])
-            picks = row["auto_picks"]
-            lines.append(
-                f"| {list_name} | {key} | {bpp} | {bic:.3f} | {gains} | {picks[CLEAN]}/{picks[COMPRESSED]} | "
-                f"{row['auto'] - best:+.3f} |"
-            )
+            picks = ", ".join(f"{q} {n}" for q, n in row["auto_picks"].items())
+            lines.append(f"| {list_name} | {key} | {bpp} | {bic:.3f} | {gains} | {picks} | {row['auto'] - best:+.3f} |")
     return "\n".join(lines) + "\n"
 
 
