@@ -143,18 +143,16 @@ def test_v1_errors_keep_status_and_message(handler_ctx, body, status, words, env
     assert ei.value.error_code == status and words in ei.value.message
 
 
-@pytest.fixture(scope="module")
-def paired_ctx(tmp_path_factory, tiny_model):
-    """A handler over a checkpoint holding two different tiny models (``model.variants.pair``)."""
+def _paired_handler(d, tiny_model, rule):
+    """A handler over a checkpoint holding two different tiny models (``model.variants.pair``) and ``rule``."""
     from handler.frvsr_handler import FRVSRHandler
     from model.frvsr import FRVSRConfig
-    from model.variants import InputRule, pair
+    from model.variants import pair
     from testing.helpers import random_frvsr
 
-    d = tmp_path_factory.mktemp("paired_dir")
     save_checkpoint(d / "clean.pth", tiny_model)
     save_checkpoint(d / "comp.pth", random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4, hidden=4), seed=5))
-    pair(d / "clean.pth", d / "comp.pth", d / "pair.pth", InputRule(clean_min_bpp=1.5))
+    pair(d / "clean.pth", d / "comp.pth", d / "pair.pth", rule)
     (d / "model-config.yaml").write_text(yaml.safe_dump({"minWorkers": 1, "handler": {"torch_threads": 1}}))
     ctx = MockContext(
         model_pt_file="pair.pth", model_dir=str(d), model_file=None, model_yaml_config_file="model-config.yaml"
@@ -162,6 +160,13 @@ def paired_ctx(tmp_path_factory, tiny_model):
     h = FRVSRHandler()
     h.initialize(ctx)
     return h, ctx
+
+
+@pytest.fixture(scope="module")
+def paired_ctx(tmp_path_factory, tiny_model):
+    from model.variants import InputRule
+
+    return _paired_handler(tmp_path_factory.mktemp("paired_dir"), tiny_model, InputRule(clean_min_bpp=1.5))
 
 
 def _variant_used(h, ctx, body: dict) -> tuple[str, bytes]:
@@ -189,6 +194,21 @@ def test_paired_checkpoint_serves_compressed_uploads_with_the_compressed_model(p
     assert auto_lossless.startswith("clean (auto: ffv1")
     assert forced == "clean (requested)"
     assert v1 != v2  # two different models answered
+
+
+def test_a_blend_serves_the_rates_its_rule_gives_it(tmp_path, tiny_model):
+    from model.variants import InputRule
+    from testing.clips import encode_video, moving_clip
+
+    # every lossy stream below 1.5 bpp takes the blend here (from 0.001 bpp up)
+    h, ctx = _paired_handler(tmp_path, tiny_model, InputRule(clean_min_bpp=1.5, blends=((0.001, 0.5),)))
+    assert sorted(h.models.models) == ["blend50", "clean", "compressed"]
+    clip = moving_clip(6, 48, 64, dx=2, dy=0, seed=3, grain=16)
+    lossy = base64.b64encode(encode_video(clip, "mp4_h264", options={"crf": "30", "preset": "ultrafast"})).decode()
+    auto_lossy, blended = _variant_used(h, ctx, {"content": lossy})
+    forced, compressed = _variant_used(h, ctx, {"content": lossy, "input_quality": "compressed"})
+    assert auto_lossy.startswith("blend50 (auto: h264, ") and forced == "compressed (requested)"
+    assert blended != compressed
 
 
 def test_a_lower_crf_gives_a_larger_file(handler_ctx):
