@@ -59,8 +59,8 @@ class TrainConfig:
     # misc
     seed: int = 0
     threads: int = 0  # torch threads per process; 0 = cores / processes
-    # FRVSR steps and validation: auto = bf16 autocast where the CPU/GPU runs it natively (2x faster steps
-    # measured on an AMX CPU), else fp32; the GAN stage always steps in fp32
+    # FRVSR and GAN steps and validation: auto = bf16 autocast where the CPU/GPU runs it natively (2x faster
+    # steps measured on an AMX CPU; a GAN step 1.9x on an AVX512-BF16 one), else fp32
     precision: str = "auto"
     init_from: str = ""  # start from this FRVSR checkpoint's weights (its architecture wins)
     # adversarial stage (FRVSR_GAN, train/gan.py): fine-tune a trained FRVSR (init_from) against a
@@ -71,6 +71,9 @@ class TrainConfig:
     # hinge adversarial loss (SRGAN's weight against pixel MSE); 3e-3 adds detail faster, and artifacts
     w_adv: float = 1e-3
     w_fm: float = 0.02  # L1 between D's features of output and ground truth: steadier detail than w_adv alone
+    # (100 - VMAF NEG) / 100 of the output frames (train.gan.vmaf_neg_loss, vmaf-torch's differentiable port):
+    # a perceptual term that sharpening alone cannot game; ~1 s a step on one core at batch 4, 6 frames, 128 px
+    w_vmaf: float = 0.0
     w_pingpong: float = 0.5  # MSE between the forward and backward pass of a ping-pong window: against drift (TecoGAN)
     # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
     d_channels: int = 32
@@ -91,8 +94,8 @@ class TrainConfig:
             raise ValueError("max_minutes and max_cpu_minutes must be >= 0 and lr > 0")
         if self.gan_lr_d <= 0 or self.d_channels < 1 or self.gan_psnr_drop < 0:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
-        if min(self.w_adv, self.w_fm, self.w_pingpong, self.flow_loss_weight) < 0:
-            raise ValueError("w_adv, w_fm, w_pingpong and flow_loss_weight must be >= 0")
+        if min(self.w_adv, self.w_fm, self.w_pingpong, self.w_vmaf, self.flow_loss_weight) < 0:
+            raise ValueError("w_adv, w_fm, w_pingpong, w_vmaf and flow_loss_weight must be >= 0")
         if self.arch not in ARCHS or not issubclass(ARCHS[self.arch][0], FRVSRConfig):
             trainable = sorted(a for a, (c, _) in ARCHS.items() if issubclass(c, FRVSRConfig))
             raise ValueError(f"arch must be one of {trainable} (the FRVSR recurrence), got {self.arch!r}")

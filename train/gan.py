@@ -31,6 +31,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from common.files import atomic_path
 from model.checkpoint import cpu_state_dict
 from model.frvsr import FNet, flow_warp, pad_to_multiple, upsample_image, upscale_flow
+from model.precision import autocast, resolve_precision
 from train.config import TrainConfig
 from train.losses import warp_loss
 from train.metrics import psnr_from_mse
@@ -121,6 +122,22 @@ def neighbour_flows(fnet: FNet, lr: torch.Tensor) -> torch.Tensor:
     return torch.stack((prev, nxt), dim=1).reshape(b, t - 2, 2, 2, h, w)
 
 
+def pingpong_neighbour_flows(flows: torch.Tensor) -> torch.Tensor:
+    """The same windows' flows, read from the generator's own flows on a ping-pong sequence (no new flow pass).
+
+    flows (b, 2n-1, 2, h, w) of ``pingpong(x)``, ``flows[:, j]`` warping frame j-1 onto frame j -> (b, 2n-3, 2, 2,
+    h, w) as ``neighbour_flows`` gives. The window around position j needs frame j-1 onto j (``flows[:, j]``) and
+    frame j+1 onto j: in x_1..x_n..x_1 that pair occurs again, mirrored, at position 2n-2-j (``flows[:, 2n-2-j]``).
+    So a frozen flow is run once per frame for the generator and the discriminator both (it was 3 times).
+    """
+    m = flows.shape[1]  # 2n-1
+    if m < WINDOW or m % 2 == 0:
+        raise ValueError(f"expected the flows of a ping-pong sequence (an odd number >= {WINDOW} of frames), got {m}")
+    prev = flows[:, 1:-1]
+    nxt = flows.flip(1)[:, 1:-1]  # position j -> flows[:, m-1-j] = flows[:, 2n-2-j]
+    return torch.stack((prev, nxt), dim=2).detach()
+
+
 def discriminator_input(hr: torch.Tensor, lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     """Every window of three consecutive frames, neighbours warped to the middle, plus the condition.
 
@@ -155,6 +172,27 @@ def g_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 def feature_matching_loss(fake_feats: list[torch.Tensor], real_feats: list[torch.Tensor]) -> torch.Tensor:
     """Mean over D's layers of the L1 distance between generated and real features (real detached)."""
     return torch.stack([F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats, strict=True)]).mean()
+
+
+def vmaf_neg_loss(vmaf, out: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """(100 - VMAF NEG) / 100 of the output's frames against the ground truth's, differentiable in the output.
+
+    ``vmaf``: a ``vmaf_torch.VMAF(NEG=True)``; out, hr (b, t, 3, H, W) in [0, 1]. Each frame is scored on its
+    BT.601 limited-range luma (16..235, as ``train.metrics.vmaf`` scores served clips), with the ground truth's
+    own motion feature (consecutive frames of each window); scores are not clipped, so the gradient never
+    vanishes. NEG (no enhancement gain) rather than VMAF: sharpening alone does not raise it.
+    """
+    b, t = out.shape[:2]
+    coef = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float32, device=out.device).view(1, 3, 1, 1)
+
+    def luma(x: torch.Tensor) -> torch.Tensor:  # (b*t, 1, H, W), 16..235
+        return 16.0 + (x.reshape(b * t, *x.shape[2:]).float().clamp(0, 1) * coef).sum(1, keepdim=True)
+
+    dist, ref = luma(out), luma(hr).round()
+    with torch.no_grad():
+        motion = torch.cat([vmaf.compute_motion2(ref[i * t : (i + 1) * t]) for i in range(b)])  # (b*t, 1)
+    score = vmaf.predict(vmaf.compute_adm_score(ref, dist), motion, vmaf.compute_vif_features(ref, dist))
+    return (100.0 - score).mean() / 100.0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -232,6 +270,7 @@ class GanStage:
     opt_d: torch.optim.Optimizer
     ref_psnr: float = -math.inf  # validation PSNR of the starting model (init_from)
     kept_within: bool = False  # the kept checkpoint is within gan_psnr_drop of ref_psnr
+    vmaf: nn.Module | None = None  # vmaf_torch's VMAF NEG, for the w_vmaf term
 
     @classmethod
     def build(cls, cfg: TrainConfig, device: torch.device | str) -> GanStage:
@@ -244,43 +283,58 @@ class GanStage:
             disc = Discriminator(cfg.d_channels)
         disc = disc.to(device).train()
         sync_discriminator(disc)
+        vmaf = None
+        if cfg.w_vmaf > 0:
+            from vmaf_torch import VMAF  # imports slowly; only a run with the term needs it
+
+            vmaf = VMAF(temporal_pooling=False, enable_motion=True, clip_score=False, NEG=True).to(device).eval()
         # beta1 0.5: the usual GAN setting, momentum lags behind a moving target less
-        return cls(cfg, disc, torch.optim.Adam(disc.parameters(), lr=cfg.gan_lr_d, betas=(0.5, 0.999)))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.gan_lr_d, betas=(0.5, 0.999))
+        return cls(cfg, disc, opt_d, vmaf=vmaf)
 
     def step(self, net: nn.Module, opt_g: torch.optim.Optimizer, lr: torch.Tensor, hr: torch.Tensor) -> dict:
         """One adversarial step on a ping-pong window: the discriminator first, then the generator.
 
         lr (b, n, 3, h, w), hr (b, n, 3, 4h, 4w). Generator loss = pixel L2 + flow_loss_weight * warp
-        + w_pingpong * ping-pong + w_adv * hinge + w_fm * feature matching, all on x_1..x_n..x_1.
+        + w_pingpong * ping-pong + w_adv * hinge + w_fm * feature matching, all on x_1..x_n..x_1, + w_vmaf *
+        ``vmaf_neg_loss`` on x_1..x_n.
         """
         cfg, disc = self.cfg, self.disc
         n = lr.shape[1]
         lr_pp, hr_pp = pingpong(lr), pingpong(hr)  # (b, 2n-1, ...)
-        out, flows = net(lr_pp)  # (b, 2n-1, 3, H, W), (b, 2n-1, 2, h, w)
-        nflows = neighbour_flows(getattr(net, "module", net).fnet, lr_pp)  # (b, 2n-3, 2, 2, h, w), no gradient
-        real = discriminator_input(hr_pp, lr_pp, nflows)  # (b*(2n-3), 12, H, W)
-        fake = discriminator_input(out, lr_pp, nflows)
+        # the forward passes under the run's precision (bf16 autocast where the CPU runs it natively); the
+        # losses are reduced in float32, the warp's flows are float32 already
+        with autocast(resolve_precision(cfg.precision, lr.device), lr.device):
+            out, flows = net(lr_pp)  # (b, 2n-1, 3, H, W), (b, 2n-1, 2, h, w)
+            nflows = pingpong_neighbour_flows(flows)  # (b, 2n-3, 2, 2, h, w), no gradient
+            real = discriminator_input(hr_pp, lr_pp, nflows)  # (b*(2n-3), 12, H, W)
+            fake = discriminator_input(out, lr_pp, nflows)
 
-        # discriminator: real and generated windows in one batch (generated ones detached)
-        set_requires_grad(disc, True)
-        self.opt_d.zero_grad(set_to_none=True)
-        logits, _ = disc(torch.cat((real, fake.detach())))
-        d_real, d_fake = logits.chunk(2)
-        loss_d = d_hinge_loss(d_real, d_fake)
+            # discriminator: real and generated windows in one batch (generated ones detached)
+            set_requires_grad(disc, True)
+            self.opt_d.zero_grad(set_to_none=True)
+            logits, _ = disc(torch.cat((real, fake.detach())))
+            d_real, d_fake = logits.float().chunk(2)
+            loss_d = d_hinge_loss(d_real, d_fake)
         loss_d.backward()
         average_gradients(disc)
         self.opt_d.step()
 
         # generator, through the frozen (just updated) discriminator
         set_requires_grad(disc, False)
-        logits, feats = disc(torch.cat((real, fake)))
-        fake_logits = logits.chunk(2)[1]
-        fm = feature_matching_loss([f.chunk(2)[1] for f in feats], [f.chunk(2)[0] for f in feats])
+        with autocast(resolve_precision(cfg.precision, lr.device), lr.device):
+            logits, feats = disc(torch.cat((real, fake)))
+        fake_logits = logits.float().chunk(2)[1]
+        fm = feature_matching_loss([f.float().chunk(2)[1] for f in feats], [f.float().chunk(2)[0] for f in feats])
         adv = g_hinge_loss(fake_logits)
+        out = out.float()
         pixel = F.mse_loss(out, hr_pp)
         warp = warp_loss(lr_pp, flows)
         pp = pingpong_loss(out, n)
         loss = pixel + cfg.flow_loss_weight * warp + cfg.w_pingpong * pp + cfg.w_adv * adv + cfg.w_fm * fm
+        if self.vmaf is not None:  # the forward pass's frames (the backward pass repeats them)
+            vmaf = vmaf_neg_loss(self.vmaf, out[:, :n], hr)
+            loss = loss + cfg.w_vmaf * vmaf
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -295,6 +349,7 @@ class GanStage:
             "pingpong": pp.item(),
             "adv": adv.item(),
             "fm": fm.item(),
+            **({"vmaf_neg": 100.0 * (1.0 - vmaf.item())} if self.vmaf is not None else {}),
             "d_loss": loss_d.item(),
             "d_real": d_real.mean().item(),
             "d_fake": d_fake.mean().item(),
@@ -304,10 +359,13 @@ class GanStage:
         """The starting model's validation scores: ``keep`` measures the PSNR drop from them."""
         self.ref_psnr = scores["PSNR"]
         log.info(
-            "GAN stage starts from val PSNR %.4f dB SSIM %.4f tOF %.4f; keeping checkpoints above %.4f dB",
+            "GAN stage starts from val PSNR %.4f dB SSIM %.4f tOF %.4f VMAF %.2f VMAF NEG %.2f; keeping checkpoints "
+            "above %.4f dB",
             scores["PSNR"],
             scores["SSIM"],
             scores["tOF"],
+            scores.get("VMAF", math.nan),
+            scores.get("VMAF_NEG", math.nan),
             self.ref_psnr - self.cfg.gan_psnr_drop,
         )
 

@@ -114,13 +114,17 @@ def validation_scores(
     model: torch.nn.Module, samples: list[Sample], cfg: TrainConfig, device: torch.device, with_temporal: bool = False
 ) -> dict[str, float]:
     """Whole validation clips through the shared inference path, degraded as in training (deterministic
-    per clip): the platform's {MSE, SSIMs, PSNR, SSIM}, plus ``tOF`` with ``with_temporal``."""
+    per clip): the platform's {MSE, SSIMs, PSNR, SSIM}, plus ``tOF``, ``VMAF`` and ``VMAF_NEG`` with
+    ``with_temporal`` (the GAN stage's curves)."""
     agg = Aggregate()
     for r in evaluate_clips(
-        model, samples, cfg.degradation, device, with_temporal=with_temporal, precision=cfg.precision
-    ):
+        model, samples, cfg.degradation, device, with_temporal=with_temporal, precision=cfg.precision,
+        with_perceptual=with_temporal,
+    ):  # fmt: skip
         agg.add(r.model)
-    return {**agg.result(), "tOF": agg.tof()} if with_temporal else agg.result()
+    if not with_temporal:
+        return agg.result()
+    return {**agg.result(), "tOF": agg.tof(), "VMAF": agg.vmaf(), "VMAF_NEG": agg.vmaf_neg()}
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -232,11 +236,18 @@ def validate(run: Run) -> None:
         scores = validation_scores(run.model, run.val_samples, cfg, run.device, with_temporal=cfg.gan)
         state.valid_time += time.perf_counter() - t0
         cpu = run.cpu_seconds()  # one reading for both figures
-        tof = {"val_tof": scores["tOF"]} if cfg.gan else {}
+        tof = {}
+        if cfg.gan:
+            tof = {"val_tof": scores["tOF"], "val_vmaf": scores["VMAF"], "val_vmaf_neg": scores["VMAF_NEG"]}
         state.history.append(
             {
-                "epoch": state.epoch, "step": state.step, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], **tof,
-                "cpu_seconds": cpu, "own_cpu_seconds": cpu - state.inherited_cpu_seconds,
+                "epoch": state.epoch,
+                "step": state.step,
+                "val_psnr": scores["PSNR"],
+                "val_ssim": scores["SSIM"],
+                **tof,
+                "cpu_seconds": cpu,
+                "own_cpu_seconds": cpu - state.inherited_cpu_seconds,
             }  # fmt: skip
         )
         best = state.best_psnr if state.best_scores is not None else None
@@ -253,7 +264,9 @@ def validate(run: Run) -> None:
             run.out_dir, run.model, run.optimizer, run.snapshot(), run.trial_name, cfg,
             run.gan.state_dict() if run.gan is not None else None,
         )  # fmt: skip
-        tof_text = f" tOF {scores['tOF']:.4f}" if "tOF" in scores else ""
+        tof_text = ""
+        if "tOF" in scores:
+            tof_text = f" tOF {scores['tOF']:.4f} VMAF {scores['VMAF']:.2f} VMAF NEG {scores['VMAF_NEG']:.2f}"
         log.info(
             "epoch %d step %d: val PSNR %.4f dB SSIM %.4f%s (%s %.4f)",
             state.epoch,
@@ -275,7 +288,15 @@ def score_reference(run: Run) -> None:
         run.state.valid_time += time.perf_counter() - t0
         run.gan.set_reference(scores)
         run.state.history.append(
-            {"epoch": 0, "step": 0, "val_psnr": scores["PSNR"], "val_ssim": scores["SSIM"], "val_tof": scores["tOF"]}
+            {
+                "epoch": 0,
+                "step": 0,
+                "val_psnr": scores["PSNR"],
+                "val_ssim": scores["SSIM"],
+                "val_tof": scores["tOF"],
+                "val_vmaf": scores["VMAF"],
+                "val_vmaf_neg": scores["VMAF_NEG"],
+            }  # fmt: skip
         )
     barrier(run.ranks)
 
@@ -331,7 +352,7 @@ def build_run(
     loader = build_loader(cfg, clips, ranks, state.step)
     model = model.to(device, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
     optimizer_to(optimizer, device)
-    log.info("precision %s", resolve_precision(cfg.precision, device) if not cfg.gan else "fp32 (GAN stage)")
+    log.info("precision %s", resolve_precision(cfg.precision, device))
 
     out_dir = Path(cfg.resume).resolve() if cfg.resume else shared_out_dir(ranks)
     run = Run(
