@@ -17,7 +17,14 @@ def test_unsharp_mask_keeps_flat_frames_and_raises_edge_contrast():
 
 
 def test_markdown_lists_baselines_and_each_arms_last_validation():
-    point = {"step": 0, "own_cpu_minutes": 0.0, "val_psnr": 25.0, "val_tof": 1.0, "val_vmaf": 50.0, "val_vmaf_neg": 49.0}
+    point = {
+        "step": 0,
+        "own_cpu_minutes": 0.0,
+        "val_psnr": 25.0,
+        "val_tof": 1.0,
+        "val_vmaf": 50.0,
+        "val_vmaf_neg": 49.0,
+    }
     last = {**point, "step": 300, "own_cpu_minutes": 40.0, "val_vmaf": 53.25}
     res = {
         "start": "start.pth",
