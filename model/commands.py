@@ -4,6 +4,7 @@
     python -m model.commands grow IN.pth OUT.pth --set block=rep backward=32 ...
     python -m model.commands pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X] [--blend MIN_BPP:W ...]
     python -m model.commands rule PAIRED.pth OUT.pth [--clean_min_bpp X] [--blend MIN_BPP:W ...]
+    python -m model.commands unpair PAIRED.pth clean|compressed OUT.pth
     python -m model.commands teacher-export DIR [--weights BIx4|BDx4|REDS4]
 
 ``from-frvsr``: a trained FRVSR's reconstruction with BasicVSR's released SPyNet as its flow
@@ -12,10 +13,11 @@
 backward pass, a wider state) that starts with the same outputs, to train on with ``init_from``; its time carried
 over too. ``pair``: one checkpoint holding a clean-input model and its compressed-input fine-tune
 (``model.variants.pair``), with the rule that picks between them and their blends. ``rule``: the same file with
-another rule (then ``python -m train.calibrate`` it: a new blend needs its int8 program). ``teacher-export``: the
-teacher, BasicVSR with its authors' released weights, as a project checkpoint ``DIR/basicvsr_<weights>.pth``
-(``model.teacher.export``); the path is the last line printed. Each prints the file it wrote; a bad input exits 2
-with a message.
+another rule (then ``python -m train.calibrate`` it: a new blend needs its int8 program). ``unpair``: one model
+of a paired file as a checkpoint of its own (``model.variants.unpair``), to train on with ``init_from``.
+``teacher-export``: the teacher, BasicVSR with its authors' released weights, as a project checkpoint
+``DIR/basicvsr_<weights>.pth`` (``model.teacher.export``); the path is the last line printed. Each prints
+the file it wrote; a bad input exits 2 with a message.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.frvsr import FRVSR
 from model.frvsr_spynet import FRVSRSpyNetConfig, from_frvsr
 from model.teacher import LICENCE, TRAINING_DATA, WEIGHTS, export
-from model.variants import InputRule, pair, with_rule
+from model.variants import CLEAN, COMPRESSED, InputRule, pair, unpair, with_rule
 
 
 def convert_from_frvsr(src: Path, dest: Path, flow_scale: float) -> Path:
@@ -91,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("out")
     q.add_argument("--clean_min_bpp", type=float, default=InputRule.clean_min_bpp)
     q.add_argument("--blend", type=parse_blend, nargs="*", default=[], metavar="MIN_BPP:W", help=BLEND_HELP)
+    q = sub.add_parser("unpair", help="one model of a paired checkpoint as a checkpoint of its own")
+    q.add_argument("paired")
+    q.add_argument("name", choices=[CLEAN, COMPRESSED])
+    q.add_argument("out")
     q = sub.add_parser("teacher-export", help="write the teacher as a project checkpoint (arch basicvsr)")
     q.add_argument("dir", type=Path, help="folder to write basicvsr_<weights>.pth into")
     q.add_argument("--weights", choices=sorted(WEIGHTS), default="BIx4", help="which released weights")
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             out = a.out
         elif a.cmd == "rule":
             with_rule(a.paired, a.out, InputRule(a.clean_min_bpp, tuple(a.blend)))
+            out = a.out
+        elif a.cmd == "unpair":
+            unpair(a.paired, a.name, a.out)
             out = a.out
         else:
             out = export(a.dir, a.weights)

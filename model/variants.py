@@ -20,7 +20,8 @@ served (and int8-calibrated) like the two; mid-rate H.264 is better served by a 
 (``bench/results/blends.md``).
 
 ``pair`` writes such a file (``python -m model.commands pair CLEAN.pth COMPRESSED.pth OUT.pth [--clean_min_bpp X]
-[--blend MIN_BPP:W ...]``).
+[--blend MIN_BPP:W ...]``); ``unpair`` takes one model back out as a checkpoint of its own (``python -m
+model.commands unpair PAIRED.pth clean|compressed OUT.pth``), e.g. to fine-tune it with ``init_from``.
 """
 
 from __future__ import annotations
@@ -171,3 +172,19 @@ def with_rule(paired_path: str | Path, out: str | Path, rule: InputRule) -> dict
     ruled = {**ckpt, INPUT_RULE: asdict(rule)}
     write_checkpoint(out, ruled)
     return ruled
+
+
+def unpair(paired_path: str | Path, name: str, out: str | Path) -> dict:
+    """Write ``out``: the model ``name`` (``clean`` or ``compressed``) of a paired checkpoint as a single checkpoint,
+    with its own run keys (``train_settings``, ``step``, ``eval``, ``cpu_seconds``); int8 programs are dropped."""
+    ckpt = read_checkpoint(paired_path)
+    variants = ckpt.get(VARIANTS) or {}
+    if COMPRESSED not in variants:
+        raise ValueError(f"{paired_path} holds one model; there is nothing to unpair")
+    if name not in (CLEAN, COMPRESSED):
+        raise ValueError(f"unpair {CLEAN} or {COMPRESSED}, not {name!r}")
+    single = {k: v for k, v in ckpt.items() if k in (ARCH, MODEL_ARGS, MODEL, *RUN_KEYS)}
+    if name == COMPRESSED:
+        single = {k: v for k, v in single.items() if k in (ARCH, MODEL_ARGS)} | variants[COMPRESSED]
+    write_checkpoint(out, single)
+    return single

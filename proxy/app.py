@@ -70,6 +70,7 @@ class Lane:
     workers: int = 1  # clips the model server processes in parallel: only for the wait estimate
     clip_seconds_hint: float = 10.0  # seconds per clip assumed until requests have been timed
     frame_cost_hint: tuple[float, float] | None = None  # measured at start-up: (s per frame, s per pixel-frame)
+    about: str = ""  # one line on what the model is for and when to pick it (the page's model picker shows it)
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,7 @@ async def describe_models(app: web.Application) -> dict:
             {
                 "name": name,
                 "default": name == rooms.default,
+                "about": lane.about,
                 **served.get(name, {"ready": False}),
                 "workers": lane.workers,
                 "timeout_s": lane.timeout_s,

