@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-runtimes", action="store_true", help="skip bf16 vs int8 vs compiled (bench.runtimes)")
     p.add_argument("--skip-flow", action="store_true", help="skip the flow options' warp PSNR (bench.warp_psnr)")
     p.add_argument(
+        "--skip-perceptual", action="store_true", help="skip VMAF, VMAF NEG, BRISQUE, tOF per model (bench.perceptual)"
+    )
+    p.add_argument(
         "--skip-teacher", action="store_true", help="skip the teacher and the shipped default on both test lists"
     )
     a = p.parse_args(argv)
@@ -284,7 +287,14 @@ def main(argv: list[str] | None = None) -> int:
 
         flows = warp_psnr.run([str(p) for p in LISTS.values()], [], threads=1, precisions=("bf16",))
         torch.set_num_threads(len(os.sched_getaffinity(0)))
+    sharp = None
+    if all(p.is_dir() for p in LISTS.values()) and not a.skip_perceptual:  # default, unsharp, GAN, teacher
+        from bench import perceptual
+
+        sharp = perceptual.run(LISTS, teacher=not a.skip_teacher)
     md = markdown(rows, e2e, a.train_seconds, machine, degr) + reference_markdown(refs)
+    if sharp is not None:
+        md += "\n" + perceptual.markdown(sharp, title="## Sharpness, naturalness and flicker (bench.perceptual)")
     if spent is not None:
         md += "\n" + budget.markdown(spent, title="## The per-frame budget (bench.budget)")
     if flows is not None:
@@ -294,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(RESULTS / "bench.md", md)
     doc = {
         "models": rows, "e2e": e2e, "degradation": degr, "references": refs, "flows": flows, "runtimes": rt,
-        "budget": spent,
+        "budget": spent, "perceptual": sharp,
         "machine": machine,
     }  # fmt: skip
     atomic_write_text(RESULTS / "bench.json", json.dumps(doc, indent=2, default=str))

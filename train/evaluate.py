@@ -89,6 +89,7 @@ def evaluate_clips(
     input_quality: str | None = None,
     with_perceptual: bool = False,
     gt_brisque: dict[str, float] | None = None,
+    post: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[ClipResult]:
     """Super-resolve every frame of every sample recurrently (``super_resolve``) and score it.
 
@@ -98,7 +99,8 @@ def evaluate_clips(
     ``with_temporal`` adds tOF (``train.metrics.tof``) to the model's and bicubic's scores; clips of a
     single frame have none (nan). ``with_perceptual`` adds VMAF, VMAF NEG and BRISQUE (``train.metrics``) to
     them and the ground truth's BRISQUE to the result; ``gt_brisque`` ({clip name: BRISQUE}) is read and filled
-    in, so conditions that share the ground truth (``evaluate_conditions``) score it once.
+    in, so conditions that share the ground truth (``evaluate_conditions``) score it once. ``post`` filters the
+    model's uint8 (t, H, W, 3) output before it is scored (a baseline such as an unsharp mask; not timed).
     """
     models = as_model_set(model)
     for s in samples:
@@ -109,6 +111,8 @@ def evaluate_clips(
         t0 = time.perf_counter()
         out = np.stack(list(super_resolve(net, lr, device=device, precision=precision)))  # (t, H, W, 3) uint8
         seconds = time.perf_counter() - t0
+        if post is not None:
+            out = post(out)
         gt = clip.astype(np.float64) / 255.0
         gt_flows = optical_flows(gt) if with_temporal and len(clip) > 1 else None  # shared by model and bicubic
         gt_motion = vmaf_motion(gt) if with_perceptual else None  # VMAF's motion feature, shared too
@@ -177,16 +181,18 @@ def evaluate_conditions(
     progress: Callable[[Iterator[ClipResult], str], Iterable[ClipResult]] = lambda it, label: it,
     precision: str = "auto",
     with_perceptual: bool = False,
+    post: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[int | None, list[ClipResult]]:
     """Model and bicubic on the clean input (key None) and on each H.264 CRF, with PSNR_Y and tOF, and with
     ``with_perceptual`` VMAF, VMAF NEG and BRISQUE (the ground truth's scored once for all conditions).
-    ``progress(results, label)`` may wrap each condition's results (the CLI's progress bar)."""
+    ``progress(results, label)`` may wrap each condition's results (the CLI's progress bar); ``post`` as in
+    ``evaluate_clips``."""
     runs, gt_brisque = {}, {}
     for crf in [None, *crfs]:
         label = "clean input" if crf is None else f"H.264 CRF {crf} input"
         results = evaluate_clips(
             model, samples, degradation, device, with_bicubic=True, with_y=True, with_temporal=True, crf=crf,
-            precision=precision, with_perceptual=with_perceptual, gt_brisque=gt_brisque,
+            precision=precision, with_perceptual=with_perceptual, gt_brisque=gt_brisque, post=post,
         )  # fmt: skip
         runs[crf] = list(progress(results, label))
     return runs

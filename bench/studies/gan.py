@@ -24,10 +24,10 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from bench.perceptual import unsharp
 from bench.saved import save_result
 from common.paths import ROOT, VSR_TRAIN
 from model.checkpoint import load_checkpoint
@@ -68,14 +68,6 @@ def arm_row(name: str, run: Path) -> dict:
         "curve": points,
         "last": points[-1],
     }
-
-
-def unsharp(frames: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
-    """uint8 (t, H, W, 3) -> the same through an unsharp mask: x + amount * (x - Gaussian(x, sigma))."""
-    out = []
-    for f in frames.astype(np.float32):
-        out.append(f + amount * (f - cv2.GaussianBlur(f, (0, 0), sigma)))
-    return np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)
 
 
 def baselines(start: Path, dataset: str, settings: dict, amount: float) -> dict[str, dict]:

@@ -79,3 +79,12 @@ def test_conditions_without_perceptual_measures_leave_them_nan(tmp_path, tiny_mo
     runs = evaluate_conditions(tiny_model, discover_samples(tmp_path, min_frames=2), "bicubic", "cpu", [])
     r = runs[None][0]
     assert math.isnan(r.model.vmaf) and math.isnan(r.bicubic.brisque) and math.isnan(r.gt_brisque)
+
+
+def test_a_post_filter_is_scored_in_place_of_the_models_output_and_bicubic_is_untouched(tmp_path, tiny_model):
+    write_clip(tmp_path / "clip", moving_clip(3, 32, 32))
+    samples = discover_samples(tmp_path, min_frames=2)
+    plain = evaluate_conditions(tiny_model, samples, "bicubic", "cpu", [])[None][0]
+    dark = evaluate_conditions(tiny_model, samples, "bicubic", "cpu", [], post=lambda out: out // 4)[None][0]
+    assert dark.model.psnr < plain.model.psnr - 3
+    assert dark.bicubic.psnr == plain.bicubic.psnr
