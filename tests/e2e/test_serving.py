@@ -61,9 +61,9 @@ def tmp_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_models):
-    """The tiny model as the default, and a second one served beside it (``--extra_model``)."""
+    """The tiny model as the default, a second one served beside it (``--extra_model``) and the shipped GAN."""
     svc = service_for(tmp_models, "svc")
-    svc.extra += ["--extra_model", f"other={tmp_models / 'tiny2.pth'}"]
+    svc.extra += ["--extra_model", f"other={tmp_models / 'tiny2.pth'}", "--extra_model", "gan"]
     svc.start()
     yield svc
     svc.stop()
@@ -212,6 +212,20 @@ def test_the_extra_model_is_listed_and_served_by_name(service):
     assert r.status_code == 400 and "'other'" in r.json()["msg"] and "'tiny'" in r.json()["msg"]
     health = requests.get(service.url + HEALTH_PATH, timeout=30).json()["data"]
     assert {m["name"] for m in health["models"]} >= {"tiny", "other"}
+
+
+def test_the_shipped_gan_is_served_as_gan_and_picks_its_model_per_upload_like_the_default(service):
+    listed = {m["name"]: m for m in requests.get(service.url + MODELS_PATH, timeout=30).json()["data"]["models"]}
+    assert listed["gan"]["ready"] and listed["gan"]["about"].startswith("sharp:")
+    assert listed["tiny"]["about"] == "" and listed["other"]["about"] == ""  # not shipped files: nothing to say
+    mp4 = make_video("mp4_h264", frames=4, width=64, height=48)
+    auto = predict(service, json={"content": b64(mp4), "model": "gan"})
+    assert auto.status_code == 200, auto.text[:300]
+    assert auto.headers[MODEL_HEADER] == "gan/1.0" and auto.headers[INPUT_HEADER].startswith("compressed (auto: h264")
+    assert probe(base64.b64decode(auto.json()["data"]["content"]))["width"] == 256
+    forced = predict(service, json={"content": b64(mp4), "model": "gan", "input_quality": "clean"})
+    assert forced.status_code == 200 and forced.headers[INPUT_HEADER] == "clean (requested)"
+    assert forced.json()["data"]["content"] != auto.json()["data"]["content"]  # two different models answered
 
 
 # ----------------------------------------------------------------------------- model versions

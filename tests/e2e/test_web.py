@@ -110,10 +110,11 @@ def check_result(driver, frames: int, fps: int) -> None:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """The tiny default, and a second tiny model beside it for the model picker."""
+    """The tiny default, and a second tiny model and the shipped GAN beside it for the model picker."""
     folder = tmp_path_factory.mktemp("web")
     other = tiny_checkpoint(folder, "other.pth", FRVSRConfig(channels=4, blocks=1, fnet_channels=4, residual=False))
-    svc = tiny_service(folder, extra=("--response_timeout", "120", "--extra_model", f"other={other}"))
+    extra = ("--response_timeout", "120", "--extra_model", f"other={other}", "--extra_model", "gan")
+    svc = tiny_service(folder, extra=extra)
     yield svc
     svc.stop()
 
@@ -153,7 +154,12 @@ def test_page_model_and_quality_pickers_loupe_frame_steps_and_one_clock(browser,
     clip.write_bytes(make_video("mp4_h264", frames=120, width=64, height=48, fps=25))  # 4.8 s
     upload(browser, service.url, clip)
     wait_for(browser, lambda: not js(browser, "window.frvsr.busy"), 120, "the first job")
-    wait_for(browser, lambda: js(browser, "document.getElementById('model').options.length") == 2, 20, "two models")
+    wait_for(browser, lambda: js(browser, "document.getElementById('model').options.length") == 3, 20, "three models")
+    about = "document.getElementById('model-about').textContent"
+    choose(browser, "model", "gan")  # the sharp choice says what it is for
+    assert js(browser, about).startswith("sharp: FRVSR_GAN"), js(browser, about)
+    choose(browser, "model", "")
+    assert js(browser, about) == ""  # the tiny default is no shipped file: nothing to say
     sizes = {}
     for crf in ("10", "28"):
         choose(browser, "model", "other")
