@@ -7,15 +7,17 @@ server picks), on both shared test lists, clean BI x1/4 input and that input H.2
 ``client_test.py``'s own code: PSNR-Y, VMAF and VMAF NEG (the 8-bit BT.601 luma of the whole clip), BRISQUE
 (lower is more natural; the ground truth's beside it) and tOF (px), with bicubic on the same input.
 
-    OMP_WAIT_POLICY=PASSIVE python -m bench.perceptual [--skip-teacher] [--lists vsr_train vimeo]
+    OMP_WAIT_POLICY=PASSIVE python -m bench.perceptual [--rows default unsharp gan teacher] [--lists vsr_train vimeo]
 
-Saves ``bench/results/perceptual.{json,md}``; ``make bench`` runs it too (``bench.run_bench``).
+Saves ``bench/results/perceptual.{json,md}``; ``make bench`` runs it too (``bench.run_bench``). With ``--rows``
+only those are computed and the file's other rows are kept (so a new GAN is scored without rerunning the rest).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import sys
 import tempfile
@@ -48,19 +50,23 @@ def unsharp(frames: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray
     return np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)
 
 
-def entries(teacher_dir: Path | None) -> list[tuple[str, Callable[[], Path], Callable | None]]:
-    """(row name, the checkpoint, a filter on its output) for each row that can be had here."""
+ROWS = ("default", "unsharp", "gan", "teacher")  # --rows, in the table's order
+Entry = tuple[str, str, Callable[[], Path], Callable | None]  # key, row name, the checkpoint, a filter on its output
+
+
+def entries(teacher_dir: Path, keys: tuple[str, ...] = ROWS) -> list[Entry]:
+    """(key, row name, the checkpoint, a filter on its output) for each of ``keys`` that can be had here."""
     from model.teacher import export
 
-    rows: list[tuple[str, Callable[[], Path], Callable | None]] = []
+    rows = []
     if DEFAULT_MODEL.is_file():
-        rows.append(("default", lambda: DEFAULT_MODEL, None))
-        rows.append((f"default + unsharp {UNSHARP}", lambda: DEFAULT_MODEL, functools.partial(unsharp, amount=UNSHARP)))
+        rows.append(("default", "default", lambda: DEFAULT_MODEL, None))
+        sharpened = functools.partial(unsharp, amount=UNSHARP)
+        rows.append(("unsharp", f"default + unsharp {UNSHARP}", lambda: DEFAULT_MODEL, sharpened))
     if GAN_MODEL.is_file():
-        rows.append(("gan (FRVSR_GAN)", lambda: GAN_MODEL, None))
-    if teacher_dir is not None:
-        rows.append(("teacher (BasicVSR)", lambda: export(teacher_dir), None))
-    return rows
+        rows.append(("gan", "gan (FRVSR_GAN)", lambda: GAN_MODEL, None))
+    rows.append(("teacher", "teacher (BasicVSR)", lambda: export(teacher_dir), None))
+    return [r for r in rows if r[0] in keys]
 
 
 def condition_scores(results) -> dict:
@@ -73,12 +79,13 @@ def condition_scores(results) -> dict:
     }
 
 
-def run(lists: dict[str, Path], teacher: bool = True) -> list[dict]:
+def run(lists: dict[str, Path], teacher: bool = True, keys: tuple[str, ...] = ROWS) -> list[dict]:
     rows = []
+    keys = tuple(k for k in keys if teacher or k != "teacher")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, checkpoint, post in entries(Path(tmp) if teacher else None):
+        for key, name, checkpoint, post in entries(Path(tmp), keys):
             models, precision, _ = load_for_serving(checkpoint())
-            row = {"name": name, "precision": precision}
+            row = {"key": key, "name": name, "precision": precision}
             for list_name, folder in lists.items():
                 runs = evaluate_conditions(
                     models, test_samples(folder), "bicubic", "cpu", [EVAL_CRF], precision=precision,
@@ -120,6 +127,7 @@ def markdown(rows: list[dict], title: str = "### Sharpness, naturalness and flic
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--skip-teacher", action="store_true", help="leave the teacher's rows out (minutes per clip)")
+    p.add_argument("--rows", nargs="+", choices=ROWS, help="compute only these; keep the saved file's others")
     p.add_argument("--lists", nargs="+", choices=sorted(LISTS), default=list(LISTS))
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args(argv)
@@ -129,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: test data not found: {', '.join(missing)} (the shared data beside the project)", file=sys.stderr)
         return 2
-    rows = run(lists, teacher=not a.skip_teacher)
+    rows = run(lists, teacher=not a.skip_teacher, keys=tuple(a.rows or ROWS))
+    saved = a.out.with_suffix(".json")
+    if a.rows and saved.is_file():  # the rows not recomputed, as they were
+        new = {r["key"] for r in rows}
+        rows += [r for r in json.loads(saved.read_text())["rows"] if r.get("key") not in new]
+    rows.sort(key=lambda r: ROWS.index(r["key"]))
     save_result(a.out, {"rows": rows, "unsharp": UNSHARP, "crf": EVAL_CRF}, markdown(rows))
     return 0
 
