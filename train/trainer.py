@@ -40,7 +40,7 @@ from train.evaluate import evaluate_clips
 from train.flows import FlowCache
 from train.gan import GanStage
 from train.losses import frvsr_loss
-from train.metrics import Aggregate
+from train.metrics import Aggregate, Exact
 from train.report import build_trial, plot_curves
 from train.results import MODEL_NAME, atomic_write_json, trial_path
 from train.resume import ResumeState, optimizer_to, restore, resume_settings, save_resume
@@ -369,7 +369,7 @@ def build_run(
                 **cfg.settings(),
                 "model_args": asdict(model.cfg),
             }
-            atomic_write_json(out_dir / "settings.json", settings)
+            atomic_write_json(out_dir / "settings.json", Exact(settings))  # a 5e-5 learning rate stays 5e-5
             log.info("writing to %s; settings %s", out_dir, cfg.settings())
         else:
             log.info(

@@ -16,7 +16,7 @@ from testing.helpers import ROOT, TRIAL_KEYS, client_test_argv, client_train_arg
 
 TINY = (
     "{'advance_settings': {'channels': 8, 'blocks': 1, 'fnet_channels': 4, 'hidden': 4, 'crop_size': 32, "
-    "'num_frames': 3, 'epochs': 2, 'crops_per_clip': 2, 'batch_size': 2, 'max_minutes': 2}}"
+    "'num_frames': 3, 'epochs': 2, 'crops_per_clip': 2, 'batch_size': 2, 'max_minutes': 2, 'lr_min': 2e-6}}"
 )
 EVAL_KEYS = {"MSE", "SSIMs", "PSNR", "SSIM"}
 
@@ -58,6 +58,8 @@ def test_train_then_test_end_to_end(seed_dataset, tmp_path):
         p.name for p in model_dir.iterdir()
     }
     assert not [p for p in runs.rglob("*") if ".tmp" in p.name]
+    settings = json.loads((model_dir / "settings.json").read_text())
+    assert settings["lr_min"] == trial["model_params"]["lr_min"] == 2e-6  # settings are not rounded like metrics
 
     r = run(
         [
