@@ -183,8 +183,7 @@ def unpair(paired_path: str | Path, name: str, out: str | Path) -> dict:
         raise ValueError(f"{paired_path} holds one model; there is nothing to unpair")
     if name not in (CLEAN, COMPRESSED):
         raise ValueError(f"unpair {CLEAN} or {COMPRESSED}, not {name!r}")
-    single = {k: v for k, v in ckpt.items() if k in (ARCH, MODEL_ARGS, MODEL, *RUN_KEYS)}
-    if name == COMPRESSED:
-        single = {k: v for k, v in single.items() if k in (ARCH, MODEL_ARGS)} | variants[COMPRESSED]
+    own = variants[COMPRESSED] if name == COMPRESSED else {k: v for k, v in ckpt.items() if k in (MODEL, *RUN_KEYS)}
+    single = {ARCH: ckpt[ARCH], MODEL_ARGS: ckpt[MODEL_ARGS], **own}
     write_checkpoint(out, single)
     return single
