@@ -11,6 +11,9 @@ from model.frvsr import FRVSRConfig
 from model.precision import check_precision
 from train.data import DEGRADATIONS
 
+# the GAN stage's checkpoint rules (``gan_keep``): the latest within gan_psnr_drop, or the best of a validation score
+GAN_KEEP = ("latest", "VMAF", "VMAF_NEG")
+
 
 @dataclass
 class TrainConfig:
@@ -78,6 +81,8 @@ class TrainConfig:
     # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
     d_channels: int = 32
     gan_psnr_drop: float = 1.0  # keep the latest validated checkpoint within this many dB of init_from's PSNR
+    # which checkpoint within gan_psnr_drop the GAN stage keeps: the latest, or the best validation VMAF / VMAF NEG
+    gan_keep: str = "latest"
 
     def __post_init__(self) -> None:
         if self.degradation not in DEGRADATIONS:
@@ -94,6 +99,8 @@ class TrainConfig:
             raise ValueError("max_minutes and max_cpu_minutes must be >= 0 and lr > 0")
         if self.gan_lr_d <= 0 or self.d_channels < 1 or self.gan_psnr_drop < 0:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
+        if self.gan_keep not in GAN_KEEP:
+            raise ValueError(f"gan_keep must be one of {list(GAN_KEEP)}, got {self.gan_keep!r}")
         if min(self.w_adv, self.w_fm, self.w_pingpong, self.w_vmaf, self.flow_loss_weight) < 0:
             raise ValueError("w_adv, w_fm, w_pingpong, w_vmaf and flow_loss_weight must be >= 0")
         if self.arch not in ARCHS or not issubclass(ARCHS[self.arch][0], FRVSRConfig):

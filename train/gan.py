@@ -369,21 +369,25 @@ class GanStage:
             self.ref_psnr - self.cfg.gan_psnr_drop,
         )
 
-    def keep(self, scores: dict, best_psnr: float | None) -> bool:
-        """Whether this validation's weights replace the kept checkpoint (``best_psnr``: the kept one's, or None).
+    def keep(self, scores: dict, kept: dict | None) -> bool:
+        """Whether this validation's weights replace the kept checkpoint (``kept``: the kept one's scores, or None).
 
         PSNR falls as the generator trades fidelity for detail, so the best PSNR would just be the
-        starting model; instead the latest checkpoint whose PSNR is within ``gan_psnr_drop`` dB of the
-        starting model's (a guard against a diverging GAN) is kept, and until one qualifies, the best PSNR.
+        starting model; instead, among the checkpoints whose PSNR is within ``gan_psnr_drop`` dB of the
+        starting model's (a guard against a diverging GAN), the latest is kept (``gan_keep: latest``) or the
+        one with the best ``gan_keep`` score (VMAF or VMAF NEG); until one qualifies, the best PSNR.
         """
-        if best_psnr is None:
+        within = scores["PSNR"] >= self.ref_psnr - self.cfg.gan_psnr_drop
+        if kept is None:
             keep = True
-        elif scores["PSNR"] >= self.ref_psnr - self.cfg.gan_psnr_drop:
+        elif within and self.kept_within and self.cfg.gan_keep != "latest":
+            keep = scores[self.cfg.gan_keep] > kept.get(self.cfg.gan_keep, -math.inf)
+        elif within:
             keep = True
         else:
-            keep = not self.kept_within and scores["PSNR"] > best_psnr
+            keep = not self.kept_within and scores["PSNR"] > kept["PSNR"]
         if keep:
-            self.kept_within = self.kept_within or scores["PSNR"] >= self.ref_psnr - self.cfg.gan_psnr_drop
+            self.kept_within = self.kept_within or within
         return keep
 
     def save(self, generator_path: Path, **extra) -> None:

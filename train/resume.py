@@ -22,7 +22,7 @@ from train.distributed import Ranks
 
 RESUME_FILE = "resume.pt"  # beside the kept checkpoint: everything needed to continue the run
 # may change on resume
-RESUMABLE_OVERRIDES = ("max_minutes", "max_cpu_minutes", "epochs", "threads", "workers", "val_every")
+RESUMABLE_OVERRIDES = ("max_minutes", "max_cpu_minutes", "epochs", "threads", "workers", "val_every", "gan_keep")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model.checkpoint import ARCHS, load_checkpoint, model_from, save_checkpoint
+from model.checkpoint import ARCHS, arch_of, load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
 from model.precision import autocast, resolve_precision
 from train.config import TrainConfig
@@ -250,8 +250,10 @@ def validate(run: Run) -> None:
                 "own_cpu_seconds": cpu - state.inherited_cpu_seconds,
             }  # fmt: skip
         )
-        best = state.best_psnr if state.best_scores is not None else None
-        keep = run.gan.keep(scores, best) if run.gan is not None else best is None or scores["PSNR"] > best
+        if run.gan is not None:
+            keep = run.gan.keep(scores, state.best_scores)
+        else:
+            keep = state.best_scores is None or scores["PSNR"] > state.best_psnr
         if keep:
             state.best_psnr, state.best_scores = scores["PSNR"], scores
             save_checkpoint(
@@ -334,6 +336,8 @@ def build_run(
         if hasattr(model, "load_released_flow"):  # frvsr-spynet: the pretrained SPyNet, not random weights
             model.load_released_flow()
             log.info("flow: BasicVSR's released SPyNet")
+    if model.cfg != cfg.model:  # a file's network wins: the settings (settings.json, resume.pt) say what trains
+        cfg = replace(cfg, arch=arch_of(model), model=model.cfg)
     optimizer = build_optimizer(model, cfg)
     gan = GanStage.build(cfg, device) if cfg.gan else None
     clip_frames = read_train_clips(train_samples, cfg.crop_size)

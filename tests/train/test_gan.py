@@ -182,22 +182,34 @@ def test_gan_step_trains_both_networks(tiny_cfg):
     assert all(p.requires_grad for p in disc.parameters())  # unfrozen again for the next step
 
 
-def test_checkpoint_selection():
-    def stage(ref_psnr: float, kept_within: bool) -> GanStage:
-        disc = Discriminator(8)
-        return GanStage(
-            TrainConfig(gan=True, gan_psnr_drop=1.0), disc, torch.optim.Adam(disc.parameters()), ref_psnr, kept_within
-        )
+def _stage(ref_psnr: float, kept_within: bool, **cfg) -> GanStage:
+    disc = Discriminator(8)
+    cfg = TrainConfig(gan=True, gan_psnr_drop=1.0, **cfg)
+    return GanStage(cfg, disc, torch.optim.Adam(disc.parameters()), ref_psnr, kept_within)
 
-    assert stage(30.2, False).keep({"PSNR": 25.0}, None)  # nothing kept yet: keep the first
-    within = stage(30.2, True)
-    assert within.keep({"PSNR": 29.3}, 30.0)  # later and within 1 dB of the start: kept
-    assert not within.keep({"PSNR": 29.1}, 29.3)  # too far below the start
-    early = stage(30.2, False)
-    assert early.keep({"PSNR": 28.5}, 28.0) and not early.kept_within  # nothing within budget yet: the best PSNR so far
-    assert not early.keep({"PSNR": 28.2}, 28.5)
-    assert early.keep({"PSNR": 29.5}, 28.5) and early.kept_within  # the first within budget
-    assert not early.keep({"PSNR": 29.0}, 29.5)  # from then on, only checkpoints within budget
+
+def test_checkpoint_selection():
+    assert _stage(30.2, False).keep({"PSNR": 25.0}, None)  # nothing kept yet: keep the first
+    within = _stage(30.2, True)
+    assert within.keep({"PSNR": 29.3}, {"PSNR": 30.0})  # later and within 1 dB of the start: kept
+    assert not within.keep({"PSNR": 29.1}, {"PSNR": 29.3})  # too far below the start
+    early = _stage(30.2, False)
+    assert early.keep({"PSNR": 28.5}, {"PSNR": 28.0}) and not early.kept_within  # none within: the best PSNR so far
+    assert not early.keep({"PSNR": 28.2}, {"PSNR": 28.5})
+    assert early.keep({"PSNR": 29.5}, {"PSNR": 28.5}) and early.kept_within  # the first within budget
+    assert not early.keep({"PSNR": 29.0}, {"PSNR": 29.5})  # from then on, only checkpoints within budget
+
+
+def test_checkpoint_selection_by_a_score():
+    best = _stage(30.2, False, gan_keep="VMAF_NEG")
+    assert best.keep({"PSNR": 28.0, "VMAF_NEG": 60.0}, None)
+    assert best.keep({"PSNR": 29.5, "VMAF_NEG": 50.0}, {"PSNR": 28.0, "VMAF_NEG": 60.0})  # the first within budget
+    assert best.kept_within
+    assert best.keep({"PSNR": 29.3, "VMAF_NEG": 52.0}, {"PSNR": 29.5, "VMAF_NEG": 50.0})  # a better score
+    assert not best.keep({"PSNR": 29.9, "VMAF_NEG": 51.0}, {"PSNR": 29.3, "VMAF_NEG": 52.0})  # later, not better
+    assert not best.keep({"PSNR": 29.1, "VMAF_NEG": 70.0}, {"PSNR": 29.3, "VMAF_NEG": 52.0})  # better, not within
+    with pytest.raises(ValueError, match="gan_keep must be one of"):
+        TrainConfig(gan=True, gan_keep="PSNR")
 
 
 def test_discriminator_file_and_resume(tmp_path):
@@ -246,6 +258,12 @@ def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_p
     assert isinstance(load_discriminator(model_dir / "discriminator_gan.pth"), Discriminator)
     history = json.loads((model_dir / "history.json").read_text())
     assert history[0]["step"] == 0 and all("val_tof" in h for h in history if "val_psnr" in h)
+    written = json.loads((model_dir / "settings.json").read_text())  # init_from's network, not the default's
+    assert (
+        (written["channels"], written["blocks"], written["hidden"])
+        == (8, 1, 4)
+        == (written["model_args"]["channels"], written["model_args"]["blocks"], written["model_args"]["hidden"])
+    )
 
     r = _run(
         [
