@@ -55,6 +55,11 @@ class TrainConfig:
     # a frozen flow's flows computed once per training clip on its whole low-res frames (train/flows.py) instead
     # of at every step on the crop: needs flow_lr_scale 0; the pixel stage only
     flow_cache: bool = False
+    # distillation (train/teacher_targets.py): the weight of an L2 between the output and the teacher's (BasicVSR's
+    # released ``distill_teacher`` weights) output of the same clean low-res clip, beside the L2 to the ground
+    # truth; its targets are computed once per training clip; the ``bicubic`` degradation and the pixel stage only
+    distill: float = 0.0
+    distill_teacher: str = "BIx4"
     # model: the architecture's config fields (FRVSR: channels, blocks, fnet_channels, upsampler, residual,
     # max_flow, hidden; frvsr-spynet adds flow_scale) are set by their own names in advance_settings; their
     # defaults are the config class's
@@ -114,6 +119,12 @@ class TrainConfig:
             raise ValueError(
                 "flow_cache needs a frozen flow (flow_lr_scale 0) and the pixel stage (gan off): "
                 f"got flow_lr_scale {self.flow_lr_scale}, gan {self.gan}"
+            )
+        if self.distill < 0 or (self.distill and (self.degradation != "bicubic" or self.gan)):
+            raise ValueError(
+                "distill must be >= 0, and its targets are the teacher's output of clean input: it needs the "
+                f"'bicubic' degradation and the pixel stage (gan off); got distill {self.distill}, degradation "
+                f"{self.degradation!r}, gan {self.gan}"
             )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")

@@ -177,9 +177,11 @@ class TrainClips(Dataset):
 
     Returns (lr (t, 3, c/4, c/4), hr (t, 3, c, c)) float in [0, 1]; with ``flows`` (one ``train.flows.ClipFlows``
     per sample, a frozen flow network's) also the window's flows (t, 2, c/4, c/4), cut from them and flipped
-    with the frames (crops then start on multiples of 4: the low-res grid). Clips are decoded once and cached
-    as uint8. A clip shorter than ``num_frames`` is played forward then backward (ping-pong) to fill the
-    window, so 7-frame Vimeo clips train beside 10-40-frame real clips with longer windows.
+    with the frames (crops then start on multiples of 4: the low-res grid); with ``targets`` (the teacher's
+    uint8 output of each clip, ``train.teacher_targets``) last the window's targets (t, 3, c, c), cut alike.
+    Clips are decoded once and cached as uint8. A clip shorter than ``num_frames`` is played forward then
+    backward (ping-pong) to fill the window, so 7-frame Vimeo clips train beside 10-40-frame real clips
+    with longer windows.
     """
 
     def __init__(
@@ -191,6 +193,7 @@ class TrainClips(Dataset):
         crops_per_clip: int,
         clips: Sequence[np.ndarray] | None = None,
         flows: Sequence[ClipFlows] | None = None,
+        targets: Sequence[np.ndarray] | None = None,
     ):
         if crop_size % (SCALE * 8):
             raise ValueError(f"crop_size must be a multiple of {SCALE * 8}, got {crop_size}")
@@ -198,6 +201,9 @@ class TrainClips(Dataset):
         if flows is not None and len(flows) != len(self.clips):
             raise ValueError(f"{len(flows)} clips' flows for {len(self.clips)} clips")
         self.flows = flows
+        if targets is not None and [t.shape for t in targets] != [c.shape for c in self.clips]:
+            raise ValueError("the teacher's targets must match the clips one for one, frame for frame")
+        self.targets = targets
         self.num_frames, self.crop, self.degradation = num_frames, crop_size, degradation
         self.crops_per_clip = crops_per_clip  # randomness: the process's (and each DataLoader worker's) RNG
 
@@ -216,20 +222,26 @@ class TrainClips(Dataset):
         hflip, vflip, transpose, backwards = (random.random() < 0.5 for _ in range(4))
         if backwards:
             times = times[::-1]
-        win = clip[times, y : y + self.crop, x : x + self.crop]
-        if hflip:
-            win = win[:, :, ::-1]
-        if vflip:
-            win = win[:, ::-1]
-        if transpose:
-            win = win.transpose(0, 2, 1, 3)  # swap axes: motion in a new direction
-        hr = to_tensor(win.copy())
-        lr = degrade(hr, self.degradation)
-        if self.flows is None:
-            return lr, hr
-        c = self.crop // SCALE
-        flow = window_flows(self.flows[i], times)[..., y // SCALE : y // SCALE + c, x // SCALE : x // SCALE + c]
-        return lr, hr, flip_flows(flow, hflip, vflip, transpose)
+
+        def window(frames: np.ndarray) -> torch.Tensor:
+            win = frames[times, y : y + self.crop, x : x + self.crop]
+            if hflip:
+                win = win[:, :, ::-1]
+            if vflip:
+                win = win[:, ::-1]
+            if transpose:
+                win = win.transpose(0, 2, 1, 3)  # swap axes: motion in a new direction
+            return to_tensor(win.copy())
+
+        hr = window(clip)
+        out = [degrade(hr, self.degradation), hr]
+        if self.flows is not None:
+            c = self.crop // SCALE
+            flow = window_flows(self.flows[i], times)[..., y // SCALE : y // SCALE + c, x // SCALE : x // SCALE + c]
+            out.append(flip_flows(flow, hflip, vflip, transpose))
+        if self.targets is not None:
+            out.append(window(self.targets[i]))  # the teacher's frames of the same window, flipped alike
+        return tuple(out)
 
 
 def read_train_clips(samples: Sequence[Sample], crop_size: int) -> list[np.ndarray]:

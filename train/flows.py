@@ -88,12 +88,23 @@ def flip_flows(flow: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) ->
     return flow.contiguous()
 
 
-def _fnet_digest(fnet: nn.Module) -> str:
+def weights_digest(net: nn.Module) -> str:
+    """A short hash of a network's weights (a cache key's part)."""
     h = hashlib.sha256()
-    for name, tensor in sorted(fnet.state_dict().items()):
+    for name, tensor in sorted(net.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def files_digest(frames: Sequence[Sequence], prefix: str) -> str:
+    """A cache key: ``prefix`` and the clips' frame files (paths, sizes, modification times)."""
+    h = hashlib.sha256(prefix.encode())
+    for clip in frames:
+        for path in clip:
+            st = path.stat()
+            h.update(f"{path.resolve()} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
 
 
 class FlowCache:
@@ -104,12 +115,7 @@ class FlowCache:
         self.fnet, self.precision = fnet, precision
 
     def key(self, frames: Sequence[Sequence]) -> str:
-        h = hashlib.sha256(f"{_fnet_digest(self.fnet)} {self.precision}".encode())
-        for clip in frames:
-            for path in clip:
-                st = path.stat()
-                h.update(f"{path.resolve()} {st.st_size} {st.st_mtime_ns}\n".encode())
-        return h.hexdigest()[:24]
+        return files_digest(frames, f"{weights_digest(self.fnet)} {self.precision}")
 
     def load_or_compute(self, frames: Sequence[Sequence], clips: Sequence[np.ndarray]) -> tuple[list[ClipFlows], float]:
         """Flows of ``clips`` (uint8 (t, H, W, 3), H and W multiples of 4; ``frames`` are their files) and the

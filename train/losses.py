@@ -24,16 +24,24 @@ def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
 
 
 def frvsr_loss(
-    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, flow_loss_weight: float, flows: torch.Tensor | None = None
+    model: nn.Module,
+    lr: torch.Tensor,
+    hr: torch.Tensor,
+    flow_loss_weight: float,
+    flows: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
+    distill: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
-    """Pixel L2 on the output + ``flow_loss_weight`` * FNet's warping L2. lr (b, t, 3, h, w), hr (b, t, 3, H, W);
-    ``flows`` (b, t, 2, h, w): a frozen flow's, precomputed (``train.flows``); its warping L2 is then reported
-    but constant (nothing learns from it)."""
+    """Pixel L2 on the output + ``flow_loss_weight`` * FNet's warping L2 (+ ``distill`` * the L2 to ``teacher``'s
+    output). lr (b, t, 3, h, w), hr and teacher (b, t, 3, H, W); ``flows`` (b, t, 2, h, w): a frozen flow's,
+    precomputed (``train.flows``); its warping L2 is then reported but constant (nothing learns from it)."""
     out, flows = model(lr) if flows is None else model(lr, flows)  # (b, t, 3, H, W), (b, t, 2, h, w)
     pixel = F.mse_loss(out, hr)
     flow = warp_loss(lr, flows)
-    return pixel + flow_loss_weight * flow, {
-        "pixel": pixel.item(),
-        "flow": flow.item(),
-        "psnr": psnr_from_mse(pixel.item()),
-    }
+    loss = pixel + flow_loss_weight * flow
+    stats = {"pixel": pixel.item(), "flow": flow.item(), "psnr": psnr_from_mse(pixel.item())}
+    if teacher is not None:
+        to_teacher = F.mse_loss(out, teacher)
+        loss = loss + distill * to_teacher
+        stats["distill"] = to_teacher.item()
+    return loss, stats

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from model.checkpoint import ARCHS, arch_of, load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
 from model.precision import autocast, resolve_precision
+from model.teacher import load_teacher
 from train.config import TrainConfig
 from train.cputime import process_cpu_seconds
 from train.data import Sample, TrainClips, discover_samples, read_train_clips, split_samples
@@ -44,6 +45,7 @@ from train.metrics import Aggregate, Exact
 from train.report import build_trial, plot_curves
 from train.results import MODEL_NAME, atomic_write_json, trial_path
 from train.resume import ResumeState, optimizer_to, restore, resume_settings, save_resume
+from train.teacher_targets import TeacherTargets
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +98,13 @@ def train_step(
     hr: torch.Tensor,
     cfg: TrainConfig,
     flows: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
 ) -> dict:
-    """One pixel-stage step: lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w), precomputed flows (b, t, 2, h, w) or None
-    -> loss statistics."""
+    """One pixel-stage step: lr (b, t, 3, h, w), hr (b, t, 3, 4h, 4w), precomputed flows (b, t, 2, h, w) or None,
+    the teacher's output (b, t, 3, 4h, 4w) with ``distill`` or None -> loss statistics."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(resolve_precision(cfg.precision, lr.device), lr.device):  # forward only; backward follows its dtypes
-        loss, stats = frvsr_loss(model, lr, hr, cfg.flow_loss_weight, flows)
+        loss, stats = frvsr_loss(model, lr, hr, cfg.flow_loss_weight, flows, teacher, cfg.distill)
     loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -346,13 +349,18 @@ def build_run(
         flows, flow_cpu = FlowCache(model.fnet, resolve_precision(cfg.precision, device)).load_or_compute(
             [s.frames for s in train_samples], clip_frames
         )
+    targets, targets_cpu = None, 0.0
+    if cfg.distill:  # the teacher's output of each clip (train.teacher_targets); its CPU time is this run's too
+        targets, targets_cpu = TeacherTargets(
+            load_teacher(cfg.distill_teacher), resolve_precision(cfg.precision, device)
+        ).load_or_compute([s.frames for s in train_samples], clip_frames)
     clips = TrainClips(
-        train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, clip_frames, flows
+        train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, clip_frames, flows, targets
     )
     if saved is not None:
         state = restore(saved, optimizer, gan, ranks)
     else:
-        state = ResumeState(cpu_seconds=inherited_cpu + flow_cpu, inherited_cpu_seconds=inherited_cpu)
+        state = ResumeState(cpu_seconds=inherited_cpu + flow_cpu + targets_cpu, inherited_cpu_seconds=inherited_cpu)
     loader = build_loader(cfg, clips, ranks, state.step)
     model = model.to(device, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
     optimizer_to(optimizer, device)
@@ -396,7 +404,7 @@ def run_epochs(
             loader.sampler.set_epoch(state.epoch)
         losses = []
         t_epoch = time.perf_counter()
-        for lr_batch, hr_batch, *flows in loader:  # flows: [(b, t, 2, h, w)] with cfg.flow_cache, else []
+        for lr_batch, hr_batch, *extra in loader:  # then flows (b, t, 2, h, w) with flow_cache, targets with distill
             progress = run.progress(total_steps)
             for group in run.optimizer.param_groups:
                 group["lr"] = cosine_lr(cfg, progress) * group.get("lr_scale", 1.0)
@@ -405,8 +413,9 @@ def run_epochs(
             if run.gan is not None:
                 stats = run.gan.step(net, run.optimizer, lr_batch, hr_batch)
             else:
-                given = flows[0].to(run.device) if flows else None
-                stats = train_step(net, run.optimizer, lr_batch, hr_batch, cfg, given)
+                given = extra.pop(0).to(run.device) if cfg.flow_cache else None
+                teacher = extra.pop(0).to(run.device) if cfg.distill else None
+                stats = train_step(net, run.optimizer, lr_batch, hr_batch, cfg, given, teacher)
             state.train_time += time.perf_counter() - t0
             state.step += 1
             losses.append(stats["loss"])

@@ -18,9 +18,10 @@ class EncoderSettings:
     """How the 4x video is compressed; defaults are visually lossless and fast enough to hide behind the model."""
 
     x264_crf: int = 18  # H.264 constant quality: 17-18 is the usual "visually lossless"
-    # encoder speed: superfast took 10 ms CPU a 704x576 frame where veryfast took 17, for +0.6 dB PSNR of what was
-    # given and a 40 % larger file (bench/results/encoder.md); the CPU it saves goes to the model on a 2-core box
-    x264_preset: str = "superfast"
+    # encoder speed (bench/results/encoder.md, 704x576 at CRF 18): ultrafast took 4.9 ms CPU a frame where superfast
+    # took 9.7 and veryfast 15.4, its decoded frames 0.09 dB from superfast's (the bound: 0.1), for a 39 % larger
+    # file; the CPU it saves goes to the model on a 2-core box (issue 29)
+    x264_preset: str = "ultrafast"
     x264_tune: str | None = None  # x264 --tune (e.g. zerolatency, fastdecode); None: none (bench/results/encoder.md)
     # fidelity mode: libx264rgb, no YUV 4:2:0 conversion (-0.1 dB vs in-process at CRF 12, instead of -1.8 dB);
     # ~4x larger, plays in FFmpeg/VLC, not in browsers
