@@ -23,7 +23,7 @@ from pathlib import Path
 from common.paths import DEFAULT_MODEL_FILE, PRETRAINED_DIR, ROOT
 from model.precision import PRECISIONS
 from proxy.run import StartupError, add_kserve_args, add_limit_args, add_queue_args, kserve_options, limits_from
-from video.settings import EncoderSettings, HandlerSettings
+from video.settings import X264_PRESETS, EncoderSettings, HandlerSettings
 
 DEFAULT_MODEL_PATH = f"{PRETRAINED_DIR.relative_to(ROOT)}/"
 
@@ -103,7 +103,10 @@ def add_encoder_args(p: argparse.ArgumentParser) -> None:
     """The encoder and precision options, defaults from ``video.settings`` and ``model.inference``."""
     e = EncoderSettings()
     g = p.add_argument_group("output video and precision")
-    g.add_argument("--x264_preset", default=e.x264_preset, help=f"H.264 encoder speed preset (default {e.x264_preset})")
+    g.add_argument(
+        "--x264_preset", default=e.x264_preset, choices=X264_PRESETS,
+        help=f"H.264 encoder speed preset (default {e.x264_preset})",
+    )  # fmt: skip
     g.add_argument(
         "--x264_crf", type=int, default=e.x264_crf,
         help=f"H.264 constant quality, lower = better and larger (default {e.x264_crf})",

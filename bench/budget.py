@@ -3,6 +3,7 @@ output and encode, the rest, and the cores' idle time, at 176x144 and 200x200, s
 
     OMP_WAIT_POLICY=PASSIVE python -m bench.budget                          # the shipped default, 150-frame clips
     OMP_WAIT_POLICY=PASSIVE python -m bench.budget --frames 20 --sizes 176x144
+    OMP_WAIT_POLICY=PASSIVE python -m bench.budget --arms before=x264_preset:superfast now=x264_preset:ultrafast
 
 A moving synthetic clip (``testing.clips.moving_clip``), uploaded as H.264 at 30 fps, is served the way a worker
 serves it: ``handler.upscaler.Upscaler`` (the checkpoint through ``load_for_serving``, int8 where the CPU allows,
@@ -35,7 +36,9 @@ threads named like it when the clip starts (it and its OpenMP workers). Per fram
 Wall ms: the calls of each piece on the clock, summed (decode and encode: the pipeline's own ``Timings``, which
 overlap the model); total: the clip's wall time. Linux only (``/proc/self/task``).
 
-Saves ``bench/results/budget.{json,md}``; ``make bench`` runs it (into ``bench.md``).
+Saves ``bench/results/budget.{json,md}``; ``make bench`` runs it (into ``bench.md``). ``--arms`` compares models and
+handler settings in interleaved rounds in one process (``bench/results/budget_arms.{json,md}``): this VM's speed
+drifts between runs by more than most cuts save, so a cut is measured beside what it replaces.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import sys
 import threading
 import time
@@ -283,6 +287,77 @@ def run(
     return res
 
 
+def parse_arm(text: str) -> tuple[str, Path, dict]:
+    """``NAME=key:value,key:value`` -> (name, model, handler settings): ``model:PATH`` picks the checkpoint (default:
+    the shipped default); every other key is a ``HandlerSettings`` key (``x264_preset:ultrafast``, ``flow_ahead:0``)."""
+    name, _, spec = text.partition("=")
+    if not name or not spec:
+        raise argparse.ArgumentTypeError(f"an arm is NAME=key:value[,key:value...], got {text!r}")
+    model, given = DEFAULT_MODEL, {}
+    for item in spec.split(","):
+        key, _, value = item.partition(":")
+        if key == "model":
+            model = Path(value)
+        else:
+            given[key] = int(value) if value.lstrip("-").isdigit() else value
+    HandlerSettings.from_dict(given)  # a wrong key or value fails here, before any warm-up
+    return name, model, given
+
+
+def compare(arms: list[tuple[str, Path, dict]], sizes, frames: int = CLIP_FRAMES, rounds: int = 2) -> dict:
+    """The budget of several arms (model and settings) served in interleaved rounds in one process, so that this
+    VM's drift (the same kernel 45-185 ms from one call to the next) lands on every arm alike: per arm and size,
+    the clip's wall seconds in each round and the rows' core-ms a frame, the median over the rounds."""
+    budgets = {}
+    for name, model, given in arms:
+        budgets[name] = Budget(Upscaler(model, HandlerSettings.from_dict(given), torch.device("cpu"), 1, name))
+    res: dict = {"machine": _machine(), "frames": frames, "rounds": rounds, "arms": {}}
+    for w, h in sizes:
+        for b in budgets.values():
+            b.measure(upload(w, h, 3, seed=1))  # first use at this size, unmeasured
+        runs = defaultdict(list)
+        for r in range(rounds):
+            for name, b in budgets.items():
+                runs[name].append(row := b.measure(upload(w, h, frames)))
+                log.info("round %d %s %dx%d: %.2f s", r + 1, name, w, h, row["wall_s"])
+        for name, (_, model, given) in zip(budgets, arms, strict=True):
+            rows = runs[name]
+            res["arms"].setdefault(name, {"model": str(model), "settings": given, "sizes": {}})["sizes"][f"{w}x{h}"] = {
+                "wall_s": [r["wall_s"] for r in rows],
+                "variant": rows[0]["variant"],
+                "core_ms": {k: statistics.median(r["rows"][k]["core_ms"] for r in rows) for k in ROWS},
+            }
+    return res
+
+
+def compare_markdown(res: dict) -> str:
+    names = list(res["arms"])
+    sizes = list(next(iter(res["arms"].values()))["sizes"])
+    out = [
+        f"Machine: {res['machine']}. Each arm served {res['frames']}-frame clips in {res['rounds']} interleaved rounds "
+        "(`python -m bench.budget --arms ...`); core-ms a frame, the median over the rounds; wall: each round's.",
+        "",
+        "| arm | settings | " + " | ".join(f"{s} wall s | {s} total / busy core-ms" for s in sizes) + " |",
+        "|---|---|" + "---:|---:|" * len(sizes),
+    ]
+    for name in names:
+        arm = res["arms"][name]
+        cells = []
+        for s in sizes:
+            a = arm["sizes"][s]
+            busy = a["core_ms"]["total"] - a["core_ms"]["idle"]
+            cells += [" / ".join(f"{t:.2f}" for t in a["wall_s"]), f"{a['core_ms']['total']:.1f} / {busy:.1f}"]
+        given = ", ".join(f"{k} {v}" for k, v in arm["settings"].items()) or "the handler's defaults"
+        model = "" if arm["model"] == str(DEFAULT_MODEL) else f"`{Path(arm['model']).name}`, "
+        out.append(f"| {name} | {model}{given} | " + " | ".join(cells) + " |")
+    out += ["", "| core-ms a frame | " + " | ".join(f"{n} {s}" for s in sizes for n in names) + " |"]
+    out.append("|---|" + "---:|" * (len(sizes) * len(names)))
+    for r in ROWS:
+        cells = [f"{res['arms'][n]['sizes'][s]['core_ms'][r]:.1f}" for s in sizes for n in names]
+        out.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def _machine() -> str:
     import platform
 
@@ -332,13 +407,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--sizes", nargs="+", type=_size, default=list(SIZES), help="WIDTHxHEIGHT of the low-res clips")
     p.add_argument("--frames", type=int, default=CLIP_FRAMES)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "budget")
+    p.add_argument("--out", type=Path, default=None, help="default bench/results/budget (with --arms: budget_arms)")
+    p.add_argument(
+        "--arms", nargs="+", type=parse_arm, default=None,
+        help="compare NAME=key:value,... arms in interleaved rounds (model:PATH, any handler setting)",
+    )  # fmt: skip
+    p.add_argument("--rounds", type=int, default=2, help="with --arms: rounds of each arm")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         log.warning("OMP_WAIT_POLICY is not PASSIVE: the workers run with it (use make bench, or set it)")
-    res = run(a.model, a.sizes, a.frames)
-    save_result(a.out, res, markdown(res))
+    results = ROOT / "bench" / "results"
+    if a.arms:
+        res = compare(a.arms, a.sizes, a.frames, a.rounds)
+        save_result(a.out or results / "budget_arms", res, compare_markdown(res))
+    else:
+        res = run(a.model, a.sizes, a.frames)
+        save_result(a.out or results / "budget", res, markdown(res))
     return 0
 
 

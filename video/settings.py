@@ -12,6 +12,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from model.precision import check_precision
 from wire.limits import Limits
 
+# x264's speed presets, fastest first
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class EncoderSettings:
@@ -35,6 +40,10 @@ class EncoderSettings:
     vp9_crf: int = 20  # VP9 (WebM) constant quality on its 0-63 scale
     vp9_cpu_used: int = 8  # libvpx realtime speed 0-8; 8 keeps VP9 about as fast as x264 veryfast (measured then)
     threads: int = 0  # encoder threads; 0 lets the codec decide
+
+    def __post_init__(self) -> None:
+        if self.x264_preset not in X264_PRESETS:
+            raise ValueError(f"x264_preset must be one of {list(X264_PRESETS)}, got {self.x264_preset!r}")
 
     def with_crf(self, crf: int) -> EncoderSettings:
         """These settings at a request's ``crf`` (H.264's 0-51 scale): H.264 4:2:0 takes it as it is; the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from bench import budget
@@ -32,3 +34,24 @@ def test_every_row_is_there_and_the_rows_add_up_to_the_cores_times_the_wall(tmp_
     assert rows["total"]["wall_ms"] == pytest.approx(s["wall_s"] * 1e3 / s["frames"])
     table = budget.markdown(res)
     assert all(f"| {r} |" in table for r in budget.BUSY + ("idle",)) and "| **total** |" in table
+
+
+def test_arms_are_served_in_interleaved_rounds_with_their_own_settings(tmp_path, tiny_model):
+    save_checkpoint(tmp_path / "tiny.pth", tiny_model)
+    arms = [
+        budget.parse_arm(f"fast=model:{tmp_path / 'tiny.pth'},x264_preset:ultrafast,torch_threads:1"),
+        budget.parse_arm(f"inline=model:{tmp_path / 'tiny.pth'},flow_ahead:0,torch_threads:1"),
+    ]
+    assert arms[1][2] == {"flow_ahead": 0, "torch_threads": 1}  # numbers parsed as numbers
+    res = budget.compare(arms, ((40, 32),), frames=4, rounds=2)
+    for name in ("fast", "inline"):
+        a = res["arms"][name]["sizes"]["40x32"]
+        assert len(a["wall_s"]) == 2 and all(t > 0 for t in a["wall_s"])
+        assert list(a["core_ms"]) == list(budget.ROWS) and a["core_ms"]["total"] > 0
+    assert res["arms"]["fast"]["settings"]["x264_preset"] == "ultrafast"
+    table = budget.compare_markdown(res)
+    assert "| fast | `tiny.pth`, x264_preset ultrafast, torch_threads 1 |" in table and "| encode |" in table
+    with pytest.raises(ValueError, match="x264_preset"):  # a bad setting fails before any warm-up
+        budget.parse_arm("bad=x264_preset:warp9")
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=key:value"):
+        budget.parse_arm("nothing")

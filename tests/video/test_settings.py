@@ -34,6 +34,8 @@ def test_handler_settings_round_trip_and_unknown_keys():
     assert HandlerSettings.from_dict({"precision": "int8", "flow_ahead": 0}).flow_ahead == 0
     with pytest.raises(ValueError, match="precision must be one of.*'int8'.*got 'int4'"):
         HandlerSettings.from_dict({"precision": "int4"})
+    with pytest.raises(ValueError, match="x264_preset must be one of.*'ultrafast'.*got 'warp9'"):
+        HandlerSettings.from_dict({"x264_preset": "warp9"})  # at start-up, not at the first request's encoder
 
 
 def test_model_config_template_is_valid():
