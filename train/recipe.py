@@ -3,6 +3,7 @@
     python -m train.recipe settings                         # the advance_settings of the long CPU run
     python -m train.recipe run --out DIR --device cuda      # train it on a GPU (~9 min wall) into DIR
     python -m train.recipe run --out DIR --minutes 0.2      # the same on the CPU with a tiny budget (tests)
+    python -m train.recipe targets --annotation_data "$SETTINGS"   # a distill run's teacher targets, ahead of it
 
 ``run`` goes through the trainer exactly as ``client_train.py`` does (``train.trainer.train``), writes its run
 folder under ``runs/models/`` and copies the kept checkpoint into ``DIR``; its path is the last line printed.
@@ -20,10 +21,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 from common.files import atomic_path
 from common.paths import VIMEO_SAMPLE, VSR_TRAIN
-from train.config import TrainConfig
-from train.trainer import train
+from train.config import TrainConfig, parse_annotation_data
+from train.data import read_train_clips
+from train.teacher_targets import run_targets
+from train.trainer import load_splits, train
 
 DATASET = VSR_TRAIN
 # the long run's settings (model/pretrained/MODEL_CARD.md): clean bicubic input; FRVSR 48-8 with a 32-channel
@@ -79,6 +84,17 @@ def run(out: Path, device: str, settings: dict, dataset: Path = DATASET, trial_n
     return dest
 
 
+def targets(dataset_path: Path, annotation_data: str, threads: int) -> int:
+    """The teacher targets of a run's training clips, computed (or found) ahead of the run, e.g. while another run
+    trains; the run then finds them in ``runs/teacher_targets/`` and charges their CPU time from there."""
+    torch.set_num_threads(threads)
+    cfg = TrainConfig.from_settings(parse_annotation_data(annotation_data))
+    samples, _ = load_splits(str(dataset_path), cfg)
+    _, cpu = run_targets(cfg, samples, read_train_clips(samples, cfg.crop_size), torch.device("cpu"))
+    print(f"teacher targets of {len(samples)} training clips: {cpu / 60:.1f} CPU-minutes")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -91,11 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--workers", type=int, default=GPU_WORKERS)
     r.add_argument("--dataset_path", type=Path, default=DATASET)
     r.add_argument("--init_from", default="", help="start from this checkpoint (default: from scratch)")
+    t = sub.add_parser("targets", help="a distillation run's teacher targets, ahead of it")
+    t.add_argument("--dataset_path", type=Path, default=DATASET)
+    t.add_argument("--annotation_data", default="{}", help="the run's annotation_data: its data and teacher settings")
+    t.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     if a.cmd == "settings":
         print(json.dumps(DEFAULT))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if a.cmd == "targets":
+        return targets(a.dataset_path, a.annotation_data, a.threads)
     settings = {**gpu_settings(a.minutes, a.batch_size, a.workers), "init_from": a.init_from}
     if a.dataset_path != DATASET:
         settings["extra_datasets"] = []

@@ -27,7 +27,11 @@ import torch.nn as nn
 from common.files import atomic_path
 from common.paths import runs_dir
 from model.inference import super_resolve, to_tensor
+from model.precision import resolve_precision
+from model.teacher import load_teacher
+from train.config import TrainConfig
 from train.cputime import process_cpu_seconds
+from train.data import Sample
 from train.degradations import degrade
 from train.flows import files_digest, weights_digest
 
@@ -78,3 +82,12 @@ class TeacherTargets:
                 raise ValueError(f"{folder}/{i}.npy is {t.shape}, its clip {c.shape}: delete {folder} and rerun")
         log.info("teacher targets of %d clips in %s (computed in %.0f CPU-s)", len(clips), folder, state["cpu_seconds"])
         return targets, float(state["cpu_seconds"])
+
+
+def run_targets(cfg: TrainConfig, samples: Sequence[Sample], clips: Sequence[np.ndarray], device) -> tuple[list, float]:
+    """A run's targets (``cfg.distill_teacher`` at the run's precision) for its training ``samples`` and their
+    ``clips``, with their CPU seconds: what ``train.trainer`` and ``python -m train.recipe targets`` both call."""
+    teacher = load_teacher(cfg.distill_teacher)
+    return TeacherTargets(teacher, resolve_precision(cfg.precision, device)).load_or_compute(
+        [s.frames for s in samples], clips
+    )

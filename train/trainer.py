@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from model.checkpoint import ARCHS, arch_of, load_checkpoint, model_from, save_checkpoint
 from model.frvsr import FRVSR
 from model.precision import autocast, resolve_precision
-from model.teacher import load_teacher
 from train.config import TrainConfig
 from train.cputime import process_cpu_seconds
 from train.data import Sample, TrainClips, discover_samples, read_train_clips, split_samples
@@ -45,7 +44,7 @@ from train.metrics import Aggregate, Exact
 from train.report import build_trial, plot_curves
 from train.results import MODEL_NAME, atomic_write_json, trial_path
 from train.resume import ResumeState, optimizer_to, restore, resume_settings, save_resume
-from train.teacher_targets import TeacherTargets
+from train.teacher_targets import run_targets
 
 log = logging.getLogger(__name__)
 
@@ -351,9 +350,7 @@ def build_run(
         )
     targets, targets_cpu = None, 0.0
     if cfg.distill:  # the teacher's output of each clip (train.teacher_targets); its CPU time is this run's too
-        targets, targets_cpu = TeacherTargets(
-            load_teacher(cfg.distill_teacher), resolve_precision(cfg.precision, device)
-        ).load_or_compute([s.frames for s in train_samples], clip_frames)
+        targets, targets_cpu = run_targets(cfg, train_samples, clip_frames, device)
     clips = TrainClips(
         train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, clip_frames, flows, targets
     )

@@ -10,6 +10,7 @@ import torch
 
 from model.frvsr import FRVSR, FRVSRConfig
 from testing.helpers import moving_clip
+from train import recipe
 from train.config import TrainConfig
 from train.data import TrainClips, crop_to_scale, discover_samples, read_clip
 from train.losses import frvsr_loss
@@ -86,16 +87,22 @@ def test_distillation_needs_clean_input_and_the_pixel_stage():
 
 
 @pytest.mark.slow
-def test_a_run_with_distillation_trains_and_counts_the_teachers_cpu_time(seed_dataset, tmp_path):
+def test_a_run_with_distillation_trains_and_counts_the_teachers_cpu_time(seed_dataset, tmp_path, capsys):
     settings = {
         "distill": 0.5, "channels": 8, "blocks": 1, "hidden": 4, "fnet_channels": 4, "crop_size": 32, "num_frames": 5,
         "epochs": 1, "crops_per_clip": 2, "batch_size": 2, "degradation": "bicubic", "workers": 1, "threads": 1,
     }  # fmt: skip
-    trial = train(str(seed_dataset), TrainConfig.from_settings(settings), "distilled")
+    annotation = json.dumps({"advance_settings": settings})
+    assert recipe.main(["targets", "--dataset_path", str(seed_dataset), "--annotation_data", annotation]) == 0
+    assert "teacher targets of 3 training clips" in capsys.readouterr().out  # ahead of the run
     folders = list((tmp_path / "runs" / "teacher_targets").iterdir())  # BasicVSR's released weights, on 64x64 clips
     assert len(folders) == 1
     state = json.loads((folders[0] / STATE).read_text())
-    assert state["done"] == len(list(folders[0].glob("*.npy"))) > 0 and state["cpu_seconds"] > 0
+    assert state["done"] == len(list(folders[0].glob("*.npy"))) == 3 and state["cpu_seconds"] > 0
+    mtime = (folders[0] / "0.npy").stat().st_mtime_ns
+    trial = train(str(seed_dataset), TrainConfig.from_settings(settings), "distilled")
+    assert list((tmp_path / "runs" / "teacher_targets").iterdir()) == folders  # the run found them
+    assert (folders[0] / "0.npy").stat().st_mtime_ns == mtime
     resume = torch.load(trial["model_path"] + "/resume.pt", weights_only=False)
     assert resume["run_state"]["cpu_seconds"] >= state["cpu_seconds"]
     assert json.loads(open(trial["model_path"] + "/settings.json").read())["distill"] == 0.5
