@@ -486,7 +486,7 @@ def train(
             trial = build_trial(
                 trial_name,
                 run.out_dir,
-                {**cfg.settings(), "model_args": asdict(run.model.cfg)},
+                {**run.cfg.settings(), "model_args": asdict(run.model.cfg)},
                 state.best_scores or {},
                 {"total": run.elapsed(), "train_time": state.train_time, "valid_time": state.valid_time},
             )

@@ -252,6 +252,7 @@ def test_gan_fine_tune_through_client_train_then_client_test(seed_dataset, tmp_p
     assert set(trial) == TRIAL_KEYS and trial["gened_model_name"] == "FRVSR_GAN_gan"
     assert set(trial["eval_result"]["FRVSR_GAN"]["eval"]) == {"MSE", "SSIMs", "PSNR", "SSIM"}
     assert trial["model_params"]["gan"] is True and trial["model_params"]["model_args"]["channels"] == 8
+    assert trial["model_params"]["channels"] == 8  # the flat keys say the same network
     model_dir = Path(trial["model_path"])
     model, ckpt = load_checkpoint(model_dir / "FRVSR_GAN_gan.pth")  # the generator alone, a plain FRVSR checkpoint
     assert model.cfg == tiny_cfg and set(ckpt["model"]) == set(FRVSR(tiny_cfg).state_dict())  # no discriminator inside
