@@ -39,7 +39,7 @@ class ResumeState:
     # CPU seconds (user + system) of the training processes (this one and its DataLoader workers) in the
     # earlier sessions, plus ``init_from``'s when a run starts from another run's weights and says so
     cpu_seconds: float = 0.0
-    inherited_cpu_seconds: float = 0.0  # the part of ``cpu_seconds`` that came with ``init_from``
+    inherited_cpu_seconds: float = 0.0  # the part of ``cpu_seconds`` that came with ``init_from`` and distill's targets
     sessions: int = 1
     history: list = field(default_factory=list)
 

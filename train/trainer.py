@@ -349,7 +349,9 @@ def build_run(
             [s.frames for s in train_samples], clip_frames
         )
     targets, targets_cpu = None, 0.0
-    if cfg.distill:  # the teacher's output of each clip (train.teacher_targets); its CPU time is this run's too
+    if cfg.distill:  # the teacher's output of each clip (train.teacher_targets): its CPU time is carried like
+        # init_from's (in the model's CPU-hours, not in this run's own budget: a one-time cost of about a CPU-hour
+        # that every run on the same clips shares would otherwise eat most of a study arm's schedule)
         targets, targets_cpu = run_targets(cfg, train_samples, clip_frames, device)
     clips = TrainClips(
         train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, clip_frames, flows, targets
@@ -357,7 +359,8 @@ def build_run(
     if saved is not None:
         state = restore(saved, optimizer, gan, ranks)
     else:
-        state = ResumeState(cpu_seconds=inherited_cpu + flow_cpu + targets_cpu, inherited_cpu_seconds=inherited_cpu)
+        carried = inherited_cpu + targets_cpu
+        state = ResumeState(cpu_seconds=carried + flow_cpu, inherited_cpu_seconds=carried)
     loader = build_loader(cfg, clips, ranks, state.step)
     model = model.to(device, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
     optimizer_to(optimizer, device)

@@ -103,6 +103,7 @@ def test_a_run_with_distillation_trains_and_counts_the_teachers_cpu_time(seed_da
     trial = train(str(seed_dataset), TrainConfig.from_settings(settings), "distilled")
     assert list((tmp_path / "runs" / "teacher_targets").iterdir()) == folders  # the run found them
     assert (folders[0] / "0.npy").stat().st_mtime_ns == mtime
-    resume = torch.load(trial["model_path"] + "/resume.pt", weights_only=False)
-    assert resume["run_state"]["cpu_seconds"] >= state["cpu_seconds"]
+    run_state = torch.load(trial["model_path"] + "/resume.pt", weights_only=False)["run_state"]
+    assert run_state["inherited_cpu_seconds"] == state["cpu_seconds"]  # carried: in the model's total, not its own
+    assert run_state["cpu_seconds"] > state["cpu_seconds"]
     assert json.loads(open(trial["model_path"] + "/settings.json").read())["distill"] == 0.5
