@@ -44,6 +44,7 @@ drifts between runs by more than most cuts save, so a cut is measured beside wha
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
 import statistics
@@ -51,7 +52,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -299,30 +300,47 @@ def parse_arm(text: str) -> tuple[str, Path, dict]:
         if key == "model":
             model = Path(value)
         else:
-            given[key] = int(value) if value.lstrip("-").isdigit() else value
-    HandlerSettings.from_dict(given)  # a wrong key or value fails here, before any warm-up
+            try:
+                given[key] = ast.literal_eval(value)  # numbers, None, True
+            except (ValueError, SyntaxError):
+                given[key] = value  # a word: a preset, a precision
+    HandlerSettings.from_dict(given)  # a wrong key fails here, before any warm-up
     return name, model, given
 
 
-def compare(arms: list[tuple[str, Path, dict]], sizes, frames: int = CLIP_FRAMES, rounds: int = 2) -> dict:
-    """The budget of several arms (model and settings) served in interleaved rounds in one process, so that this
-    VM's drift (the same kernel 45-185 ms from one call to the next) lands on every arm alike: per arm and size,
-    the clip's wall seconds in each round and the rows' core-ms a frame, the median over the rounds."""
-    budgets = {}
+def compare(
+    arms: list[tuple[str, Path, dict]], sizes: Sequence[tuple[int, int]], frames: int = CLIP_FRAMES, rounds: int = 2
+) -> dict:
+    """The budget of several arms (model and settings) served in interleaved rounds in one process, the order
+    reversed every other round, so that this VM's drift (the same kernel 45-185 ms from one call to the next) lands
+    on every arm alike: per arm and size, the clip's wall seconds in each round and the rows' core-ms a frame, the
+    median over the rounds. Each arm's torch threads are set before each of its clips (a process-wide setting)."""
+    names = [name for name, _, _ in arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"arm names must differ, got {names}")
+    budgets, threads = {}, {}
     for name, model, given in arms:
         budgets[name] = Budget(Upscaler(model, HandlerSettings.from_dict(given), torch.device("cpu"), 1, name))
+        threads[name] = torch.get_num_threads()  # what its Upscaler set
     res: dict = {"machine": _machine(), "frames": frames, "rounds": rounds, "arms": {}}
+
+    def measure(name: str, video: bytes) -> dict:
+        torch.set_num_threads(threads[name])
+        return budgets[name].measure(video)
+
     for w, h in sizes:
-        for b in budgets.values():
-            b.measure(upload(w, h, 3, seed=1))  # first use at this size, unmeasured
+        for name in names:
+            measure(name, upload(w, h, 3, seed=1))  # first use at this size, unmeasured
         runs = defaultdict(list)
         for r in range(rounds):
-            for name, b in budgets.items():
-                runs[name].append(row := b.measure(upload(w, h, frames)))
-                log.info("round %d %s %dx%d: %.2f s", r + 1, name, w, h, row["wall_s"])
+            for name in names if r % 2 == 0 else names[::-1]:
+                runs[name].append(row := measure(name, upload(w, h, frames)))
+                log.info("round %d %s %dx%d: %.2f s, %d threads", r + 1, name, w, h, row["wall_s"], threads[name])
         for name, (_, model, given) in zip(budgets, arms, strict=True):
             rows = runs[name]
-            res["arms"].setdefault(name, {"model": str(model), "settings": given, "sizes": {}})["sizes"][f"{w}x{h}"] = {
+            arm = res["arms"].setdefault(name, {"model": str(model), "settings": given, "sizes": {}})
+            arm["torch_threads"] = rows[0]["torch_threads"]  # as measured: the threads its clips ran with
+            arm["sizes"][f"{w}x{h}"] = {
                 "wall_s": [r["wall_s"] for r in rows],
                 "variant": rows[0]["variant"],
                 "core_ms": {k: statistics.median(r["rows"][k]["core_ms"] for r in rows) for k in ROWS},
@@ -331,11 +349,13 @@ def compare(arms: list[tuple[str, Path, dict]], sizes, frames: int = CLIP_FRAMES
 
 
 def compare_markdown(res: dict) -> str:
+    """``compare``'s result as two tables: each arm's wall seconds and core-ms at each size, then every row."""
     names = list(res["arms"])
     sizes = list(next(iter(res["arms"].values()))["sizes"])
     out = [
         f"Machine: {res['machine']}. Each arm served {res['frames']}-frame clips in {res['rounds']} interleaved rounds "
-        "(`python -m bench.budget --arms ...`); core-ms a frame, the median over the rounds; wall: each round's.",
+        "(`python -m bench.budget --arms ...`, the order reversed every other round); core-ms a frame, the median over "
+        "the rounds; wall: each round's.",
         "",
         "| arm | settings | " + " | ".join(f"{s} wall s | {s} total / busy core-ms" for s in sizes) + " |",
         "|---|---|" + "---:|---:|" * len(sizes),

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from model.checkpoint import ARCHS, DEFAULT_ARCH
 from model.frvsr import FRVSRConfig
 from model.precision import check_precision
+from model.teacher import WEIGHTS as TEACHER_WEIGHTS
 from train.data import DEGRADATIONS
 
 # the GAN stage's checkpoint rules (``gan_keep``): the latest within gan_psnr_drop, or the best of a validation score
@@ -126,6 +127,8 @@ class TrainConfig:
                 f"'bicubic' degradation and the pixel stage (gan off); got distill {self.distill}, degradation "
                 f"{self.degradation!r}, gan {self.gan}"
             )
+        if self.distill_teacher not in TEACHER_WEIGHTS:
+            raise ValueError(f"distill_teacher must be one of {sorted(TEACHER_WEIGHTS)}, got {self.distill_teacher!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not all(isinstance(p, str) and p for p in self.extra_datasets):

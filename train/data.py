@@ -217,7 +217,8 @@ class TrainClips(Dataset):
         # a long clip: any window inside it; a short one: a window anywhere on its ping-pong loop
         start = random.randint(0, t - self.num_frames) if t >= self.num_frames else random.randrange(2 * (t - 1))
         times = pingpong_indices(t, self.num_frames, start)
-        step = SCALE if self.flows is not None else 1  # flows exist on the low-res grid only
+        # flows and the teacher's targets were made on the whole frame's low-res grid: crops start on it
+        step = SCALE if self.flows is not None or self.targets is not None else 1
         y, x = step * random.randint(0, (h - self.crop) // step), step * random.randint(0, (w - self.crop) // step)
         hflip, vflip, transpose, backwards = (random.random() < 0.5 for _ in range(4))
         if backwards:

@@ -381,7 +381,8 @@ class GanStage:
         if kept is None:
             keep = True
         elif within and self.kept_within and self.cfg.gan_keep != "latest":
-            keep = scores[self.cfg.gan_keep] > kept.get(self.cfg.gan_keep, -math.inf)
+            best = kept.get(self.cfg.gan_keep, math.nan)
+            keep = math.isnan(best) or scores[self.cfg.gan_keep] > best  # a kept one without the score: replaced
         elif within:
             keep = True
         else:

@@ -86,11 +86,11 @@ def run(out: Path, device: str, settings: dict, dataset: Path = DATASET, trial_n
 
 def targets(dataset_path: Path, annotation_data: str, threads: int) -> int:
     """The teacher targets of a run's training clips, computed (or found) ahead of the run, e.g. while another run
-    trains; the run then finds them in ``runs/teacher_targets/`` and charges their CPU time from there."""
+    trains; the run then finds them in ``runs/teacher_targets/`` and carries their CPU time from there."""
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_settings(parse_annotation_data(annotation_data))
     samples, _ = load_splits(str(dataset_path), cfg)
-    _, cpu = run_targets(cfg, samples, read_train_clips(samples, cfg.crop_size), torch.device("cpu"))
+    _, cpu = run_targets(cfg, samples, read_train_clips(samples, cfg.crop_size))
     print(f"teacher targets of {len(samples)} training clips: {cpu / 60:.1f} CPU-minutes")
     return 0
 

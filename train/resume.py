@@ -62,8 +62,13 @@ def resume_settings(cfg: TrainConfig, given: set[str]) -> tuple[TrainConfig, dic
         )
     saved = torch.load(path, map_location="cpu", weights_only=False)  # our own file: optimiser and RNG states
     now = cfg.settings()
+    # a run from init_from trains the file's network whatever architecture keys its settings gave: giving those
+    # keys again on resume (the same annotation_data) changes nothing
+    network = {f.name for f in fields(cfg.model)} | {"arch"} if saved["settings"].get("init_from") else set()
     changed = sorted(
-        k for k in given - {"resume"} if k not in RESUMABLE_OVERRIDES and now[k] != saved["settings"].get(k)
+        k
+        for k in given - {"resume"} - network
+        if k not in RESUMABLE_OVERRIDES and now[k] != saved["settings"].get(k)
     )
     if changed:
         raise ValueError(

@@ -9,9 +9,10 @@ frame: the two differ only within the bicubic kernel's reach of the crop's edge.
 
 ``TeacherTargets`` keeps them under ``runs/teacher_targets/<key>/`` (one uint8 ``.npy`` per clip, memory-mapped
 when read, so a run and its DataLoader workers share the pages) keyed by the clips' files and the teacher's
-weights, with the CPU time they took: a run charges that time to its own count whether it computed them or found
-them, like ``train.flows.FlowCache``. The teacher takes about a CPU-hour over the shared training clips (one
-thread, bf16), so the folder is written clip by clip and an interrupted computation goes on where it stopped.
+weights, with the CPU time they took: a run carries that time whether it computed them or found them, like
+``init_from``'s (in the model's CPU-hours, not in the run's own ``max_cpu_minutes``). The teacher takes about a
+CPU-hour over the shared training clips (one thread, bf16), so the folder is written clip by clip and an
+interrupted computation goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -84,10 +85,11 @@ class TeacherTargets:
         return targets, float(state["cpu_seconds"])
 
 
-def run_targets(cfg: TrainConfig, samples: Sequence[Sample], clips: Sequence[np.ndarray], device) -> tuple[list, float]:
-    """A run's targets (``cfg.distill_teacher`` at the run's precision) for its training ``samples`` and their
-    ``clips``, with their CPU seconds: what ``train.trainer`` and ``python -m train.recipe targets`` both call."""
+def run_targets(cfg: TrainConfig, samples: Sequence[Sample], clips: Sequence[np.ndarray]) -> tuple[list, float]:
+    """A run's targets (``cfg.distill_teacher`` at the run's precision on the CPU, where the teacher runs) for its
+    training ``samples`` and their ``clips``, with their CPU seconds: what ``train.trainer`` and ``python -m
+    train.recipe targets`` both call."""
     teacher = load_teacher(cfg.distill_teacher)
-    return TeacherTargets(teacher, resolve_precision(cfg.precision, device)).load_or_compute(
+    return TeacherTargets(teacher, resolve_precision(cfg.precision, torch.device("cpu"))).load_or_compute(
         [s.frames for s in samples], clips
     )

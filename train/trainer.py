@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from train.resume import ResumeState, optimizer_to, restore, resume_settings, sa
 from train.teacher_targets import run_targets
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOG_EVERY = 50  # steps between progress lines in train.log (runs in the background have no progress bar)
 
@@ -308,6 +310,14 @@ def score_reference(run: Run) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
+def main_first(ranks: Ranks, compute: Callable[[], T]) -> T:
+    """``compute`` a cache on rank 0 first, then on the other ranks, which find it: one computation under torchrun."""
+    if ranks.main:
+        out = compute()
+    barrier(ranks)
+    return out if ranks.main else compute()
+
+
 def build_run(
     dataset_path: str,
     cfg: TrainConfig,
@@ -345,14 +355,17 @@ def build_run(
     clip_frames = read_train_clips(train_samples, cfg.crop_size)
     flows, flow_cpu = None, 0.0
     if cfg.flow_cache:  # the frozen flow's flows, once per clip (train.flows); their CPU time is this run's too
-        flows, flow_cpu = FlowCache(model.fnet, resolve_precision(cfg.precision, device)).load_or_compute(
-            [s.frames for s in train_samples], clip_frames
+        cache = FlowCache(model.fnet, resolve_precision(cfg.precision, device))
+        flows, flow_cpu = main_first(
+            ranks, lambda: cache.load_or_compute([s.frames for s in train_samples], clip_frames)
         )
     targets, targets_cpu = None, 0.0
     if cfg.distill:  # the teacher's output of each clip (train.teacher_targets): its CPU time is carried like
         # init_from's (in the model's CPU-hours, not in this run's own budget: a one-time cost of about a CPU-hour
         # that every run on the same clips shares would otherwise eat most of a study arm's schedule)
-        targets, targets_cpu = run_targets(cfg, train_samples, clip_frames, device)
+        t0 = time.perf_counter()
+        targets, targets_cpu = main_first(ranks, lambda: run_targets(cfg, train_samples, clip_frames))
+        t_start += time.perf_counter() - t0  # nor in its wall-clock budget (max_minutes)
     clips = TrainClips(
         train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, clip_frames, flows, targets
     )

@@ -208,6 +208,9 @@ def test_checkpoint_selection_by_a_score():
     assert best.keep({"PSNR": 29.3, "VMAF_NEG": 52.0}, {"PSNR": 29.5, "VMAF_NEG": 50.0})  # a better score
     assert not best.keep({"PSNR": 29.9, "VMAF_NEG": 51.0}, {"PSNR": 29.3, "VMAF_NEG": 52.0})  # later, not better
     assert not best.keep({"PSNR": 29.1, "VMAF_NEG": 70.0}, {"PSNR": 29.3, "VMAF_NEG": 52.0})  # better, not within
+    later = _stage(30.2, True, gan_keep="VMAF")  # resumed with gan_keep set: the kept one was scored before VMAF
+    assert later.keep({"PSNR": 29.5, "VMAF": 40.0}, {"PSNR": 29.9})
+    assert later.keep({"PSNR": 29.5, "VMAF": 40.0}, {"PSNR": 29.9, "VMAF": math.nan})
     with pytest.raises(ValueError, match="gan_keep must be one of"):
         TrainConfig(gan=True, gan_keep="PSNR")
 

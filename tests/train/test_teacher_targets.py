@@ -67,6 +67,17 @@ def test_a_windows_targets_are_cut_and_flipped_with_its_frames():
         TrainClips([], 5, 32, "bicubic", 8, clips, targets=clips[:1])
 
 
+def test_a_windows_crop_starts_on_the_low_res_grid_the_targets_were_made_on():
+    x, y = np.meshgrid(np.arange(64) % 4 * 50, np.arange(64) % 4 * 50)
+    phase = np.stack([x, y, np.zeros_like(x)], axis=-1).astype(np.uint8)  # each pixel's x and y mod 4
+    clips = [np.stack([phase] * 6)]
+    data = TrainClips([], 5, 32, "bicubic", 8, clips, targets=clips)
+    for i in range(40):
+        _, hr, _ = data[i % len(data)]
+        corner = {round(v * 255) for v in hr[0, :2, 0, 0].tolist()}  # a crop's first or last column and row
+        assert corner <= {0, 150}, corner  # (flipped) on a multiple of 4 of the whole frame
+
+
 def test_the_loss_adds_the_distance_to_the_teacher():
     model = _teacher()
     lr, hr = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 3, 3, 32, 32)
@@ -84,6 +95,8 @@ def test_distillation_needs_clean_input_and_the_pixel_stage():
         TrainConfig(distill=0.5, degradation="bicubic", gan=True)
     with pytest.raises(ValueError, match="distill must be >= 0"):
         TrainConfig(distill=-1.0, degradation="bicubic")
+    with pytest.raises(ValueError, match="distill_teacher must be one of.*'BIx4'"):
+        TrainConfig(distill=0.5, degradation="bicubic", distill_teacher="BIX4")
 
 
 @pytest.mark.slow

@@ -132,6 +132,22 @@ def test_resume_refuses_changed_settings_and_missing_state(seed_dataset, tmp_pat
         train(str(seed_dataset), TrainConfig.from_settings({"resume": str(tmp_path)}), "x", given={"resume"})
 
 
+def test_a_run_from_init_from_says_and_keeps_the_files_network_and_resumes_with_its_own_annotation(seed_dataset):
+    base = train(str(seed_dataset), TrainConfig.from_settings({**TINY, "epochs": 1}), "base")
+    annotation = {**TINY, "channels": 12, "epochs": 2, "init_from": f"{base['model_path']}/FRVSR_GAN_base.pth"}
+    first = {**annotation, "epochs": 1}
+    grown = train(str(seed_dataset), TrainConfig.from_settings(first), "grown", given=set(first))
+    saved, steps = torch.load(f"{grown['model_path']}/{RESUME_FILE}", weights_only=False), _steps(grown)
+    assert saved["settings"]["channels"] == 8  # the file's network, not the annotation's 12
+    resumed = train(  # the same annotation_data again, with resume: accepted, the file's network goes on
+        str(seed_dataset),
+        TrainConfig.from_settings({**annotation, "resume": grown["model_path"]}),
+        "x",
+        given={*annotation, "resume"},
+    )
+    assert resumed["model_params"]["channels"] == 8 and _steps(resumed) > steps
+
+
 def test_a_cpu_time_budget_stops_the_run_once_its_own_cpu_seconds_are_spent(seed_dataset):
     settings = {**TINY, "epochs": 10_000, "max_minutes": 0.0, "max_cpu_minutes": 0.02, "val_every": 10_000}
     trial = train(str(seed_dataset), TrainConfig.from_settings(settings), "cpu_budget")
