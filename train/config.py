@@ -83,6 +83,8 @@ class TrainConfig:
     # (100 - VMAF NEG) / 100 of the output frames (train.gan.vmaf_neg_loss, vmaf-torch's differentiable port):
     # a perceptual term that sharpening alone cannot game; ~1 s a step on one core at batch 4, 6 frames, 128 px
     w_vmaf: float = 0.0
+    # L1 between the log amplitude spectra of output and ground truth (train.losses.spectrum_loss): texture energy
+    w_spectrum: float = 0.0
     w_pingpong: float = 0.5  # MSE between the forward and backward pass of a ping-pong window: against drift (TecoGAN)
     # discriminator base width (32-64-128): its cost grows ~quadratically, and it dominates a GAN step on CPU
     d_channels: int = 32
@@ -107,8 +109,8 @@ class TrainConfig:
             raise ValueError("gan_lr_d must be > 0, d_channels >= 1 and gan_psnr_drop >= 0")
         if self.gan_keep not in GAN_KEEP:
             raise ValueError(f"gan_keep must be one of {list(GAN_KEEP)}, got {self.gan_keep!r}")
-        if min(self.w_adv, self.w_fm, self.w_pingpong, self.w_vmaf, self.flow_loss_weight) < 0:
-            raise ValueError("w_adv, w_fm, w_pingpong, w_vmaf and flow_loss_weight must be >= 0")
+        if min(self.w_adv, self.w_fm, self.w_pingpong, self.w_vmaf, self.w_spectrum, self.flow_loss_weight) < 0:
+            raise ValueError("w_adv, w_fm, w_pingpong, w_vmaf, w_spectrum and flow_loss_weight must be >= 0")
         if self.arch not in ARCHS or not issubclass(ARCHS[self.arch][0], FRVSRConfig):
             trainable = sorted(a for a, (c, _) in ARCHS.items() if issubclass(c, FRVSRConfig))
             raise ValueError(f"arch must be one of {trainable} (the FRVSR recurrence), got {self.arch!r}")

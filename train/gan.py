@@ -33,7 +33,7 @@ from model.checkpoint import cpu_state_dict
 from model.frvsr import FNet, flow_warp, pad_to_multiple, upsample_image, upscale_flow
 from model.precision import autocast, resolve_precision
 from train.config import TrainConfig
-from train.losses import warp_loss
+from train.losses import spectrum_loss, warp_loss
 from train.metrics import psnr_from_mse
 from train.results import MODEL_NAME
 
@@ -297,7 +297,7 @@ class GanStage:
 
         lr (b, n, 3, h, w), hr (b, n, 3, 4h, 4w). Generator loss = pixel L2 + flow_loss_weight * warp
         + w_pingpong * ping-pong + w_adv * hinge + w_fm * feature matching, all on x_1..x_n..x_1, + w_vmaf *
-        ``vmaf_neg_loss`` on x_1..x_n.
+        ``vmaf_neg_loss`` and w_spectrum * ``train.losses.spectrum_loss`` on x_1..x_n.
         """
         cfg, disc = self.cfg, self.disc
         n = lr.shape[1]
@@ -335,6 +335,9 @@ class GanStage:
         if self.vmaf is not None:  # the forward pass's frames (the backward pass repeats them)
             vmaf = vmaf_neg_loss(self.vmaf, out[:, :n], hr)
             loss = loss + cfg.w_vmaf * vmaf
+        if cfg.w_spectrum:
+            spectrum = spectrum_loss(out[:, :n], hr)
+            loss = loss + cfg.w_spectrum * spectrum
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -350,6 +353,7 @@ class GanStage:
             "adv": adv.item(),
             "fm": fm.item(),
             **({"vmaf_neg": 100.0 * (1.0 - vmaf.item())} if self.vmaf is not None else {}),
+            **({"spectrum": spectrum.item()} if cfg.w_spectrum else {}),
             "d_loss": loss_d.item(),
             "d_real": d_real.mean().item(),
             "d_fake": d_fake.mean().item(),

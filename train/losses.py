@@ -23,6 +23,15 @@ def warp_loss(lr: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(warped, lr[:, 1:].reshape(-1, *lr.shape[2:]))
 
 
+def spectrum_loss(out: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the log amplitude spectra of output and ground truth (``torch.fft.rfft2`` of each frame and
+    channel, orthonormal): how much detail there is at each spatial frequency and orientation, not where it is
+    (the phase is left out), so it asks for texture of the right energy where the pixel L2 asks for the mean.
+    out, hr (..., 3, H, W) in [0, 1]; float32."""
+    amplitude = [torch.fft.rfft2(x.float(), norm="ortho").abs().log1p() for x in (out, hr)]
+    return F.l1_loss(*amplitude)
+
+
 def frvsr_loss(
     model: nn.Module,
     lr: torch.Tensor,

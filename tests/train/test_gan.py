@@ -180,6 +180,10 @@ def test_gan_step_trains_both_networks(tiny_cfg):
     # gradient of exactly zero (it moves both the same way); every other weight learns
     assert all(not torch.equal(d0[k], p) for k, p in disc.named_parameters() if k in d0)
     assert all(p.requires_grad for p in disc.parameters())  # unfrozen again for the next step
+    assert "spectrum" not in stats
+    spectral = TrainConfig.from_settings({**GAN, "w_spectrum": 0.1})
+    stats = GanStage(spectral, disc, opt_d).step(model, opt_g, *_window())
+    assert stats["spectrum"] > 0 and math.isfinite(stats["loss"])
 
 
 def _stage(ref_psnr: float, kept_within: bool, **cfg) -> GanStage:
