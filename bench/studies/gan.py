@@ -40,7 +40,7 @@ from train.trainer import load_splits
 
 log = logging.getLogger(__name__)
 CURVE_KEYS = ("val_psnr", "val_tof", "val_vmaf", "val_vmaf_neg")
-DESIGN_KEYS = ("w_adv", "w_fm", "w_vmaf", "w_pingpong", "lr", "crop_size", "num_frames", "batch_size")
+DESIGN_KEYS = ("w_adv", "w_fm", "w_vmaf", "w_spectrum", "w_pingpong", "lr", "crop_size", "num_frames", "batch_size")
 
 
 def curve(run: Path) -> list[dict]:
