@@ -9,7 +9,11 @@ clips together, the platform's PSNR); the scores come from ``bench.studies.varia
 ``client_test.py`` uses, models as a server prepares them).
 
     python -m bench.studies.student --arm A1=runs/models/<uuid> --arm B=runs/models/<uuid> ... \
-        [--also shipped=model/pretrained/FRVSR_GAN_default.pth] [--no_score]
+        [--also shipped=model/pretrained/FRVSR_GAN_default.pth] [--no_score] [--keep bench/results/student_study.json]
+
+``--keep FILE`` carries the arms and scores of an earlier result into this one (an arm given again replaces its
+row): run folders live in ``runs/``, which a new machine does not have, so a study that grows over sessions
+keeps its finished arms from its saved result.
 
 Saves ``bench/results/student_study.{json,md,png}`` (``--out`` to change).
 """
@@ -29,7 +33,9 @@ from common.paths import ROOT
 
 log = logging.getLogger(__name__)
 MARKS = (15, 30, 45)  # CPU-minutes at which the curves are read off
-DESIGN_KEYS = ("channels", "blocks", "hidden", "block", "backward", "flow_cache", "crop_size", "batch_size", "lr")
+DESIGN_KEYS = (
+    "channels", "blocks", "hidden", "block", "backward", "flow_cache", "crop_size", "batch_size", "lr", "distill",
+)
 
 
 def history(run: Path) -> list[dict]:
@@ -127,7 +133,8 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.studies.student", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arm", action="append", required=True, help="NAME=RUN_DIR (a runs/models/<uuid> folder)")
+    p.add_argument("--arm", action="append", default=[], help="NAME=RUN_DIR (a runs/models/<uuid> folder)")
+    p.add_argument("--keep", type=Path, help="an earlier result (.json) whose arms and scores this one carries")
     p.add_argument("--no_score", action="store_true", help="curves only: do not score the kept checkpoints")
     p.add_argument("--also", action="append", default=[], help="NAME=CKPT: a reference scored beside the arms")
     p.add_argument("--scores", type=Path, help="with --no_score: scores saved earlier (bench.studies.variants.score)")
@@ -135,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "student_study")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not a.arm and not a.keep:
+        p.error("give at least one --arm NAME=RUN_DIR, or --keep an earlier result")
     arms = dict(item.split("=", 1) for item in a.arm)
     rows = [arm_row(name, Path(run)) for name, run in arms.items()]
+    kept = json.loads(a.keep.read_text()) if a.keep else {"arms": [], "scores": {}}
+    rows = [r for r in kept["arms"] if r["arm"] not in arms] + rows
     res: dict = {"arms": rows}
     if a.no_score and a.scores:
         res["scores"] = json.loads(a.scores.read_text())
@@ -148,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped the scores: the shared test lists are not here ({', '.join(missing)})", file=sys.stderr)
         else:
             torch.set_num_threads(a.threads)
-            nets = {r["arm"]: kept_checkpoint(Path(r["run"])) for r in rows}
+            nets = {name: kept_checkpoint(Path(run)) for name, run in arms.items()}
             nets.update({name: Path(p) for name, p in (item.split("=", 1) for item in a.also)})
             res["scores"] = score(nets, (23,), LISTS)
+    if kept.get("scores"):
+        fresh = res.get("scores", {})
+        res["scores"] = {**{k: v for k, v in kept["scores"].items() if k not in fresh}, **fresh}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, a.out.with_suffix(".png"))
     save_result(a.out, res, markdown(res))
