@@ -304,7 +304,10 @@ def parse_arm(text: str) -> tuple[str, Path, dict]:
                 given[key] = ast.literal_eval(value)  # numbers, None, True
             except (ValueError, SyntaxError):
                 given[key] = value  # a word: a preset, a precision
-    HandlerSettings.from_dict(given)  # a wrong key fails here, before any warm-up
+    try:
+        HandlerSettings.from_dict(given)  # a wrong key fails here, before any warm-up
+    except ValueError as e:  # argparse would print only "invalid parse_arm value"
+        raise argparse.ArgumentTypeError(f"arm {name!r}: {e}") from e
     return name, model, given
 
 

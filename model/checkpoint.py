@@ -31,7 +31,8 @@ MODEL = "model"  # the model's state dict (of a paired checkpoint: the clean mod
 VARIANTS = "variants"  # {name: {MODEL: state dict, RUN_KEYS...}}: more models of the same architecture (model.variants)
 INPUT_RULE = "input_rule"  # asdict(model.variants.InputRule): which variant an input gets
 INT8 = "int8"  # {variant: {"programs": {module path: bytes}, "keep_float", "calibration", "torch"}} (model.quantize)
-RUN_KEYS = ("train_settings", "cpu_seconds", "step", "epoch", "eval")  # what a training run (train.trainer) adds
+# what a training run (train.trainer) adds; counted_targets: the teacher-target caches its cpu_seconds include
+RUN_KEYS = ("train_settings", "cpu_seconds", "counted_targets", "step", "epoch", "eval")
 
 # one line per architecture: name -> (config class with a from_dict, nn.Module class taking the config)
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {

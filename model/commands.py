@@ -55,7 +55,8 @@ def grow(src: Path, dest: Path, changes: list[str]) -> Path:
             raise ValueError(f"--set takes NAME=VALUE, got {change!r}")
         settings[name] = int(value) if value.isdigit() else value
     out = model.grown(**settings)
-    save_checkpoint(dest, out, grown_from=str(src), cpu_seconds=float(ckpt.get("cpu_seconds", 0.0)))
+    carried = {"cpu_seconds": float(ckpt.get("cpu_seconds", 0.0)), "counted_targets": ckpt.get("counted_targets", [])}
+    save_checkpoint(dest, out, grown_from=str(src), **carried)
     return dest
 
 

@@ -9,11 +9,12 @@ from dataclasses import asdict, dataclass, field
 from model.checkpoint import ARCHS, DEFAULT_ARCH
 from model.frvsr import FRVSRConfig
 from model.precision import check_precision
-from model.teacher import WEIGHTS as TEACHER_WEIGHTS
 from train.data import DEGRADATIONS
 
 # the GAN stage's checkpoint rules (``gan_keep``): the latest within gan_psnr_drop, or the best of a validation score
 GAN_KEEP = ("latest", "VMAF", "VMAF_NEG")
+# model.teacher.WEIGHTS trained on bicubic x4 input (BDx4 saw blurred input: not what distillation feeds it)
+DISTILL_TEACHERS = ("BIx4", "REDS4")
 
 
 @dataclass
@@ -60,7 +61,7 @@ class TrainConfig:
     # released ``distill_teacher`` weights) output of the same clean low-res clip, beside the L2 to the ground
     # truth; its targets are computed once per training clip; the ``bicubic`` degradation and the pixel stage only
     distill: float = 0.0
-    distill_teacher: str = "BIx4"
+    distill_teacher: str = "BIx4"  # one of DISTILL_TEACHERS
     # model: the architecture's config fields (FRVSR: channels, blocks, fnet_channels, upsampler, residual,
     # max_flow, hidden; frvsr-spynet adds flow_scale) are set by their own names in advance_settings; their
     # defaults are the config class's
@@ -129,8 +130,11 @@ class TrainConfig:
                 f"'bicubic' degradation and the pixel stage (gan off); got distill {self.distill}, degradation "
                 f"{self.degradation!r}, gan {self.gan}"
             )
-        if self.distill_teacher not in TEACHER_WEIGHTS:
-            raise ValueError(f"distill_teacher must be one of {sorted(TEACHER_WEIGHTS)}, got {self.distill_teacher!r}")
+        if self.distill_teacher not in DISTILL_TEACHERS:
+            raise ValueError(
+                f"distill_teacher must be one of {list(DISTILL_TEACHERS)} (the teacher weights trained on bicubic "
+                f"input, which is what distillation feeds them), got {self.distill_teacher!r}"
+            )
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if not all(isinstance(p, str) and p for p in self.extra_datasets):

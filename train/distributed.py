@@ -3,6 +3,7 @@ agreeing on a stop, and the output folder every rank shares."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ class Ranks:
         return self.world > 1
 
 
+CACHE_TIMEOUT = datetime.timedelta(hours=4)
+
+
 def setup_distributed(device_name: str) -> Ranks:
     """Join the torchrun group if launched by torchrun (WORLD_SIZE > 1), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -41,7 +45,9 @@ def setup_distributed(device_name: str) -> Ranks:
     backend = "nccl" if device_name.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(ranks.local_rank)
-    dist.init_process_group(backend)
+    # the other ranks wait in a barrier while rank 0 computes a cache (flows, a distill run's teacher targets: about
+    # an hour on one core), longer than the default 30 minutes a collective may wait
+    dist.init_process_group(backend, timeout=CACHE_TIMEOUT)
     return ranks
 
 

@@ -390,7 +390,7 @@ class GanStage:
         elif within:
             keep = True
         else:
-            keep = not self.kept_within and scores["PSNR"] > kept["PSNR"]
+            keep = not self.kept_within and (scores["PSNR"] > kept["PSNR"] or math.isnan(kept["PSNR"]))
         if keep:
             self.kept_within = self.kept_within or within
         return keep

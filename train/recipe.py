@@ -90,7 +90,7 @@ def targets(dataset_path: Path, annotation_data: str, threads: int) -> int:
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_settings(parse_annotation_data(annotation_data))
     samples, _ = load_splits(str(dataset_path), cfg)
-    _, cpu = run_targets(cfg, samples, read_train_clips(samples, cfg.crop_size))
+    _, cpu, _ = run_targets(cfg, samples, read_train_clips(samples, cfg.crop_size))
     print(f"teacher targets of {len(samples)} training clips: {cpu / 60:.1f} CPU-minutes")
     return 0
 

@@ -40,6 +40,9 @@ class ResumeState:
     # earlier sessions, plus ``init_from``'s when a run starts from another run's weights and says so
     cpu_seconds: float = 0.0
     inherited_cpu_seconds: float = 0.0  # the part of ``cpu_seconds`` that came with ``init_from`` and distill's targets
+    # the teacher-target caches (``runs/teacher_targets/<key>``) whose CPU time ``cpu_seconds`` holds: a distill run
+    # started from one that used the same targets does not count them again
+    counted_targets: list = field(default_factory=list)
     sessions: int = 1
     history: list = field(default_factory=list)
 

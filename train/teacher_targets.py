@@ -85,11 +85,12 @@ class TeacherTargets:
         return targets, float(state["cpu_seconds"])
 
 
-def run_targets(cfg: TrainConfig, samples: Sequence[Sample], clips: Sequence[np.ndarray]) -> tuple[list, float]:
+def run_targets(
+    cfg: TrainConfig, samples: Sequence[Sample], clips: Sequence[np.ndarray]
+) -> tuple[list, float, str]:
     """A run's targets (``cfg.distill_teacher`` at the run's precision on the CPU, where the teacher runs) for its
-    training ``samples`` and their ``clips``, with their CPU seconds: what ``train.trainer`` and ``python -m
-    train.recipe targets`` both call."""
-    teacher = load_teacher(cfg.distill_teacher)
-    return TeacherTargets(teacher, resolve_precision(cfg.precision, torch.device("cpu"))).load_or_compute(
-        [s.frames for s in samples], clips
-    )
+    training ``samples`` and their ``clips``, with their CPU seconds and their cache's key: what ``train.trainer``
+    and ``python -m train.recipe targets`` both call."""
+    cache = TeacherTargets(load_teacher(cfg.distill_teacher), resolve_precision(cfg.precision, torch.device("cpu")))
+    frames = [s.frames for s in samples]
+    return *cache.load_or_compute(frames, clips), cache.key(frames)

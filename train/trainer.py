@@ -257,12 +257,12 @@ def validate(run: Run) -> None:
         if run.gan is not None:
             keep = run.gan.keep(scores, state.best_scores)
         else:
-            keep = state.best_scores is None or scores["PSNR"] > state.best_psnr
+            keep = state.best_scores is None or scores["PSNR"] > state.best_psnr or math.isnan(state.best_psnr)
         if keep:
             state.best_psnr, state.best_scores = scores["PSNR"], scores
             save_checkpoint(
                 run.ckpt_path, run.model, epoch=state.epoch, step=state.step, eval=scores,
-                train_settings=cfg.settings(), cpu_seconds=run.cpu_seconds(),
+                train_settings=cfg.settings(), cpu_seconds=run.cpu_seconds(), counted_targets=state.counted_targets,
             )  # fmt: skip
             if run.gan is not None:
                 run.gan.save(run.ckpt_path, epoch=state.epoch, step=state.step)
@@ -336,12 +336,13 @@ def build_run(
 
     train_samples, val_samples = load_splits(dataset_path, cfg)
 
-    inherited_cpu = 0.0
+    inherited_cpu, inherited_targets = 0.0, []
     if saved is not None:
         model = model_from(saved)  # the run's own architecture and weights
     elif cfg.init_from:
         model, init = load_checkpoint(cfg.init_from, channels_last=False)
         inherited_cpu = float(init.get("cpu_seconds", 0.0))  # training time goes on counting across init_from
+        inherited_targets = list(init.get("counted_targets", []))
         log.info("initialised from %s (%s; %.2f CPU-h of training)", cfg.init_from, model.cfg, inherited_cpu / 3600)
     else:
         model = ARCHS[cfg.arch][1](cfg.model)
@@ -359,13 +360,16 @@ def build_run(
         flows, flow_cpu = main_first(
             ranks, lambda: cache.load_or_compute([s.frames for s in train_samples], clip_frames)
         )
-    targets, targets_cpu = None, 0.0
+    targets, targets_cpu, targets_key = None, 0.0, None
     if cfg.distill:  # the teacher's output of each clip (train.teacher_targets): its CPU time is carried like
         # init_from's (in the model's CPU-hours, not in this run's own budget: a one-time cost of about a CPU-hour
         # that every run on the same clips shares would otherwise eat most of a study arm's schedule)
         t0 = time.perf_counter()
-        targets, targets_cpu = main_first(ranks, lambda: run_targets(cfg, train_samples, clip_frames))
+        targets, targets_cpu, targets_key = main_first(ranks, lambda: run_targets(cfg, train_samples, clip_frames))
         t_start += time.perf_counter() - t0  # nor in its wall-clock budget (max_minutes)
+        if targets_key in inherited_targets:  # init_from's CPU-hours hold them already
+            log.info("teacher targets %s: counted in init_from's CPU time already", targets_key)
+            targets_cpu = 0.0
     clips = TrainClips(
         train_samples, cfg.num_frames, cfg.crop_size, cfg.degradation, cfg.crops_per_clip, clip_frames, flows, targets
     )
@@ -373,7 +377,8 @@ def build_run(
         state = restore(saved, optimizer, gan, ranks)
     else:
         carried = inherited_cpu + targets_cpu
-        state = ResumeState(cpu_seconds=carried + flow_cpu, inherited_cpu_seconds=carried)
+        counted = inherited_targets + ([targets_key] if targets_key and targets_key not in inherited_targets else [])
+        state = ResumeState(cpu_seconds=carried + flow_cpu, inherited_cpu_seconds=carried, counted_targets=counted)
     loader = build_loader(cfg, clips, ranks, state.step)
     model = model.to(device, memory_format=torch.channels_last).train()  # NHWC: faster convolutions (oneDNN, cuDNN)
     optimizer_to(optimizer, device)

@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             res["scores"] = score(nets, (23,), LISTS)
     if kept.get("scores"):
         fresh = res.get("scores", {})
-        res["scores"] = {**{k: v for k, v in kept["scores"].items() if k not in fresh}, **fresh}
+        earlier = {k: v for k, v in kept["scores"].items() if k not in fresh and k not in arms}  # a rerun arm's: stale
+        res["scores"] = {**earlier, **fresh}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, a.out.with_suffix(".png"))
     save_result(a.out, res, markdown(res))

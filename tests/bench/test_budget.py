@@ -51,7 +51,7 @@ def test_arms_are_served_in_interleaved_rounds_with_their_own_settings(tmp_path,
     assert res["arms"]["fast"]["settings"]["x264_preset"] == "ultrafast"
     table = budget.compare_markdown(res)
     assert "| fast | `tiny.pth`, x264_preset ultrafast, torch_threads 1 |" in table and "| encode |" in table
-    with pytest.raises(ValueError, match="x264_preset"):  # a bad setting fails before any warm-up
+    with pytest.raises(argparse.ArgumentTypeError, match="x264_preset"):  # a bad setting fails before any warm-up
         budget.parse_arm("bad=x264_preset:warp9")
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=key:value"):
         budget.parse_arm("nothing")

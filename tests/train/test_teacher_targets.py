@@ -3,6 +3,7 @@ an interruption), a window's targets are cut and flipped with its frames, the lo
 with ``distill`` trains and counts their CPU time."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +98,8 @@ def test_distillation_needs_clean_input_and_the_pixel_stage():
         TrainConfig(distill=-1.0, degradation="bicubic")
     with pytest.raises(ValueError, match="distill_teacher must be one of.*'BIx4'"):
         TrainConfig(distill=0.5, degradation="bicubic", distill_teacher="BIX4")
+    with pytest.raises(ValueError, match="trained on bicubic"):
+        TrainConfig(distill=0.5, degradation="bicubic", distill_teacher="BDx4")
 
 
 @pytest.mark.slow
@@ -120,3 +123,11 @@ def test_a_run_with_distillation_trains_and_counts_the_teachers_cpu_time(seed_da
     assert run_state["inherited_cpu_seconds"] == state["cpu_seconds"]  # carried: in the model's total, not its own
     assert run_state["cpu_seconds"] > state["cpu_seconds"]
     assert json.loads(open(trial["model_path"] + "/settings.json").read())["distill"] == 0.5
+
+    # a distill run started from that one on the same clips: the targets are in init_from's CPU time already
+    kept = next(Path(trial["model_path"]).glob("FRVSR_GAN_*.pth"))
+    assert torch.load(kept, weights_only=True)["counted_targets"] == [folders[0].name]
+    again = train(str(seed_dataset), TrainConfig.from_settings({**settings, "init_from": str(kept)}), "distilled2")
+    second = torch.load(again["model_path"] + "/resume.pt", weights_only=False)["run_state"]
+    assert second["inherited_cpu_seconds"] == torch.load(kept, weights_only=True)["cpu_seconds"]
+    assert second["counted_targets"] == [folders[0].name]
