@@ -7,9 +7,9 @@ run's precision), in both time directions, and ``window_flows`` cuts any trainin
 (``train.data.TrainClips`` applies the window's flips to them with ``flip_flows``). On the whole frame the
 flow also sees the context it sees when serving, where a 48-pixel training crop showed SPyNet little.
 
-``FlowCache`` keeps them on disk under ``runs/flow_cache/`` keyed by the clips' files and the flow network's
-weights, with the CPU time they took: a run charges that time to its own count whether it computed them or
-found them (``train.trainer``), so a CPU-hour figure never leaves it out.
+``FlowCache`` keeps them on disk under ``runs/flow_cache/`` keyed by the clips' frames (their bytes, not their
+paths or times) and the flow network's weights, with the CPU time they took: a run charges that time to its own
+count whether it computed them or found them (``train.trainer``), so a CPU-hour figure never leaves it out.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -98,18 +99,21 @@ def weights_digest(net: nn.Module) -> str:
 
 
 def files_digest(frames: Sequence[Sequence], prefix: str) -> str:
-    """A cache key: ``prefix`` and the clips' frame files (paths, sizes, modification times)."""
+    """A cache key: ``prefix`` and the clips' frame files (their names and bytes, clip by clip). By content, not
+    by path or modification time: a dataset copied afresh (a new machine, a re-provisioned ``../shared``) keeps
+    its keys, and a frame rewritten with other pixels gets a new one."""
     h = hashlib.sha256(prefix.encode())
     for clip in frames:
+        h.update(b"\0clip")
         for path in clip:
-            st = path.stat()
-            h.update(f"{path.resolve()} {st.st_size} {st.st_mtime_ns}\n".encode())
+            h.update(f"\0{Path(path).name}\0".encode())
+            h.update(Path(path).read_bytes())
     return h.hexdigest()[:24]
 
 
 class FlowCache:
     """``ClipFlows`` for a list of clips, computed once and kept under ``runs/flow_cache/<key>.pt``; the key
-    covers the frames' files (paths, sizes, modification times), the flow network's weights and the precision."""
+    covers the frames' files (their content), the flow network's weights and the precision."""
 
     def __init__(self, fnet: nn.Module, precision: str):
         self.fnet, self.precision = fnet, precision

@@ -8,9 +8,9 @@ the window's frames, crop and flips. A crop's low-res frames are made from the c
 frame: the two differ only within the bicubic kernel's reach of the crop's edge.
 
 ``TeacherTargets`` keeps them under ``runs/teacher_targets/<key>/`` (one uint8 ``.npy`` per clip, memory-mapped
-when read, so a run and its DataLoader workers share the pages) keyed by the clips' files and the teacher's
-weights, with the CPU time they took: a run carries that time whether it computed them or found them, like
-``init_from``'s (in the model's CPU-hours, not in the run's own ``max_cpu_minutes``). The teacher takes about a
+when read, so a run and its DataLoader workers share the pages) keyed by the clips' frames (their bytes) and the
+teacher's weights, with the CPU time they took: a run carries that time whether it computed them or found them,
+like ``init_from``'s (in the model's CPU-hours, not in the run's own ``max_cpu_minutes``). The teacher takes about a
 CPU-hour over the shared training clips (one thread, bf16), so the folder is written clip by clip and an
 interrupted computation goes on where it stopped.
 """
@@ -51,7 +51,7 @@ def clip_targets(teacher: nn.Module, clip: np.ndarray, precision: str) -> np.nda
 
 class TeacherTargets:
     """The teacher's targets for a list of clips, computed once and kept under ``runs/teacher_targets/<key>/``; the
-    key covers the clips' files (paths, sizes, modification times), the teacher's weights and the precision."""
+    key covers the clips' files (their content), the teacher's weights and the precision."""
 
     def __init__(self, teacher: nn.Module, precision: str):
         self.teacher, self.precision = teacher, precision

@@ -3,6 +3,8 @@ the windows' ping-pong, reversal, crops and flips; a run with ``flow_cache`` tra
 
 import itertools
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from model.frvsr import flow_warp
 from testing.helpers import moving_clip
 from train.config import TrainConfig
 from train.data import TrainClips, crop_to_scale, discover_samples, pingpong_indices, read_clip
-from train.flows import ClipFlows, FlowCache, clip_flows, flip_flows, window_flows
+from train.flows import ClipFlows, FlowCache, clip_flows, files_digest, flip_flows, window_flows
 from train.trainer import train
 
 
@@ -99,6 +101,21 @@ def test_the_cache_is_computed_once_and_keyed_by_the_flow_weights(seed_dataset):
     changed, _ = FlowCache(_Pair(fnet), "fp32").load_or_compute([s.frames for s in samples], clips)
     assert not torch.equal(changed[0].fwd, first[0].fwd)
     assert isinstance(first[0], ClipFlows)
+
+
+def test_the_cache_key_is_the_frames_content_not_their_paths_or_times(seed_dataset, tmp_path):
+    """A dataset copied afresh (new paths, new modification times: ../shared re-provisioned) keeps its key, so
+    the flows and the teacher's targets are not computed again; a frame with other bytes gets a new key."""
+    frames = [s.frames for s in discover_samples(seed_dataset)]
+    copy = tmp_path / "copy"
+    shutil.copytree(seed_dataset, copy)
+    for path in copy.rglob("*"):
+        os.utime(path, ns=(1, 1))
+    moved = [s.frames for s in discover_samples(copy)]
+    assert moved[0][0] != frames[0][0]
+    assert files_digest(moved, "k") == files_digest(frames, "k") != files_digest(frames, "other")
+    moved[0][0].write_bytes(moved[0][0].read_bytes() + b"\0")
+    assert files_digest(moved, "k") != files_digest(frames, "k")
 
 
 class _Pair(nn.Module):
