@@ -181,3 +181,56 @@ def test_a_checkpoint_with_rep_blocks_is_served_as_plain_convolutions(tmp_path):
     want = np.stack(list(super_resolve(model, clip, precision="fp32")))
     got = np.stack(list(super_resolve(net, clip, precision="fp32")))
     assert np.abs(want.astype(int) - got.astype(int)).max() <= 1  # 8-bit output: rounding at most
+
+
+@pytest.mark.slow
+@needs_int8
+def test_a_paired_spynet_model_shares_one_int8_flow_stored_and_compiled_once(tmp_path):
+    """``train.calibrate`` on a paired FRVSRSpyNet: SRNet int8 per variant, the frozen SPyNet's six levels one
+    program for both variants (stored once, one module when served), and the served output follows bf16."""
+    from model.checkpoint import save_checkpoint
+    from model.frvsr_spynet import FRVSRSpyNet, FRVSRSpyNetConfig
+    from model.inference import super_resolve
+    from model.quantize import Int8Program, load_for_serving
+    from model.variants import InputRule, load_model_set, pair
+    from testing.helpers import write_clip
+    from train.calibrate import main
+
+    for i in range(3):
+        write_clip(tmp_path / "data" / f"clip_{i}", moving_clip(8, 64, 64, dx=1, dy=1, seed=i))
+    cfg = FRVSRSpyNetConfig(channels=16, blocks=2, hidden=4)
+    torch.manual_seed(3)
+    clean = FRVSRSpyNet(cfg)
+    for m in clean.srnet.modules():  # every SRNet layer random (a fresh one starts at bicubic: zero last layers)
+        if isinstance(m, torch.nn.Conv2d):
+            m.reset_parameters()
+    clean.load_released_flow()
+    comp = FRVSRSpyNet(cfg)
+    comp.load_state_dict(clean.state_dict())
+    with torch.no_grad():
+        for p in comp.srnet.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # another SRNet, the same flow
+    save_checkpoint(tmp_path / "a.pth", clean)
+    save_checkpoint(tmp_path / "b.pth", comp)
+    pair(tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "p.pth", InputRule())
+    assert main([str(tmp_path / "p.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]) == 0
+
+    _, ckpt = load_model_set(tmp_path / "p.pth")
+    levels = {f"fnet.spynet.basic_module.{i}" for i in range(6)}
+    programs = {v: part["programs"] for v, part in ckpt[INT8].items()}
+    assert set(programs) == {"clean", "compressed"}
+    assert all(set(p) == levels | {"srnet"} for p in programs.values())
+    assert programs["clean"]["srnet"] != programs["compressed"]["srnet"]
+    assert all(programs["clean"][k] is programs["compressed"][k] for k in levels)  # pickled once
+
+    served, precision, _ = load_for_serving(tmp_path / "p.pth")
+    assert precision == "int8"
+    a, b = served.models["clean"], served.models["compressed"]
+    for k in levels:
+        assert isinstance(a.get_submodule(k), Int8Program) and a.get_submodule(k) is b.get_submodule(k)
+    clip = moving_clip(4, 48, 64, dx=2, dy=1, seed=9)
+    ref = np.stack(list(super_resolve(clean, clip, precision="bf16"))).astype(float)
+    got = np.stack(list(super_resolve(a, clip, precision="int8"))).astype(float)
+    psnr = 10 * np.log10(255**2 / np.mean((got - ref) ** 2))
+    assert psnr > 30, f"int8 {psnr:.1f} dB from bf16"
+    assert not np.array_equal(got, ref)
