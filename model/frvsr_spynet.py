@@ -58,8 +58,8 @@ class FRVSRSpyNet(FRVSR):
     """FRVSR with ``ScaledSPyNet`` as its ``fnet``; a fresh one has random SPyNet weights until
     ``load_released_flow`` (training does it for a new run)."""
 
-    # int8 (model.quantize): SRNet as FRVSR's, and SPyNet's six pyramid levels whole: the flow 40 -> 24 ms a frame
-    # at 176x144 on one core, the served PSNR within 0.001 dB on both lists, clean and CRF 23 (docs/results.md)
+    # int8 (model.quantize): SRNet as FRVSR's, and SPyNet's six pyramid levels whole: the flow 28.2 -> 20.4 ms a
+    # frame at 176x144 on one core, the served PSNR within 0.005 dB on both lists, clean and CRF 23 (docs/results.md)
     INT8 = {**FRVSR.INT8, **{f"fnet.spynet.basic_module.{i}": () for i in range(LEVELS)}}
 
     def __init__(self, cfg: FRVSRSpyNetConfig | None = None):

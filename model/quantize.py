@@ -7,13 +7,13 @@ channel, symmetric; activations per tensor, uint8, from histograms of real clips
 out (SRNet's head and upsampling convolutions: they cost the most PSNR in int8, bench/results/runtimes.md); the
 other layers of a program (ReLU, the residual adds) run bf16. Everything else runs bf16 eager, with the flow
 field, the warps and the bicubic residual in float32 (``FRVSR.step``). SPyNet int8 moves the flow by 0.04-0.12
-px on average and leaves the served PSNR within 0.001 dB (docs/results.md, the budget).
+px on average and leaves the served PSNR within 0.005 dB (docs/results.md, the budget).
 
 Each quantized module is a ``torch.export`` program with dynamic height and width, stored as bytes in the
 checkpoint (``model.checkpoint.INT8``, per model variant: ``train.calibrate`` writes them; a module whose weights
-every variant shares, the frozen SPyNet, is one program stored once), so a serving worker needs no data: it
-loads the programs and compiles each once for every frame size at start (``handler.upscaler`` warms up at three
-sizes). Inductor's on-disk cache makes a restart's compile shorter.
+every variant shares, each of the frozen SPyNet's six levels, is one program stored once), so a serving worker
+needs no data: it loads the programs and compiles each once for every frame size at start (``handler.upscaler``
+warms up at three sizes). Inductor's on-disk cache makes a restart's compile shorter.
 
 ``int8_unavailable()`` says why int8 cannot run here (no AMX-INT8/VNNI, oneDNN held below it by
 ``ONEDNN_MAX_CPU_ISA``, torchao or a C++ compiler missing): the handler then falls back to bf16/fp32 by itself.

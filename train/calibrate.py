@@ -69,7 +69,9 @@ def calibrate_model(
 
 
 def shared_modules(models: dict[str, nn.Module]) -> list[str]:
-    """The ``INT8`` modules whose weights are equal in every one of two or more models (a frozen flow)."""
+    """The ``INT8`` modules whose weights are equal in every one of two or more models (a frozen flow). Each is
+    calibrated once, inside the first model's recurrence: right for a module whose inputs no other module's
+    weights shape (SPyNet's levels see the low-res frames and the coarser levels' flow only)."""
     first, *rest = models.values()
     if not rest:
         return []
@@ -98,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     clips = calibration_clips(a.data, a.clips, a.frames)
     described = f"{len(clips)} train-split clips x {a.frames} frames of {[str(d) for d in a.data]}"
     shared, found_shared = shared_modules(models.models), {}
-    if shared:  # one program for every variant, calibrated on the inputs of all of them
+    if shared:  # one program each for every variant, calibrated on every variant's kind of input
         t0 = time.perf_counter()
         forms = sorted({variant != CLEAN for variant in models.models})
         found_shared = calibrate_model(next(iter(models.models.values())).float(), clips, forms, shared)
         size = sum(map(len, found_shared.values())) / 1e6
         log.info("every variant: %s calibrated in %.0f s, %.1f MB", shared, time.perf_counter() - t0, size)
+    note = f"; {shared}: one program each for every variant, on the clips clean and H.264" if shared else ""
     programs = {}
     for variant, model in models.models.items():
         t0 = time.perf_counter()
@@ -112,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         programs[variant] = {
             "programs": {**found, **found_shared},  # the shared programs: the same bytes, pickled once
             "keep_float": {path: list(keep) for path, keep in model.INT8.items()},
-            "calibration": described + ("" if variant == CLEAN else f", H.264 CRF {list(CRFS)}")
-            + (f"; {shared}: one program for every variant, on the clips clean and H.264" if shared else ""),
+            "calibration": described + ("" if variant == CLEAN else f", H.264 CRF {list(CRFS)}") + note,
             "torch": str(torch.__version__),
         }
         size = sum(map(len, found.values())) / 1e6
-        log.info("%s: %s calibrated in %.0f s, %.1f MB", variant, sorted(found), time.perf_counter() - t0, size)
+        if found:
+            log.info("%s: %s calibrated in %.0f s, %.1f MB", variant, sorted(found), time.perf_counter() - t0, size)
     out = a.out or a.checkpoint
     write_checkpoint(out, {**ckpt, INT8: programs})
     print(out)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -103,12 +103,10 @@ def timing(net: nn.Module, precision: str, size: tuple[int, int], frames: int, w
         torch.set_num_threads(1)
         mid = len(x) // 2
         halves = [x[:mid], x[max(0, mid - warm) :]]
-        threads = [threading.Thread(target=lambda p: list(super_resolve(net, iter(p), precision=precision)),
-                                    args=(p,)) for p in halves]  # fmt: skip
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # .result(): a half that fails fails the round
+            runs = [pool.submit(lambda p: list(super_resolve(net, iter(p), precision=precision)), p) for p in halves]
+            for r in runs:
+                r.result()
 
     arms = {"served": served, "split": split}
     for f in arms.values():  # first use at this size: kernel selection, Inductor's compile
