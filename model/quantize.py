@@ -1,13 +1,14 @@
 """int8 for x86 CPUs with AMX-INT8 or AVX512-VNNI: post-training static quantization with PyTorch's PT2E flow
 (torchao's ``X86InductorQuantizer``), run by Inductor.
 
-What is int8: the modules an architecture names in its ``INT8`` (FRVSR: SRNet; with SPyNet as the flow, also
-SPyNet's six pyramid levels; BasicVSR: its two propagation trunks), their convolutions (weights per output
-channel, symmetric; activations per tensor, uint8, from histograms of real clips) except the layers ``INT8`` keeps
-out (SRNet's head and upsampling convolutions: they cost the most PSNR in int8, bench/results/runtimes.md); the
-other layers of a program (ReLU, the residual adds) run bf16. Everything else runs bf16 eager, with the flow
-field, the warps and the bicubic residual in float32 (``FRVSR.step``). SPyNet int8 moves the flow by 0.04-0.12
-px on average and leaves the served PSNR within 0.005 dB (docs/results.md, the budget).
+What is int8: the modules an architecture names in its ``INT8`` (FRVSR: SRNet; with ``train.calibrate --int8_flow``,
+also SPyNet's six pyramid levels, ``INT8_FLOW``; BasicVSR: its two propagation trunks), their convolutions (weights
+per output channel, symmetric; activations per tensor, uint8, from histograms of real clips) except the layers
+``INT8`` keeps out (SRNet's head and upsampling convolutions: they cost the most PSNR in int8,
+bench/results/runtimes.md); the other layers of a program (ReLU, the residual adds) run bf16. Everything else runs
+bf16 eager, with the flow field, the warps and the bicubic residual in float32 (``FRVSR.step``). SPyNet int8 moves
+the flow by 0.04-0.12 px on average and leaves the served PSNR within 0.005 dB, but gains no wall time
+(docs/results.md, the budget).
 
 Each quantized module is a ``torch.export`` program with dynamic height and width, stored as bytes in the
 checkpoint (``model.checkpoint.INT8``, per model variant: ``train.calibrate`` writes them; a module whose weights

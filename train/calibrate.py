@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=8, help="clips per dataset")
     p.add_argument("--frames", type=int, default=10, help="frames per clip")
     p.add_argument("--out", type=Path, help="where to write (default: the checkpoint itself, atomically)")
+    p.add_argument("--int8_flow", action="store_true", help="the flow int8 too, where the arch names it (INT8_FLOW)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -97,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if not all(hasattr(m, "INT8") for m in models.models.values()):
         print(f"error: {ckpt.get('arch')} names no modules to run in int8 (its INT8)", file=sys.stderr)
         return 2
+    if a.int8_flow:
+        if not all(hasattr(m, "INT8_FLOW") for m in models.models.values()):
+            print(f"error: {ckpt.get('arch')} has no int8 flow (INT8_FLOW); leave out --int8_flow", file=sys.stderr)
+            return 2
+        for m in models.models.values():
+            m.INT8 = {**m.INT8, **m.INT8_FLOW}
     clips = calibration_clips(a.data, a.clips, a.frames)
     described = f"{len(clips)} train-split clips x {a.frames} frames of {[str(d) for d in a.data]}"
     shared, found_shared = shared_modules(models.models), {}

@@ -186,8 +186,9 @@ def test_a_checkpoint_with_rep_blocks_is_served_as_plain_convolutions(tmp_path):
 @pytest.mark.slow
 @needs_int8
 def test_a_paired_spynet_model_shares_one_int8_flow_stored_and_compiled_once(tmp_path):
-    """``train.calibrate`` on a paired FRVSRSpyNet: SRNet int8 per variant, the frozen SPyNet's six levels one
-    program for both variants (stored once, one module when served), and the served output follows bf16."""
+    """``train.calibrate --int8_flow`` on a paired FRVSRSpyNet: SRNet int8 per variant, the frozen SPyNet's six
+    levels one program each for both variants (stored once, one module when served); the output follows bf16.
+    Without the flag, SRNet only."""
     from model.checkpoint import save_checkpoint
     from model.frvsr_spynet import FRVSRSpyNet, FRVSRSpyNetConfig
     from model.inference import super_resolve
@@ -213,7 +214,8 @@ def test_a_paired_spynet_model_shares_one_int8_flow_stored_and_compiled_once(tmp
     save_checkpoint(tmp_path / "a.pth", clean)
     save_checkpoint(tmp_path / "b.pth", comp)
     pair(tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "p.pth", InputRule())
-    assert main([str(tmp_path / "p.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]) == 0
+    argv = [str(tmp_path / "p.pth"), "--data", str(tmp_path / "data"), "--clips", "2", "--frames", "4"]
+    assert main([*argv, "--int8_flow"]) == 0
 
     _, ckpt = load_model_set(tmp_path / "p.pth")
     levels = {f"fnet.spynet.basic_module.{i}" for i in range(6)}
@@ -229,6 +231,9 @@ def test_a_paired_spynet_model_shares_one_int8_flow_stored_and_compiled_once(tmp
     for k in levels:
         assert isinstance(a.get_submodule(k), Int8Program) and a.get_submodule(k) is b.get_submodule(k)
     clip = moving_clip(4, 48, 64, dx=2, dy=1, seed=9)
+    assert main(argv) == 0  # the default: SRNet only
+    _, plain = load_model_set(tmp_path / "p.pth")
+    assert all(set(part["programs"]) == {"srnet"} for part in plain[INT8].values())
     ref = np.stack(list(super_resolve(clean, clip, precision="bf16"))).astype(float)
     got = np.stack(list(super_resolve(a, clip, precision="int8"))).astype(float)
     psnr = 10 * np.log10(255**2 / np.mean((got - ref) ** 2))
