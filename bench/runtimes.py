@@ -125,7 +125,7 @@ def teacher_runtimes(checkpoint: Path | None) -> dict[str, tuple[ModelSet, str]]
         from train.calibrate import calibrate_model, calibration_clips
 
         log.info("calibrating the teacher's int8 trunks (no calibrated teacher checkpoint given)")
-        programs = calibrate_model(net, calibration_clips(list(LISTS.values()), 2, 6), [False])
+        programs = calibrate_model(net, calibration_clips(list(LISTS.values()), 2, 6), compressed=False)
     if programs is not None and not int8_unavailable():
         out["int8"] = (one(prepare(net, "int8", programs)), "int8")
     return out

@@ -344,7 +344,7 @@ class FRVSR(nn.Module):
             BNet(self.cfg.backward, self.cfg.backward_blocks, self.cfg.block == "rep") if self.cfg.backward else None
         )
         if self.bnet is not None:  # the backward cell int8 too, its head (the frame and the carried feature) bf16
-            self.INT8 = {**type(self).INT8, "bnet": ("head",)}
+            self.INT8 = {**FRVSR.INT8, "bnet": ("head",)}
 
     def fused(self) -> FRVSR:
         """This model with ``rep`` blocks folded into plain 3x3 convolutions (``block: plain``): the same outputs

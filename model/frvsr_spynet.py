@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.frvsr import FRVSR, FRVSRConfig
-from model.spynet import LEVELS, SPyNet, load_spynet
+from model.spynet import SPyNet, load_spynet
 
 
 @dataclass
@@ -57,12 +57,6 @@ class ScaledSPyNet(nn.Module):
 class FRVSRSpyNet(FRVSR):
     """FRVSR with ``ScaledSPyNet`` as its ``fnet``; a fresh one has random SPyNet weights until
     ``load_released_flow`` (training does it for a new run)."""
-
-    # int8 (model.quantize) of SPyNet's six pyramid levels, beside SRNet's, where asked (train.calibrate --int8_flow):
-    # the flow 28.2 -> 20.4 ms a frame at 176x144 on one core, the served PSNR within 0.005 dB on both lists; not in
-    # the default: no gain in wall time (the flow runs beside the recurrence), a first request 1.5 s slower, and
-    # its programs' first compile in the flow thread hung a worker's warm-up (docs/results.md, the budget)
-    INT8_FLOW = {f"fnet.spynet.basic_module.{i}": () for i in range(LEVELS)}
 
     def __init__(self, cfg: FRVSRSpyNetConfig | None = None):
         cfg = cfg or FRVSRSpyNetConfig()

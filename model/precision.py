@@ -10,7 +10,7 @@ import copy
 import torch
 import torch.nn as nn
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # int8: model.quantize (what INT8 names int8, the rest bf16)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # int8: model.quantize (SRNet int8, the rest bf16)
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -1,19 +1,16 @@
 """int8 for x86 CPUs with AMX-INT8 or AVX512-VNNI: post-training static quantization with PyTorch's PT2E flow
 (torchao's ``X86InductorQuantizer``), run by Inductor.
 
-What is int8: the modules an architecture names in its ``INT8`` (FRVSR: SRNet; with ``train.calibrate --int8_flow``,
-also SPyNet's six pyramid levels, ``INT8_FLOW``; BasicVSR: its two propagation trunks), their convolutions (weights
-per output channel, symmetric; activations per tensor, uint8, from histograms of real clips) except the layers
-``INT8`` keeps out (SRNet's head and upsampling convolutions: they cost the most PSNR in int8,
-bench/results/runtimes.md); the other layers of a program (ReLU, the residual adds) run bf16. Everything else runs
-bf16 eager, with the flow field, the warps and the bicubic residual in float32 (``FRVSR.step``). SPyNet int8 moves
-the flow by 0.04-0.12 px on average and leaves the served PSNR within 0.005 dB, but gains no wall time
-(docs/results.md, the budget).
+What is int8: the modules an architecture names in its ``INT8`` (FRVSR: SRNet; BasicVSR: its two propagation
+trunks), their convolutions (weights per output channel, symmetric; activations per tensor, uint8, from
+histograms of real clips) except the layers ``INT8`` keeps out (SRNet's head and upsampling convolutions: they
+cost the most PSNR in int8, bench/results/runtimes.md); the other layers of a program (ReLU, the residual adds) run
+bf16. Everything else runs bf16 eager, with the flow, the warps and the bicubic residual in float32
+(``FRVSR.step``): an int8 flow costs alignment (``bench/results/int8_study.md``).
 
 Each quantized module is a ``torch.export`` program with dynamic height and width, stored as bytes in the
-checkpoint (``model.checkpoint.INT8``, per model variant: ``train.calibrate`` writes them; a module whose weights
-every variant shares, each of the frozen SPyNet's six levels, is one program stored once), so a serving worker
-needs no data: it loads the programs and compiles each once for every frame size at start (``handler.upscaler``
+checkpoint (``model.checkpoint.INT8``, per model variant: ``train.calibrate`` writes them), so a serving worker
+needs no data: it loads the programs and compiles them once for every frame size at start (``handler.upscaler``
 warms up at three sizes). Inductor's on-disk cache makes a restart's compile shorter.
 
 ``int8_unavailable()`` says why int8 cannot run here (no AMX-INT8/VNNI, oneDNN held below it by
@@ -85,12 +82,10 @@ def _example_inputs(model: nn.Module) -> dict[str, tuple]:
     return seen
 
 
-def quantize(
-    model: nn.Module, calibrate: Callable[[nn.Module], None], paths: Iterable[str] | None = None
-) -> dict[str, bytes]:
-    """The modules named in ``model.INT8`` (an FRVSR's SRNet and SPyNet's levels, BasicVSR's two trunks), or those
-    of ``paths``, calibrated and quantized, each a saved ``torch.export`` program (dynamic height and width) by its
-    module path; the layers ``model.INT8`` lists for a module stay bf16.
+def quantize(model: nn.Module, calibrate: Callable[[nn.Module], None]) -> dict[str, bytes]:
+    """The modules named in ``model.INT8`` (an FRVSR's SRNet, BasicVSR's two trunks) calibrated and quantized, each a
+    saved ``torch.export`` program (dynamic height and width) by its module path; the layers ``model.INT8`` lists
+    for a module stay bf16.
 
     ``calibrate(observed)`` runs a copy of the model whose modules are the observed programs (drop-ins: same
     inputs, same outputs) on real inputs, inside the real recurrence (``train.calibrate``).
@@ -101,12 +96,9 @@ def quantize(
 
     net = copy.deepcopy(model).float().eval()
     examples = _example_inputs(net)
-    chosen = set(net.INT8 if paths is None else paths)
     observed = {}
     with torch.no_grad():
         for path, keep_float in net.INT8.items():
-            if path not in chosen:
-                continue
             quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
             for name in keep_float:
                 quantizer.set_module_name_qconfig(name, None)
@@ -152,20 +144,13 @@ class Int8Program(nn.Module):
             return self._compiled(*args)
 
 
-def int8_model(
-    model: nn.Module, programs: dict[str, bytes], loaded: dict[bytes, Int8Program] | None = None
-) -> nn.Module:
-    """A copy of ``model`` with bf16 weights, each module of ``programs`` replaced by its int8 program. ``loaded``:
-    programs already loaded for other models, by their bytes; one a variant shares with another (the frozen
-    SPyNet: ``train.calibrate``) is then the same module in both, compiled once."""
+def int8_model(model: nn.Module, programs: dict[str, bytes]) -> nn.Module:
+    """A copy of ``model`` with bf16 weights, each module of ``programs`` replaced by its int8 program."""
     out = reduced_precision(model, "bf16")
     if out is model:  # already bf16: never change the caller's model
         out = copy.deepcopy(model)
-    loaded = {} if loaded is None else loaded
     for path, program in programs.items():
-        if program not in loaded:
-            loaded[program] = Int8Program(program)
-        out.set_submodule(path, loaded[program])
+        out.set_submodule(path, Int8Program(program))
     return out
 
 
@@ -205,18 +190,13 @@ def serving_precision(
     return resolved, (f"auto, not int8: {why}" if requested == "auto" else "requested")
 
 
-def prepare(
-    model: nn.Module,
-    precision: str,
-    programs: dict[str, bytes] | None = None,
-    loaded: dict[bytes, Int8Program] | None = None,
-) -> nn.Module:
-    """``model`` ready to run at a resolved ``precision``: int8 (``int8_model``, needs ``programs``; ``loaded``:
-    see there), or ``model.precision.reduced_precision``'s fp32 / bf16 / fp16."""
+def prepare(model: nn.Module, precision: str, programs: dict[str, bytes] | None = None) -> nn.Module:
+    """``model`` ready to run at a resolved ``precision``: int8 (``int8_model``, needs ``programs``), or
+    ``model.precision.reduced_precision``'s fp32 / bf16 / fp16."""
     if precision == "int8":
         if not programs:
             raise ValueError("int8 needs calibrated programs (python -m train.calibrate)")
-        return int8_model(model, programs, loaded)
+        return int8_model(model, programs)
     return reduced_precision(model, precision)
 
 
@@ -233,6 +213,6 @@ def load_for_serving(
         models.rule,
     )  # fmt: skip
     precision, why = serving_precision(requested, device, ckpt, models.models)
-    programs, loaded = programs_of(ckpt), {}  # a program the variants share is loaded and compiled once
-    prepared = {k: prepare(m, precision, programs.get(k), loaded) for k, m in models.models.items()}
+    programs = programs_of(ckpt)
+    prepared = {k: prepare(m, precision, programs.get(k)) for k, m in models.models.items()}
     return ModelSet(prepared, models.rule), precision, why

@@ -98,15 +98,10 @@ def blend_name(w: float) -> str:
 
 
 def blend(clean: dict, compressed: dict, w: float) -> dict:
-    """The state dict ``w * clean + (1 - w) * compressed`` (integer buffers, if any, the clean model's). A tensor
-    the two share (a frozen flow) stays exactly itself, whatever ``w`` (``w * v + (1 - w) * v`` need not round to
-    ``v``), so the blend shares that part's int8 program with the two (``train.calibrate.shared_modules``)."""
+    """The state dict ``w * clean + (1 - w) * compressed`` (integer buffers, if any, the clean model's)."""
     if clean.keys() != compressed.keys():
         raise ValueError("blend two weight sets of one network")
-    return {
-        k: w * v + (1 - w) * compressed[k] if v.is_floating_point() and not torch.equal(v, compressed[k]) else v
-        for k, v in clean.items()
-    }
+    return {k: w * v + (1 - w) * compressed[k] if v.is_floating_point() else v for k, v in clean.items()}
 
 
 @dataclass

@@ -15,7 +15,9 @@ are the whole run's (the recurrence is causal), so the cost is all in the second
 
     python -m bench.studies.clip_split --model model/pretrained/FRVSR_GAN_default.pth --warm 0 2 4 --crf 23
 
-Saves ``bench/results/clip_split.{json,md}``; not part of every ``make bench`` (about 10 minutes).
+Saves ``bench/results/clip_split.{json,md}``; not part of every ``make bench`` (about 10 minutes). Each arm runs once
+before the timed rounds, so that the int8 programs compile for its threads first: a compile in one thread beside
+the other thread's run of the same programs hung the served pipeline's first try of the split (docs/results.md).
 """
 
 from __future__ import annotations

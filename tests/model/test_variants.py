@@ -116,25 +116,3 @@ def test_a_blend_is_the_interpolated_network_and_rule_rewrites_a_pair(tmp_path):
     assert main(["rule", str(tmp_path / "clean.pth"), str(tmp_path / "x.pth")]) == 2  # one model: nothing to blend
     with pytest.raises(SystemExit):  # argparse: the usage and the message, exit 2
         main([*argv, "--blend", "half"])
-
-
-def test_a_blend_keeps_the_weights_the_two_share_exactly_and_calibration_shares_only_those():
-    """A frozen part (equal in both models) is the same bits in any blend, so ``train.calibrate.shared_modules``
-    finds it shared by all three models; the parts that differ are not."""
-    from model.variants import blend
-    from train.calibrate import shared_modules
-
-    a = random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4), seed=1)
-    b = random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4), seed=2)
-    b.fnet.load_state_dict(a.fnet.state_dict())  # the same flow, another SRNet
-    mixed = random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4), seed=3)
-    mixed.load_state_dict(blend(a.state_dict(), b.state_dict(), 0.6))  # 0.6 v + 0.4 v need not round to v
-    assert all(torch.equal(v, a.fnet.state_dict()[k]) for k, v in mixed.fnet.state_dict().items())
-    assert not torch.equal(mixed.srnet.head.weight, a.srnet.head.weight)
-
-    a.INT8 = b.INT8 = mixed.INT8 = {"fnet": (), "srnet": ("head",)}  # the flow named int8 too, for this test
-    assert shared_modules({"clean": a, "compressed": b, "blend60": mixed}) == ["fnet"]
-    assert shared_modules({"clean": a}) == []  # one model: nothing to share
-    other = random_frvsr(FRVSRConfig(channels=8, blocks=1, fnet_channels=4), seed=4)
-    other.INT8 = a.INT8
-    assert shared_modules({"clean": a, "compressed": other}) == []
