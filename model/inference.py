@@ -4,7 +4,6 @@ client_test.py, the handler, bench), at a precision ``model.precision`` resolves
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterable, Iterator
 
@@ -50,9 +49,7 @@ def super_resolve(
     ``precision``: see ``resolve_precision``. ``flow_ahead``: see ``FRVSR.iterate`` (``FLOW_AHEAD`` serves).
     """
     model = unwrap(model)
-    if device is None:  # where its weights are (int8 programs hold theirs outside the parameters: its buffers)
-        device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     precision = resolve_precision(precision, device)
     if precision == "int8" and not is_int8(model):
         raise ValueError("precision int8 needs a model prepared by model.quantize.prepare (a calibrated program)")

@@ -87,8 +87,7 @@ class SPyNet(nn.Module):
         """The flow on inputs whose sides are multiples of 32: (n, 3, h, w) x2 -> (n, 2, h, w)."""
         mean, std = self.mean.float(), self.std.float()  # float32 also when the weights are bf16
         cur_l, prev_l = [(cur.float() - mean) / std], [(prev.float() - mean) / std]  # pyramids, coarsest first
-        # convolutions in the weights' type (float32 where int8 programs replace them: model.quantize), flow float32
-        dtype = next(self.basic_module.parameters(), self.mean).dtype
+        dtype = self.basic_module[0].basic_module[0].weight.dtype  # convolutions in the weights' type, flow float32
         for _ in range(LEVELS - 1):
             cur_l.insert(0, F.avg_pool2d(cur_l[0], 2))
             prev_l.insert(0, F.avg_pool2d(prev_l[0], 2))

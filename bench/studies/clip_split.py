@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 
 from bench.saved import save_result
-from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from bench.studies.variants import LISTS
+from common.paths import ROOT
 from model.inference import super_resolve, to_tensor
 from model.quantize import load_for_serving
 from model.variants import CLEAN
@@ -43,10 +44,9 @@ from testing.clips import moving_clip
 from train.data import bicubic_upscale, crop_to_scale, read_clip
 from train.evaluate import lowres_input, test_samples
 from train.metrics import mse, psnr_from_mse
+from video.settings import HandlerSettings
 
 log = logging.getLogger(__name__)
-LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
-FLOW_AHEAD = 2  # the handler's default
 
 
 def split_outputs(
@@ -98,7 +98,7 @@ def timing(net: nn.Module, precision: str, size: tuple[int, int], frames: int, w
 
     def served(x: np.ndarray) -> None:
         torch.set_num_threads(2)
-        for _ in super_resolve(net, iter(x), precision=precision, flow_ahead=FLOW_AHEAD):
+        for _ in super_resolve(net, iter(x), precision=precision, flow_ahead=HandlerSettings.flow_ahead):
             pass
 
     def split(x: np.ndarray) -> None:
