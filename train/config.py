@@ -32,6 +32,9 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 2e-4  # Adam
     lr_min: float = 1e-5  # cosine decay floor (over the epoch budget or the time budget)
+    # a linear ramp of the learning rate over the run's first N steps: a fresh Adam's first steps move every weight
+    # by about lr whatever its gradient, which knocks a converged init_from model off its optimum; 0 = none
+    warmup_steps: int = 0
     # weight of FNet's warping loss on low-res frames (the "warp" loss, also in the GAN stage)
     flow_loss_weight: float = 0.5
     grad_clip: float = 1.0

@@ -148,10 +148,12 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.Adam(groups, lr=cfg.lr)
 
 
-def cosine_lr(cfg: TrainConfig, progress: float) -> float:
-    """The learning rate at ``progress`` (0 to 1 of the step or time budget): cosine from ``lr`` to ``lr_min``."""
+def cosine_lr(cfg: TrainConfig, progress: float, step: int = 0) -> float:
+    """The learning rate at ``progress`` (0 to 1 of the step or time budget): cosine from ``lr`` to ``lr_min``,
+    scaled by a linear ramp over the run's first ``warmup_steps`` steps (``step`` counts from 0)."""
     progress = min(max(progress, 0.0), 1.0)
-    return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
+    ramp = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    return ramp * (cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -425,7 +427,7 @@ def run_epochs(
         for lr_batch, hr_batch, *extra in loader:  # then flows (b, t, 2, h, w) with flow_cache, targets with distill
             progress = run.progress(total_steps)
             for group in run.optimizer.param_groups:
-                group["lr"] = cosine_lr(cfg, progress) * group.get("lr_scale", 1.0)
+                group["lr"] = cosine_lr(cfg, progress, state.step) * group.get("lr_scale", 1.0)
             lr_batch, hr_batch = lr_batch.to(run.device), hr_batch.to(run.device)
             t0 = time.perf_counter()
             if run.gan is not None:

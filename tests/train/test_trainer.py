@@ -10,7 +10,7 @@ from testing.helpers import moving_clip, write_clip
 from train.config import TrainConfig
 from train.data import TrainClips, discover_samples, pingpong_indices
 from train.resume import RESUME_FILE
-from train.trainer import load_splits, train
+from train.trainer import cosine_lr, load_splits, train
 
 TINY = {
     "channels": 8,
@@ -155,3 +155,11 @@ def test_a_cpu_time_budget_stops_the_run_once_its_own_cpu_seconds_are_spent(seed
     final = [h for h in history if "val_psnr" in h][-1]
     assert 0 < _steps(trial) < 10_000  # stopped by the CPU budget (1.2 s), long before the epochs ran out
     assert final["own_cpu_seconds"] >= 1.2 and final["cpu_seconds"] >= final["own_cpu_seconds"]
+
+
+def test_warmup_ramps_the_learning_rate_linearly_then_hands_over_to_the_cosine():
+    cfg = TrainConfig(lr=1e-4, lr_min=1e-6, warmup_steps=4)
+    assert [cosine_lr(cfg, 0.0, s) for s in range(3)] == pytest.approx([2.5e-5, 5e-5, 7.5e-5])
+    assert cosine_lr(cfg, 0.0, 3) == pytest.approx(1e-4)
+    assert cosine_lr(cfg, 0.5, 500) == pytest.approx(cosine_lr(TrainConfig(lr=1e-4, lr_min=1e-6), 0.5, 500))
+    assert cosine_lr(TrainConfig(lr=1e-4, lr_min=1e-6), 0.0, 0) == pytest.approx(1e-4)  # none by default
