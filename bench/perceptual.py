@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from bench.saved import save_result
-from common.paths import DEFAULT_MODEL, GAN_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from common.paths import DEFAULT_MODEL, GAN_MODEL, ROOT, TEST_LISTS
 from model.quantize import load_for_serving
 from train.degradations import EVAL_CRF
 from train.evaluate import evaluate_conditions, test_samples
@@ -36,7 +36,6 @@ from train.report import GROUND_TRUTH, MODEL_NAME, summarize
 
 log = logging.getLogger(__name__)
 OUT = ROOT / "bench" / "results" / "perceptual"
-LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 UNSHARP = 0.5  # the sharpening baseline's amount (issue 28's comparison row)
 MEASURES = ("PSNR_Y", "VMAF", "VMAF_NEG", "BRISQUE", "tOF")
 CONDITIONS = {"clean": None, f"crf{EVAL_CRF}": EVAL_CRF}  # name: the CRF (None: clean)
@@ -109,7 +108,7 @@ def markdown(rows: list[dict], title: str = "### Sharpness, naturalness and flic
         "| model | list | input | PSNR-Y | VMAF | VMAF NEG | BRISQUE | tOF | bicubic VMAF | GT BRISQUE |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for list_name in LISTS:
+    for list_name in TEST_LISTS:
         for cond in CONDITIONS:
             for r in rows:
                 if list_name not in r:
@@ -128,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--skip-teacher", action="store_true", help="leave the teacher's rows out (minutes per clip)")
     p.add_argument("--rows", nargs="+", choices=ROWS, help="compute only these; keep the saved file's others")
-    p.add_argument("--lists", nargs="+", choices=sorted(LISTS), default=list(LISTS))
+    p.add_argument("--lists", nargs="+", choices=sorted(TEST_LISTS), default=list(TEST_LISTS))
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    lists = {k: LISTS[k] for k in a.lists}
+    lists = {k: TEST_LISTS[k] for k in a.lists}
     missing = [str(v) for v in lists.values() if not v.is_dir()]
     if missing:
         print(f"error: test data not found: {', '.join(missing)} (the shared data beside the project)", file=sys.stderr)

@@ -29,14 +29,13 @@ import torch
 
 from bench.models import CANDIDATES, degradation_cost, reference_quality, run_model_bench, shipped_default
 from common.files import atomic_path, atomic_write_text
-from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from common.paths import DEFAULT_MODEL, ROOT, TEST_LISTS, VIMEO_SAMPLE
 from model.frvsr import FRVSR
 from train.degradations import EVAL_CRF
 
 log = logging.getLogger(__name__)
 RESULTS = ROOT / "bench" / "results"
 SHARED = VIMEO_SAMPLE
-LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 
 
 class PeakRSS:
@@ -157,7 +156,7 @@ def reference_markdown(refs: list[dict]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in refs:
-        for name in LISTS:
+        for name in TEST_LISTS:
             q = r[name]
             out.append(
                 f"| {r['name']} | {r['ms_176x144']:.0f} | {name} | {q['clean']['model']:.3f} | "
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB; "
         f"precision auto = {resolve_precision('auto', 'cpu')} on this CPU"
     )
-    refs = reference_quality(LISTS) if all(p.is_dir() for p in LISTS.values()) and not a.skip_teacher else []
+    refs = reference_quality(TEST_LISTS) if all(p.is_dir() for p in TEST_LISTS.values()) and not a.skip_teacher else []
     spent = None
     if default and not a.skip_budget:  # core-ms a frame per piece of the served pipeline, 150-frame clips
         from bench import budget
@@ -277,21 +276,21 @@ def main(argv: list[str] | None = None) -> int:
     if default and not a.skip_runtimes:  # bf16 vs int8 vs compiled, FRVSR and the teacher (bench.runtimes)
         from bench import runtimes
 
-        lists = {k: v for k, v in LISTS.items() if v.is_dir()}
+        lists = {k: v for k, v in TEST_LISTS.items() if v.is_dir()}
         teacher = None if a.skip_teacher else {k: v for k, v in lists.items() if k == "vimeo"}
         given = runtimes.TEACHER if runtimes.TEACHER.is_file() else None
         rt = runtimes.run(DEFAULT_MODEL, lists, teacher, frames=12, rounds=3, teacher=given)
     flows = None
-    if all(p.is_dir() for p in LISTS.values()) and not a.skip_flow:  # warp PSNR of the flow options, in bf16
+    if all(p.is_dir() for p in TEST_LISTS.values()) and not a.skip_flow:  # warp PSNR of the flow options, in bf16
         from bench import warp_psnr
 
-        flows = warp_psnr.run([str(p) for p in LISTS.values()], [], threads=1, precisions=("bf16",))
+        flows = warp_psnr.run([str(p) for p in TEST_LISTS.values()], [], threads=1, precisions=("bf16",))
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     sharp = None
-    if all(p.is_dir() for p in LISTS.values()) and not a.skip_perceptual:  # default, unsharp, GAN, teacher
+    if all(p.is_dir() for p in TEST_LISTS.values()) and not a.skip_perceptual:  # default, unsharp, GAN, teacher
         from bench import perceptual
 
-        sharp = perceptual.run(LISTS, teacher=not a.skip_teacher)
+        sharp = perceptual.run(TEST_LISTS, teacher=not a.skip_teacher)
     md = markdown(rows, e2e, a.train_seconds, machine, degr) + reference_markdown(refs)
     if sharp is not None:
         md += "\n" + perceptual.markdown(sharp, title="## Sharpness, naturalness and flicker (bench.perceptual)")

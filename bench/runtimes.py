@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from bench.models import list_quality
 from bench.saved import save_result
-from common.paths import DEFAULT_MODEL, ROOT, VIMEO_SAMPLE, VSR_TRAIN, runs_dir
+from common.paths import DEFAULT_MODEL, ROOT, TEST_LISTS, runs_dir
 from model.checkpoint import read_checkpoint
 from model.inference import super_resolve
 from model.precision import reduced_precision
@@ -46,7 +46,6 @@ from train.degradations import EVAL_CRF
 from video.settings import HandlerSettings
 
 log = logging.getLogger(__name__)
-LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 SIZES = ((176, 144), (200, 200))
 CLIP_FRAMES = 150  # the 5 s 30 fps clip the targets name
 SERVED = f"int8, flow {HandlerSettings.flow_ahead} ahead (as served)"
@@ -121,11 +120,11 @@ def teacher_runtimes(checkpoint: Path | None) -> dict[str, tuple[ModelSet, str]]
         "bf16": (one(reduced_precision(net, "bf16")), "bf16"),
     }
     programs = programs_of(read_checkpoint(checkpoint)).get("clean") if checkpoint else None
-    if programs is None and not int8_unavailable() and all(p.is_dir() for p in LISTS.values()):
+    if programs is None and not int8_unavailable() and all(p.is_dir() for p in TEST_LISTS.values()):
         from train.calibrate import calibrate_model, calibration_clips
 
         log.info("calibrating the teacher's int8 trunks (no calibrated teacher checkpoint given)")
-        programs = calibrate_model(net, calibration_clips(list(LISTS.values()), 2, 6), compressed=False)
+        programs = calibrate_model(net, calibration_clips(list(TEST_LISTS.values()), 2, 6), compressed=False)
     if programs is not None and not int8_unavailable():
         out["int8"] = (one(prepare(net, "int8", programs)), "int8")
     return out
@@ -251,8 +250,8 @@ def markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.runtimes", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--lists", nargs="+", default=list(LISTS), choices=list(LISTS))
-    p.add_argument("--teacher_lists", nargs="*", default=["vimeo"], choices=list(LISTS),
+    p.add_argument("--lists", nargs="+", default=list(TEST_LISTS), choices=list(TEST_LISTS))
+    p.add_argument("--teacher_lists", nargs="*", default=["vimeo"], choices=list(TEST_LISTS),
                    help="the teacher's quality lists (vsr_train: minutes per clip and condition)")  # fmt: skip
     p.add_argument("--skip_teacher", action="store_true")
     p.add_argument("--teacher", type=Path, default=TEACHER, help="the exported teacher, with its int8 programs if any")
@@ -261,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtimes")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    teacher = None if a.skip_teacher else {n: LISTS[n] for n in a.teacher_lists}
+    teacher = None if a.skip_teacher else {n: TEST_LISTS[n] for n in a.teacher_lists}
     given = a.teacher if a.teacher.is_file() else None
-    res = run(a.model, {n: LISTS[n] for n in a.lists}, teacher, a.frames, a.rounds, given)
+    res = run(a.model, {n: TEST_LISTS[n] for n in a.lists}, teacher, a.frames, a.rounds, given)
     save_result(a.out, res, markdown(res))
     return 0
 

@@ -17,6 +17,8 @@ GAN_MODEL = PRETRAINED_DIR / "FRVSR_GAN_sharp.pth"  # the adversarial fine-tune,
 SHARED_DATA = ROOT.parent / "shared" / "data"  # beside the project, never inside it (never committed)
 VIMEO_SAMPLE = SHARED_DATA / "vimeo90k_sample"
 VSR_TRAIN = SHARED_DATA / "vsr_train"
+# the two test lists every quality table reports, by the names the tables use (each folder's sep_testlist.txt)
+TEST_LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 
 
 def runs_dir() -> Path:

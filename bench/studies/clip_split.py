@@ -35,8 +35,7 @@ import torch
 import torch.nn as nn
 
 from bench.saved import save_result
-from bench.studies.variants import LISTS
-from common.paths import ROOT
+from common.paths import ROOT, TEST_LISTS
 from model.inference import super_resolve, to_tensor
 from model.quantize import load_for_serving
 from model.variants import CLEAN
@@ -64,7 +63,7 @@ def split_outputs(
 def quality(models, precision: str, warms: list[int], crfs: list[int]) -> dict:
     """{"<list> clean" | "<list> crf<N>": {"bicubic", "whole", "warm<k>": platform PSNR, "frames": [...]}}."""
     out = {}
-    for list_name, folder in LISTS.items():
+    for list_name, folder in TEST_LISTS.items():
         for crf in [None, *crfs]:
             sq: dict[str, list[float]] = {"bicubic": [], "whole": [], **{f"warm{k}": [] for k in warms}}
             frames = []
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "clip_split")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    missing = [str(f) for f in LISTS.values() if not f.is_dir()]
+    missing = [str(f) for f in TEST_LISTS.values() if not f.is_dir()]
     if missing:
         print(f"skipped: the shared test lists are not here ({', '.join(missing)})", file=sys.stderr)
         return 0

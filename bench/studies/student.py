@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from bench.saved import save_result
-from common.paths import ROOT
+from common.paths import ROOT, TEST_LISTS
 
 log = logging.getLogger(__name__)
 MARKS = (15, 30, 45)  # CPU-minutes at which the curves are read off
@@ -152,16 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.no_score and a.scores:
         res["scores"] = json.loads(a.scores.read_text())
     if not a.no_score:
-        from bench.studies.variants import LISTS, score
+        from bench.studies.variants import score
 
-        missing = [str(f) for f in LISTS.values() if not f.is_dir()]
+        missing = [str(f) for f in TEST_LISTS.values() if not f.is_dir()]
         if missing:
             print(f"skipped the scores: the shared test lists are not here ({', '.join(missing)})", file=sys.stderr)
         else:
             torch.set_num_threads(a.threads)
             nets = {name: kept_checkpoint(Path(run)) for name, run in arms.items()}
             nets.update({name: Path(p) for name, p in (item.split("=", 1) for item in a.also)})
-            res["scores"] = score(nets, (23,), LISTS)
+            res["scores"] = score(nets, (23,), TEST_LISTS)
     if kept.get("scores"):
         fresh = res.get("scores", {})
         earlier = {k: v for k, v in kept["scores"].items() if k not in fresh and k not in arms}  # a rerun arm's: stale

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from bench.saved import save_result
-from common.paths import ROOT, VIMEO_SAMPLE, VSR_TRAIN
+from common.paths import ROOT, TEST_LISTS
 from model.inference import super_resolve, to_tensor
 from model.quantize import load_for_serving
 from model.variants import CLEAN, COMPRESSED, InputRule
@@ -36,7 +36,6 @@ from train.evaluate import lowres_input, test_samples
 from train.metrics import mse, psnr_from_mse
 
 log = logging.getLogger(__name__)
-LISTS = {"vsr_train": VSR_TRAIN, "vimeo": VIMEO_SAMPLE}
 CRFS = (12, 15, 18, 23, 28, 32)
 
 
@@ -109,7 +108,7 @@ def run(model_path: Path, also: dict[str, Path], crfs: tuple[int, ...], lists: d
 
 def rescore(res: dict, rule: InputRule) -> dict:
     """``res`` with "auto" recomputed for another rule, from the per-clip numbers (no model is run)."""
-    for list_name in [k for k in LISTS if k in res]:
+    for list_name in [k for k in TEST_LISTS if k in res]:
         for row in res[list_name].values():
             picks = [rule.choose("h264" if c["bpp"] is not None else None, c["bpp"]) for c in row["clips"]]
             mses = [c["mse"][pick] for c, pick in zip(row["clips"], picks, strict=True)]
@@ -120,7 +119,7 @@ def rescore(res: dict, rule: InputRule) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lists = [k for k in LISTS if k in res]
+    lists = [k for k in TEST_LISTS if k in res]
     names = [n for n in res[lists[0]]["clean"] if n not in ("bicubic", "bpp", "auto_picks", "clips")]
     lines = [
         f"Model: `{res['model']}`; {res['rule']}. Gains over bicubic on the same decoded frames, platform PSNR "
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crf", type=int, nargs="*", default=list(CRFS))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "variants")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--lists", nargs="*", default=list(LISTS), choices=list(LISTS), help="test lists (default both)")
+    p.add_argument("--lists", nargs="*", default=list(TEST_LISTS), choices=list(TEST_LISTS), help="default: both")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.rescore:
@@ -158,14 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.model is None:
         p.error("--model is required (or --rescore)")
-    missing = [str(f) for f in LISTS.values() if not f.is_dir()]
+    missing = [str(f) for f in TEST_LISTS.values() if not f.is_dir()]
     if missing:
         print(f"skipped: the shared test lists are not here ({', '.join(missing)})", file=sys.stderr)
         return 0
     torch.set_num_threads(a.threads)
     also = dict(item.split("=", 1) for item in a.also)
     t0 = time.perf_counter()
-    res = run(a.model, {k: Path(v) for k, v in also.items()}, tuple(a.crf), {k: LISTS[k] for k in a.lists})
+    res = run(a.model, {k: Path(v) for k, v in also.items()}, tuple(a.crf), {k: TEST_LISTS[k] for k in a.lists})
     res["seconds"] = round(time.perf_counter() - t0, 1)
     save_result(a.out, res, markdown(res))
     return 0
