@@ -52,7 +52,7 @@ GAN = "gan"  # --extra_model gan: the shipped FRVSR_GAN (common.paths.GAN_MODEL)
 # what the page's model picker says of the shipped models (``Lane.about``)
 ABOUT = {
     DEFAULT_MODEL.name: "faithful: the closest to the original, for clean or compressed input",
-    GAN: "sharp: FRVSR_GAN, crisper and more natural-looking detail that holds still; a little less faithful (0.4 dB)",
+    GAN: "sharp: FRVSR_GAN, crisper and more natural-looking detail, a little less faithful to the original (0.4 dB)",
     TEACHER: "BasicVSR, the slow best: the most faithful on clean input, minutes per clip",
 }
 
